@@ -1,0 +1,191 @@
+"""The embedding service core: validation, normalisation, phrase cache, de-duplication and
+micro-batching around a sentence encoder. It knows nothing of gRPC; embedder/grpc_server.py and
+the in-process CLI are thin adapters over `EmbeddingService.embed`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from embedder.batcher import MicroBatcher, Ticket
+from embedder.cache import PhraseCache, cache_key
+from embedder.encoder import EncoderInfo, SentenceEncoder
+from embedder.errors import DeadlineExceeded, EmbedderError, InputTooLarge, InvalidInput
+from embedder.normalize import is_blank, normalize_text
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_texts: int = 1024
+    max_text_chars: int = 50_000
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: np.ndarray  # float32 [n, dim], in request order
+    cache_hits: list[bool]
+
+
+class ServiceObserver(Protocol):
+    def on_request(self, texts: int, hits: int, seconds: float, outcome: str) -> None: ...
+
+    def on_batch(self, size: int, seconds: float, failed: bool) -> None: ...
+
+    def on_expired(self, count: int) -> None: ...
+
+
+class _NoObserver:
+    def on_request(self, texts: int, hits: int, seconds: float, outcome: str) -> None:
+        pass
+
+    def on_batch(self, size: int, seconds: float, failed: bool) -> None:
+        pass
+
+    def on_expired(self, count: int) -> None:
+        pass
+
+
+def dedupe(keys: Sequence[bytes]) -> tuple[list[bytes], list[int]]:
+    """(unique keys in first-seen order, index into them for every input key)."""
+    position: dict[bytes, int] = {}
+    inverse = [position.setdefault(k, len(position)) for k in keys]
+    return list(position), inverse
+
+
+def validate_texts(texts: Sequence[str], limits: Limits, *, lowercase: bool) -> list[str]:
+    """Normalised texts, or InvalidInput / InputTooLarge naming the text and the limit."""
+    if len(texts) > limits.max_texts:
+        raise InputTooLarge(f"too many texts: {len(texts)}; the limit is {limits.max_texts} per request")
+    normalized = []
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_text_chars:
+            raise InputTooLarge(
+                f"texts[{i}] has {len(text)} characters; the limit is {limits.max_text_chars} "
+                "(texts within it are truncated to the model's maximum sequence length)"
+            )
+        if is_blank(text):
+            raise InvalidInput(f"texts[{i}] is empty or whitespace-only")
+        normalized.append(normalize_text(text, lowercase=lowercase))
+    return normalized
+
+
+class EmbeddingService:
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        *,
+        cache: PhraseCache,
+        max_batch_size: int = 64,
+        max_wait_s: float = 0.002,
+        max_queue: int = 4096,
+        limits: Limits = Limits(),
+        observer: ServiceObserver | None = None,
+    ):
+        self.info: EncoderInfo = encoder.info
+        self.limits = limits
+        self.cache = cache
+        self._encoder = encoder
+        self._observer = observer or _NoObserver()
+        self._batcher: MicroBatcher[tuple[bytes, str], np.ndarray] = MicroBatcher(
+            self._encode,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            max_queue=max_queue,
+            observer=self._observer,
+        )
+        # Keys being computed right now: a concurrent request for the same phrase waits on the
+        # same ticket instead of computing it again. Guarded, with the cache lookup, by _lock.
+        self._inflight: dict[bytes, Ticket[tuple[bytes, str], np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self._requests_in_flight = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.depth
+
+    @property
+    def requests_in_flight(self) -> int:
+        return self._requests_in_flight
+
+    def _encode(self, items: list[tuple[bytes, str]]) -> list[np.ndarray]:
+        return list(self._encoder.embed([text for _key, text in items]))
+
+    def _on_done(self, ticket: Ticket[tuple[bytes, str], np.ndarray]) -> None:
+        key = ticket.item[0]
+        with self._lock:
+            if self._inflight.get(key) is ticket:
+                del self._inflight[key]
+            if ticket.future.exception() is None:
+                self.cache.put(key, ticket.future.result())
+
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> EmbedResult:
+        """Vectors for `texts`, in order. Raises an EmbedderError subclass on any failure."""
+        started = time.perf_counter()
+        with self._lock:
+            self._requests_in_flight += 1
+        try:
+            result = self._embed(texts, timeout)
+        except EmbedderError as exc:
+            self._observer.on_request(len(texts), 0, time.perf_counter() - started, exc.code)
+            raise
+        finally:
+            with self._lock:
+                self._requests_in_flight -= 1
+        self._observer.on_request(len(texts), sum(result.cache_hits), time.perf_counter() - started, "ok")
+        return result
+
+    def _embed(self, texts: Sequence[str], timeout: float | None) -> EmbedResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not texts:
+            return EmbedResult(np.zeros((0, self.info.dim), np.float32), [])
+        normalized = validate_texts(texts, self.limits, lowercase=self.info.lowercase)
+        keys = [cache_key(self.info.model_id, t) for t in normalized]
+        unique, inverse = dedupe(keys)
+        unique_texts: dict[int, str] = {}
+        for text, u in zip(normalized, inverse):
+            unique_texts.setdefault(u, text)
+
+        with self._lock:
+            found = self.cache.get_many(unique)
+            waiting: dict[int, Ticket[tuple[bytes, str], np.ndarray]] = {}
+            to_submit = []
+            for u, (key, vector) in enumerate(zip(unique, found)):
+                if vector is not None:
+                    continue
+                ticket = self._inflight.get(key)
+                if ticket is not None and ticket.extend_deadline(deadline):
+                    waiting[u] = ticket
+                else:
+                    to_submit.append(u)
+            if to_submit:
+                # on_done takes self._lock, so it cannot run before the tickets are recorded below.
+                tickets = self._batcher.submit(
+                    [(unique[u], unique_texts[u]) for u in to_submit], deadline, on_done=self._on_done
+                )
+                for u, ticket in zip(to_submit, tickets):
+                    self._inflight[unique[u]] = ticket
+                    waiting[u] = ticket
+
+        for u, ticket in waiting.items():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                found[u] = ticket.future.result(timeout=remaining)
+            except FutureTimeout:
+                raise DeadlineExceeded("the deadline passed before the embeddings were computed") from None
+            except EmbedderError as exc:
+                # The same exception object is shared by every request of a batch.
+                raise type(exc)(exc.message) from None
+        return EmbedResult(
+            vectors=np.stack([found[u] for u in inverse]),
+            cache_hits=[u not in waiting for u in inverse],
+        )
+
+    def close(self, timeout: float | None = None) -> None:
+        self._batcher.close(timeout)
