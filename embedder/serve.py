@@ -1,0 +1,77 @@
+"""Wiring for `python -m embedder serve`: settings -> encoder -> service -> gRPC + metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+
+from embedder.cache import PhraseCache
+from embedder.metrics import EmbedderMetrics
+from embedder.service import EmbeddingService, Limits, ServiceObserver
+from embedder.settings import EmbedderSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_service(settings: EmbedderSettings, observer: ServiceObserver | None = None) -> EmbeddingService:
+    """Load the model named by the settings and wrap it in the cache and the batcher."""
+    from embedder.encoder import import_tensorflow, load_encoder
+
+    tf, _ = import_tensorflow()
+    if settings.tf_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.tf_threads)
+
+    encoder = load_encoder(settings.model, name=settings.model_name, version=settings.model_version)
+    encoder.embed(["warm up the graph"])  # the first call traces and allocates: keep it off a request
+    return EmbeddingService(
+        encoder,
+        cache=PhraseCache(settings.cache_size),
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue=settings.max_queue,
+        limits=Limits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars),
+        observer=observer,
+    )
+
+
+def serve(settings: EmbedderSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight requests and exit."""
+    from prometheus_client import start_http_server
+
+    from embedder.grpc_server import start_server
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    metrics = EmbedderMetrics()
+    service = build_service(settings, metrics)
+    metrics.watch(service)
+    metrics_port = None
+    if settings.metrics_port >= 0:
+        http_server, _ = start_http_server(settings.metrics_port, settings.metrics_address, registry=metrics.registry)
+        metrics_port = http_server.server_port
+    running = start_server(service, settings.address, threads=settings.grpc_threads)
+    host = settings.address.rsplit(":", 1)[0]
+    # One machine-readable line, so scripts and tests can find the ports that were picked.
+    print(
+        json.dumps(
+            {
+                "event": "ready",
+                "address": f"{host}:{running.port}",
+                "metrics_port": metrics_port,
+                "model_id": service.info.model_id,
+                "dim": service.info.dim,
+            }
+        ),
+        flush=True,
+    )
+    stop.wait()
+    log.info("shutting down: draining in-flight requests (up to %.1fs)", settings.shutdown_grace_s)
+    running.stop(settings.shutdown_grace_s)
+    service.close(timeout=settings.shutdown_grace_s)
+    log.info("stopped")
+    sys.stdout.flush()
