@@ -1,0 +1,125 @@
+"""`python -m embedder ...` as a user runs it: real processes, real model, real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+from embedder.client import EmbedderClient
+from embedder.errors import Unavailable
+from embedder.process import EmbedderProcess
+from tests.conftest import ROOT
+
+
+def run_cli(*args, stdin=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "embedder", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def server_process(tmp_path_factory):
+    server = EmbedderProcess({"EMBEDDER_SHUTDOWN_GRACE_S": "30"}, log_path=tmp_path_factory.mktemp("embedder") / "log")
+    server.start()
+    assert server.ready["event"] == "ready", server.ready
+    yield server.proc, server.ready
+    server.stop()
+
+
+def test_embed_local_prints_json(reference):
+    item = reference["items"][0]
+    out = run_cli("embed", "--local", item["text"])
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["dim"] == 384 and payload["model"].startswith("all-MiniLM-L6-v2@")
+    assert float(np.dot(payload["embeddings"][0], item["embedding"])) > 0.9999
+
+
+def test_embed_reads_stdin_from_a_running_server(server_process):
+    _, ready = server_process
+    out = run_cli("embed", "--address", ready["address"], stdin="first line\n\nsecond line\n")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert len(payload["embeddings"]) == 2 and payload["model"] == ready["model_id"]
+
+
+def test_embed_reports_bad_input_without_a_traceback(server_process):
+    _, ready = server_process
+    out = run_cli("embed", "--address", ready["address"], "   ")
+    assert out.returncode == 2
+    assert "texts[0] is empty or whitespace-only" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_metrics_endpoint_exports_cache_and_batches(server_process):
+    _, ready = server_process
+    EmbedderClient(ready["address"], timeout_s=30).embed(["metrics one", "metrics one", "metrics two"])
+    body = urllib.request.urlopen(f"http://127.0.0.1:{ready['metrics_port']}/metrics", timeout=5).read().decode()
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in body.splitlines() if line and not line.startswith("#")
+    }
+    assert samples["embedder_cache_misses_total"] >= 2
+    assert samples["embedder_batch_size_count"] >= 1
+    assert "embedder_queue_depth" in samples and 'embedder_request_seconds_bucket{le="0.1"}' in samples
+
+
+def test_settings_lists_every_variable():
+    out = run_cli("settings")
+    assert out.returncode == 0
+    for var in (
+        "EMBEDDER_ADDRESS",
+        "EMBEDDER_CACHE_SIZE",
+        "EMBEDDER_MAX_BATCH_SIZE",
+        "EMBEDDER_MAX_WAIT_MS",
+        "EMBEDDER_MAX_QUEUE",
+    ):
+        assert var in out.stdout
+
+
+def test_invalid_setting_is_reported_clearly():
+    out = run_cli("embed", "--local", "x", env={"EMBEDDER_CACHE_SIZE": "lots"})
+    assert out.returncode == 2 and "EMBEDDER_CACHE_SIZE='lots' is not a valid int" in out.stderr
+
+
+def test_sigterm_drains_in_flight_requests(server_process):
+    """Last in this module: it stops the shared server."""
+    proc, ready = server_process
+    client = EmbedderClient(ready["address"], timeout_s=60, retries=0)
+    long_texts = [f"request {i} " + "several words that make a long text " * 40 for i in range(64)]
+    outcome = {}
+
+    def slow_request():
+        outcome["result"] = client.embed(long_texts)
+
+    texts_before = _texts_received(ready["metrics_port"])
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    while _sample(ready["metrics_port"], "embedder_requests_in_flight") == 0 and worker.is_alive():
+        pass
+    assert worker.is_alive() and _texts_received(ready["metrics_port"]) == texts_before  # not finished yet
+    proc.send_signal(signal.SIGTERM)
+    worker.join(60)
+    assert outcome["result"].vectors.shape == (64, 384)  # finished despite the SIGTERM
+    assert proc.wait(60) == 0
+    with pytest.raises(Unavailable):
+        client.embed(["after shutdown"], timeout=2)
+
+
+def _sample(metrics_port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return next(float(line.split()[1]) for line in body.splitlines() if line.startswith(name + " "))
+
+
+def _texts_received(metrics_port: int) -> float:
+    return _sample(metrics_port, "embedder_texts_total")

@@ -1,0 +1,111 @@
+"""The TensorFlow port of all-MiniLM-L6-v2 against the reference vectors (real model)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from embedder.encoder import load_encoder
+from embedder.normalize import normalize_text
+from tests.conftest import MODEL_DIR
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_reproduces_every_reference_vector(minilm, reference):
+    texts = [item["text"] for item in reference["items"]]
+    expected = np.array([item["embedding"] for item in reference["items"]], dtype=np.float32)
+    assert any(len(t.split()) > 256 for t in texts), "the reference set should include a truncated text"
+    got = minilm.embed(texts)
+    assert got.shape == (len(texts), reference["dim"])
+    similarity = cosine(got, expected)
+    assert similarity.min() > 0.9999, dict(zip(texts, similarity.round(6)))
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_batch_composition_does_not_change_a_vector(minilm, reference):
+    texts = [item["text"] for item in reference["items"]]
+    together = minilm.embed(texts)
+    alone = np.stack([minilm.embed([t])[0] for t in texts])
+    assert np.abs(together - alone).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "  Refund   MY order\tplease \n",
+        "naïve CAFÉ cafe\u0301 — Ünïcödé",
+        "ΟΔΟΣ ΣΟΦΟΣ",
+        "İstanbul ǅemal",
+        "non\u00a0breaking\u3000spaces",
+        "tabs\tand\r\nnewlines",
+        "mixed 🍕 東京 Emoji",
+    ],
+)
+def test_normalisation_never_changes_the_embedding(minilm, raw):
+    normalized = normalize_text(raw, lowercase=minilm.info.lowercase)
+    a, b = minilm.embed([raw, normalized])
+    assert float(a @ b) > 0.99999, (raw, normalized)
+
+
+def test_model_describes_itself(minilm):
+    info = minilm.info
+    assert info.name == "all-MiniLM-L6-v2"
+    assert info.dim == 384 and info.lowercase is True and info.max_seq_length == 256
+    assert info.model_id == f"{info.name}@{info.version}"
+
+
+def test_tokenizer_and_metadata_travel_inside_the_saved_model():
+    assets = MODEL_DIR / "assets"
+    assert {"tokenizer.json", "encoder.json", "vocab.txt"} <= {p.name for p in assets.iterdir()}
+    tokenizer = json.loads((assets / "tokenizer.json").read_text())
+    assert tokenizer["padding"] is None
+    assert tokenizer["truncation"]["max_length"] == 256
+
+
+def test_missing_model_gives_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="embedding model not found"):
+        load_encoder(str(tmp_path / "nothing-here"))
+    with pytest.raises(FileNotFoundError, match="not a SavedModel"):
+        load_encoder(str(tmp_path))
+
+
+def test_a_plain_string_input_saved_model_loads_too(tmp_path):
+    """The TF Hub path: any SavedModel callable on a batch of strings (like the Universal
+    Sentence Encoder) is served, with its dimension probed and a fingerprint as version."""
+    import tensorflow as tf
+
+    class CharCounts(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, texts):
+            length = tf.cast(tf.strings.length(texts), tf.float32)
+            return tf.stack([length, tf.ones_like(length), -length], axis=1)
+
+    tf.saved_model.save(CharCounts(), str(tmp_path / "char-counts"))
+    encoder = load_encoder(str(tmp_path / "char-counts"))
+    assert encoder.info.name == "char-counts" and encoder.info.dim == 3 and not encoder.info.lowercase
+    assert len(encoder.info.version) == 12
+    np.testing.assert_array_equal(encoder.embed(["abc"]), [[3.0, 1.0, -3.0]])
+    named = load_encoder(str(tmp_path / "char-counts"), name="counts", version="7")
+    assert named.info.model_id == "counts@7"
+
+
+def test_normalisation_is_invisible_to_the_model_on_random_unicode(minilm):
+    import random
+    import unicodedata
+
+    rng = random.Random(20261122)
+    letters = [chr(c) for c in range(0x20, 0x3000) if unicodedata.category(chr(c))[0] in "LMNPS"]
+    spaces = [" ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u2003", "\u3000"]
+    raws = []
+    for _ in range(300):
+        words = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 6))]
+        text = "".join(w + rng.choice(spaces) for w in words)
+        raws.append(rng.choice(["", " ", "\t"]) + (text.upper() if rng.random() < 0.3 else text))
+    normalized = [normalize_text(t, lowercase=minilm.info.lowercase) for t in raws]
+    a, b = minilm.embed(raws), minilm.embed(normalized)
+    similarity = (a * b).sum(axis=1)
+    worst = int(similarity.argmin())
+    assert similarity.min() > 0.99999, (raws[worst], normalized[worst])

@@ -1,0 +1,45 @@
+"""Deterministic stand-ins for unit tests of logic. Every component they replace also has tests
+against the real thing (the real model, real gRPC server, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import numpy as np
+
+from embedder.encoder import EncoderInfo
+
+
+class HashEncoder:
+    """Unit vectors derived from a hash of the text; records every call.
+
+    `delay_s` makes each call slow; `fail_on` makes a call raise when it contains that text.
+    """
+
+    def __init__(self, dim: int = 8, *, delay_s: float = 0.0, fail_on: str | None = None, lowercase: bool = True):
+        self.info = EncoderInfo(name="hash-encoder", version="1", dim=dim, lowercase=lowercase, max_seq_length=0)
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+        self.calls: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def vector(text: str, dim: int = 8) -> np.ndarray:
+        raw = np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)[:dim].astype(np.float32) - 127.5
+        return raw / np.linalg.norm(raw)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            self.calls.append(list(texts))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise RuntimeError(f"injected failure on {self.fail_on!r}")
+        return np.stack([self.vector(t, self.info.dim) for t in texts]).astype(np.float32)
+
+    @property
+    def texts_embedded(self) -> list[str]:
+        with self._lock:
+            return [t for call in self.calls for t in call]
