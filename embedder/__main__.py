@@ -4,6 +4,7 @@
     python -m embedder embed [TEXT ...]        # vectors as JSON from a running server
     python -m embedder embed --local [TEXT ...]  # the same, in-process
     python -m embedder build-model [--out DIR] [--force]
+    python -m embedder health [--address A]    # exit 0 when grpc.health.v1 says SERVING (probes)
     python -m embedder settings                # every EMBEDDER_* variable, its default and meaning
 
 Texts for `embed` come from the arguments, or one per line on stdin.
@@ -52,6 +53,22 @@ def _embed(args: argparse.Namespace, settings: EmbedderSettings) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace, settings: EmbedderSettings) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = args.address or settings.address
+    try:
+        with grpc.insecure_channel(address) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"unhealthy: {address}: {exc.code().name}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{address}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedder", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build-model", help="convert the all-MiniLM-L6-v2 wheel into a SavedModel")
     build.add_argument("--out", default="", help="output folder (default: EMBEDDER_MODEL)")
     build.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")
+    health = sub.add_parser("health", help="check a running server with grpc.health.v1 (exit 0 when SERVING)")
+    health.add_argument("--address", default="", help="server address (default: EMBEDDER_ADDRESS)")
+    health.add_argument("--timeout", type=float, default=3.0)
     sub.add_parser("settings", help="list the EMBEDDER_* settings")
     args = parser.parse_args(argv)
 
@@ -80,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             serve(settings)
         elif args.command == "embed":
             return _embed(args, settings)
+        elif args.command == "health":
+            return _health(args, settings)
         elif args.command == "build-model":
             from embedder.convert import build
 

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -72,6 +73,17 @@ def test_metrics_endpoint_exports_cache_and_batches(server_process):
     assert samples["embedder_cache_misses_total"] >= 2
     assert samples["embedder_batch_size_count"] >= 1
     assert "embedder_queue_depth" in samples and 'embedder_request_seconds_bucket{le="0.1"}' in samples
+
+
+def test_health_probe(server_process):
+    _, ready = server_process
+    out = run_cli("health", "--address", ready["address"])
+    assert out.returncode == 0 and "SERVING" in out.stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        unused = f"127.0.0.1:{s.getsockname()[1]}"
+    down = run_cli("health", "--address", unused, "--timeout", "1")
+    assert down.returncode == 1 and "unhealthy" in down.stderr
 
 
 def test_settings_lists_every_variable():
