@@ -27,3 +27,7 @@ def minilm():
 
     assert (MODEL_DIR / "saved_model.pb").is_file(), "run `make setup` to build the default model"
     return load_encoder(str(MODEL_DIR))
+
+
+# A real PostgreSQL server per test session, and a fresh database per test (tests/pg_fixtures.py).
+from tests.pg_fixtures import db, empty_db, migrated_template, postgres  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""Classifier heads: training, evaluation, versioned artifacts, registry and numpy serving."""

@@ -1,0 +1,161 @@
+"""A trained head version: a self-contained, immutable folder, loaded with numpy only.
+
+    <store>/<model>/<version>/
+        manifest.json       labels, decision rule, architecture, embedder id and dimension, exact
+                            training config, data fingerprints, metrics, code version, and the
+                            sha256 of every other file in the folder
+        head.npz            weights (W0, b0, W1, b1, ...), float32
+        config.yaml, metrics.json, per_class.csv, confusion_matrix.png/.csv, top_confusions.json,
+        threshold_tradeoff.png/.json, history.png/.json
+
+A version is written in a staging folder and renamed into place (atomic), and loading checks
+every checksum, so a partial or corrupted version is refused whole, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from heads.decision import DecisionRule
+from heads.errors import ArtifactError
+from heads.network import DenseHead
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "head.npz"
+
+
+def new_version_id(now: dt.datetime | None = None) -> str:
+    """Sorts by creation time (UTC, millisecond) with a random suffix against collisions."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(2)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class HeadArtifact:
+    model: str
+    version: str
+    path: Path
+    manifest: dict
+    head: DenseHead
+    rule: DecisionRule
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.rule.labels
+
+    @property
+    def embedder_id(self) -> str:
+        return self.manifest["embedder"]["model_id"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest.get("metrics", {})
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.head.probabilities(embeddings)
+
+
+def save_weights(head: DenseHead) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **head.arrays())
+    return buffer.getvalue()
+
+
+def stage_version(staging: Path, head: DenseHead, manifest: dict) -> None:
+    """Write the weights and the manifest (with checksums of every file already in `staging`)."""
+    (staging / WEIGHTS).write_bytes(save_weights(head))
+    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != MANIFEST}
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def commit_version(staging: Path, target: Path) -> None:
+    """Make the staged folder read-only and rename it into place; refuses to overwrite."""
+    if target.exists():
+        raise ArtifactError(f"{target} already exists: versions are immutable")
+    for p in staging.iterdir():
+        p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, target)
+
+
+def discard(staging: Path) -> None:
+    if staging.exists():
+        for p in staging.iterdir():
+            p.chmod(stat.S_IWUSR | stat.S_IRUSR)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_version(
+    path: Path,
+    *,
+    expected_embedder: str | None = None,
+    expected_dim: int | None = None,
+) -> HeadArtifact:
+    """Load and verify a version folder. Raises ArtifactError (naming the folder and the problem)
+    when it is partial, corrupt, of an unknown format, or bound to another embedder."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path}: no {MANIFEST} (not a model version, or a partial one)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: {MANIFEST} is not valid JSON ({exc})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
+    for name, expected in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{path}: {name} is missing (partial version)")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
+    if WEIGHTS not in manifest.get("files", {}):
+        raise ArtifactError(f"{path}: the manifest lists no {WEIGHTS}")
+
+    embedder = manifest["embedder"]
+    if expected_embedder is not None and embedder["model_id"] != expected_embedder:
+        raise ArtifactError(
+            f"{path}: trained with embedder {embedder['model_id']}, but the running embedder is "
+            f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
+        )
+    if expected_dim is not None and int(embedder["dim"]) != expected_dim:
+        raise ArtifactError(
+            f"{path}: expects {embedder['dim']}-d embeddings, the running embedder gives {expected_dim}-d"
+        )
+
+    try:
+        with np.load(path / WEIGHTS, allow_pickle=False) as arrays:
+            head = DenseHead.from_arrays(dict(arrays), manifest["architecture"]["activation"])
+        labels = tuple(manifest["labels"])
+        decision = manifest["decision"]
+        rule = DecisionRule(labels, float(decision["threshold"]), decision.get("reject_label"))
+    except (KeyError, ValueError, OSError) as exc:
+        raise ArtifactError(f"{path}: cannot build the head: {exc}") from None
+    if head.num_classes != len(labels):
+        raise ArtifactError(f"{path}: {head.num_classes} outputs for {len(labels)} labels")
+    if head.input_dim != int(embedder["dim"]):
+        raise ArtifactError(
+            f"{path}: input size {head.input_dim} differs from the embedder dimension {embedder['dim']}"
+        )
+    return HeadArtifact(manifest["model"], manifest["version"], path, manifest, head, rule)

@@ -1,0 +1,118 @@
+"""Embeddings for training: from the embedder in-process or over gRPC, cached on disk.
+
+Both sources go through the embedder's own validation and normalisation, so a head sees in
+training exactly the vectors it will see in serving. The matrix of a dataset is cached on disk
+keyed by a hash of its texts and the embedder's model id: retraining a head (new architecture,
+new threshold) does not embed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+CHUNK = 512
+
+
+@dataclass(frozen=True)
+class EmbedderIdentity:
+    model_id: str
+    name: str
+    version: str
+    dim: int
+
+
+class TextEmbedder(Protocol):
+    identity: EmbedderIdentity
+
+    def embed_chunk(self, texts: list[str]) -> np.ndarray: ...
+
+
+class LocalEmbedder:
+    """The embedding service core in this process (same cache, normalisation and limits)."""
+
+    def __init__(self, model: str, *, cache_size: int = 50_000):
+        from embedder.serve import build_service
+        from embedder.settings import embedder_settings
+
+        self._service = build_service(embedder_settings(model=model, cache_size=cache_size, max_texts=CHUNK))
+        info = self._service.info
+        self.identity = EmbedderIdentity(info.model_id, info.name, info.version, info.dim)
+
+    def embed_chunk(self, texts: list[str]) -> np.ndarray:
+        return self._service.embed(texts).vectors
+
+    def close(self) -> None:
+        self._service.close()
+
+
+class RemoteEmbedder:
+    """A running embedding service, through the gRPC client."""
+
+    def __init__(self, address: str, *, timeout_s: float = 120.0):
+        from embedder.client import EmbedderClient
+
+        self._client = EmbedderClient(address, timeout_s=timeout_s)
+        info = self._client.info()
+        self._chunk = min(CHUNK, info.max_texts)
+        self.identity = EmbedderIdentity(info.model_id, info.name, info.version, info.dim)
+
+    def embed_chunk(self, texts: list[str]) -> np.ndarray:
+        vectors = []
+        for i in range(0, len(texts), self._chunk):
+            vectors.append(self._client.embed(texts[i : i + self._chunk]).vectors)
+        return np.concatenate(vectors)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def texts_key(texts: list[str], model_id: str) -> str:
+    digest = hashlib.sha256(model_id.encode())
+    for text in texts:
+        digest.update(b"\x1e")
+        digest.update(text.encode())
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Matrices on disk, one .npy per (texts, embedder) pair, written atomically."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def path(self, texts: list[str], model_id: str) -> Path:
+        return self.directory / f"{texts_key(texts, model_id)}.npy"
+
+    def embed(self, texts: list[str], embedder: TextEmbedder, *, description: str = "embedding") -> np.ndarray:
+        path = self.path(texts, embedder.identity.model_id)
+        if path.is_file():
+            matrix = np.load(path)
+            if matrix.shape == (len(texts), embedder.identity.dim):
+                return matrix
+        matrix = embed_with_progress(texts, embedder, description)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, matrix)
+        os.replace(tmp, path)
+        return matrix
+
+
+def embed_with_progress(texts: list[str], embedder: TextEmbedder, description: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    out = np.empty((len(texts), embedder.identity.dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc=description, unit="text", file=sys.stderr, dynamic_ncols=True) as bar:
+        for i in range(0, len(texts), CHUNK):
+            chunk = texts[i : i + CHUNK]
+            out[i : i + len(chunk)] = embedder.embed_chunk(chunk)
+            bar.update(len(chunk))
+    return out

@@ -1,0 +1,241 @@
+"""Train, evaluate and store one head version from a config.
+
+    load data -> check it -> embed (cached) -> train (Keras) -> choose the threshold on
+    validation -> evaluate on test -> write reports -> commit the version folder atomically
+
+Nothing reaches the store unless every step succeeded: the version is built in a staging
+folder that is renamed into place at the very end, or removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from heads import reports
+from heads.artifact import commit_version, discard, new_version_id, stage_version
+from heads.config import HeadConfig, SqlSource, config_to_dict
+from heads.data import Dataset, check_label_support, read_file, read_sql, unknown_labels
+from heads.decision import DecisionRule
+from heads.embedding import EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
+from heads.errors import ConfigError, DataError
+from heads.metrics import confusion_matrix, per_class, summary
+from heads.registry import ModelStore, check_model_name
+from heads.threshold import choose_threshold, resolve_policy, tradeoff_curve
+from heads.trainer import make_trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Dataset
+    validation: Dataset
+    test: Dataset | None
+
+
+def load_source(source: str | SqlSource, config: HeadConfig) -> Dataset:
+    if isinstance(source, SqlSource):
+        # An empty DSN lets libpq take the connection from PGHOST, PGUSER, PGPASSWORD, ...
+        dsn = source.dsn or os.environ.get("DATABASE_URL", "")
+        return read_sql(dsn, source.query, text_column=source.text_column, label_column=source.label_column)
+    return read_file(source, text_column=config.data.text_column, label_column=config.data.label_column)
+
+
+def stratified_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, validation) with `fraction` of every label in validation and at least one
+    example of every label left in train."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(data.labels):
+        by_label.setdefault(label, []).append(i)
+    val_idx: list[int] = []
+    for label in sorted(by_label):
+        rows = np.array(by_label[label])
+        rng.shuffle(rows)
+        take = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+        val_idx.extend(rows[:take].tolist())
+    chosen = set(val_idx)
+    train_idx = [i for i in range(len(data)) if i not in chosen]
+
+    def subset(idx: list[int], name: str) -> Dataset:
+        return Dataset([data.texts[i] for i in idx], [data.labels[i] for i in idx], f"{data.source} ({name})")
+
+    return subset(train_idx, "train split"), subset(sorted(val_idx), "validation split")
+
+
+def load_splits(config: HeadConfig) -> Splits:
+    train = load_source(config.data.train, config)
+    check_label_support(train, config.data.min_examples_per_label)
+    if config.data.validation is not None:
+        validation = load_source(config.data.validation, config)
+    elif config.data.validation_fraction > 0:
+        train, validation = stratified_split(train, config.data.validation_fraction, config.training.seed)
+    else:
+        raise ConfigError(
+            "give data.validation or a data.validation_fraction > 0: early stopping and the threshold need it"
+        )
+    test = load_source(config.data.test, config) if config.data.test is not None else None
+    known = set(train.labels)
+    for part in (validation, test):
+        if part is not None and (extra := unknown_labels(part, known)):
+            raise DataError(f"{part.source}: label(s) not in the training data: {', '.join(map(repr, extra[:10]))}")
+    return Splits(train, validation, test)
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return sha or "unknown"
+
+
+def make_embedder(config: HeadConfig) -> TextEmbedder:
+    if config.embedder_address:
+        return RemoteEmbedder(config.embedder_address)
+    return LocalEmbedder(config.embedder_model)
+
+
+def train_head(
+    config: HeadConfig,
+    *,
+    store: ModelStore,
+    cache_dir: Path,
+    promote: bool | None = None,
+    embedder: TextEmbedder | None = None,
+) -> dict:
+    """Train one version; return the evaluation summary (also printed by the CLI).
+
+    `promote`: None serves the new version only if the model has no serving version yet;
+    True always points the model at it; False never does.
+    """
+    check_model_name(config.name)
+    started = time.perf_counter()
+    splits = load_splits(config)
+    labels = tuple(sorted(set(splits.train.labels)))
+    index = {label: i for i, label in enumerate(labels)}
+
+    own_embedder = embedder is None
+    embedder = embedder or make_embedder(config)
+    try:
+        cache = EmbeddingCache(cache_dir)
+        t0 = time.perf_counter()
+        x_train = cache.embed(splits.train.texts, embedder, description="embedding train")
+        x_val = cache.embed(splits.validation.texts, embedder, description="embedding validation")
+        x_test = cache.embed(splits.test.texts, embedder, description="embedding test") if splits.test else None
+        embedding_seconds = time.perf_counter() - t0
+    finally:
+        if own_embedder:
+            embedder.close()
+    identity = embedder.identity
+    y_train = np.array([index[label] for label in splits.train.labels])
+    y_val = np.array([index[label] for label in splits.validation.labels])
+
+    trained = make_trainer(config).fit(x_train, y_train, x_val, y_val, len(labels))
+
+    policy = resolve_policy(config.threshold, set(labels), splits.validation.labels)
+    val_probs = trained.head.probabilities(x_val)
+    choice = choose_threshold(config.threshold, policy, val_probs, y_val, labels)
+    rule = DecisionRule(labels, choice.threshold, config.threshold.reject_label if choice.threshold > 0 else None)
+
+    evaluated = splits.test or splits.validation
+    x_eval = x_test if splits.test else x_val
+    y_eval = np.array([index[label] for label in evaluated.labels])
+    eval_probs = trained.head.probabilities(x_eval)
+    y_pred, _ = rule.decide(eval_probs)
+    metrics = summary(y_eval, y_pred, list(labels), config.threshold.reject_label)
+    version = new_version_id()
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{config.name}-", dir=store.root))
+    try:
+        stats = per_class(y_eval, y_pred, len(labels))
+        reports.write_per_class_csv(staging / "per_class.csv", list(labels), stats)
+        reports.write_confusion(
+            staging,
+            confusion_matrix(y_eval, y_pred, len(labels)),
+            list(labels),
+            f"{config.name} {version}: {'test' if splits.test else 'validation'} split, row-normalised",
+        )
+        reports.write_history(staging, trained.history)
+        if config.threshold.reject_label in labels and policy != "none":
+            reports.write_tradeoff(
+                staging,
+                tradeoff_curve(val_probs, y_val, labels, config.threshold.reject_label),
+                tradeoff_curve(eval_probs, y_eval, labels, config.threshold.reject_label) if splits.test else None,
+                choice.threshold,
+            )
+        (staging / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        result = {
+            **{k: round(v, 4) for k, v in metrics.items()},
+            "n_train": len(splits.train),
+            "n_validation": len(splits.validation),
+            "n_test": len(splits.test) if splits.test else 0,
+            "evaluated_on": "test" if splits.test else "validation",
+            "model": config.name,
+            "version": version,
+            "labels": len(labels),
+            "threshold": round(choice.threshold, 4),
+            "threshold_policy": choice.policy,
+            "epochs": trained.epochs_run,
+            "best_epoch": trained.best_epoch,
+            "embedding_seconds": round(embedding_seconds, 1),
+            "training_seconds": round(trained.seconds, 1),
+        }
+        (staging / "metrics.json").write_text(json.dumps(result, indent=2))
+        manifest = {
+            "model": config.name,
+            "version": version,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "labels": list(labels),
+            "decision": {
+                "threshold": choice.threshold,
+                "reject_label": rule.reject_label,
+                "policy": choice.policy,
+                "reason": choice.reason,
+            },
+            "architecture": {
+                "hidden_layers": list(config.model.hidden_layers),
+                "activation": config.model.activation,
+                "dropout": config.model.dropout,
+            },
+            "embedder": {
+                "model_id": identity.model_id,
+                "name": identity.name,
+                "version": identity.version,
+                "dim": identity.dim,
+            },
+            "data": {
+                name: {"source": part.source, "rows": len(part), "sha256": part.fingerprint()}
+                for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+                if part is not None
+            },
+            "metrics": result,
+            "training_config": config_to_dict(config),
+            "code_version": code_version(),
+        }
+        stage_version(staging, trained.head, manifest)
+        commit_version(staging, store.version_dir(config.name, version))
+    except BaseException:
+        discard(staging)
+        raise
+    if promote or (promote is None and store.serving(config.name) is None):
+        store.set_serving(config.name, version, reason="first version" if promote is None else "promoted at training")
+        result["serving"] = True
+    else:
+        result["serving"] = False
+    result["path"] = str(store.version_dir(config.name, version))
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
+    return result

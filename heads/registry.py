@@ -1,0 +1,153 @@
+"""The model store and its registry: which models exist, their versions, and which one serves.
+
+    <store>/<model>/<version>/     immutable version folders (heads/artifact.py)
+    <store>/<model>/serving.json   the serving pointer: {"primary": version, "history": [...]}
+
+Names are restricted to a safe character set, so no model or version name can reach outside the
+store. The pointer is replaced atomically (write a temporary file, then rename), so a reader
+sees the old state or the new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from heads.artifact import MANIFEST, HeadArtifact, load_version
+from heads.errors import RegistryError
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SERVING_FILE = "serving.json"
+HISTORY_LIMIT = 50
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise RegistryError(
+            f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+def check_version_name(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+        raise RegistryError(f"invalid version {version!r}: use letters, digits, '.', '-' or '_' (at most 64)")
+    return version
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ServingState:
+    primary: str
+    updated_at: str
+    history: tuple[dict, ...] = ()
+
+
+class ModelStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / check_model_name(model)
+
+    def version_dir(self, model: str, version: str) -> Path:
+        return self.model_dir(model) / check_version_name(version)
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.fullmatch(p.name) and self.versions(p.name)
+        )
+
+    def versions(self, model: str) -> list[str]:
+        """Complete versions (with a manifest), oldest first: version ids sort by time."""
+        directory = self.model_dir(model)
+        if not directory.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in directory.iterdir()
+            if p.is_dir() and VERSION_NAME.fullmatch(p.name) and (p / MANIFEST).is_file()
+        )
+
+    def serving(self, model: str) -> ServingState | None:
+        path = self.model_dir(model) / SERVING_FILE
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+            return ServingState(raw["primary"], raw.get("updated_at", ""), tuple(raw.get("history", ())))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{path}: unreadable serving state ({exc})") from None
+
+    def serving_version(self, model: str) -> str:
+        state = self.serving(model)
+        if state is None:
+            if not self.versions(model):
+                raise RegistryError(f"unknown model {model!r}")
+            raise RegistryError(f"model {model!r} has versions but none is serving: promote one")
+        return state.primary
+
+    def set_serving(self, model: str, version: str, *, reason: str = "") -> ServingState:
+        """Point the model at `version` (which must load), keeping the previous states as history."""
+        load_version(self.version_dir(model, version))  # refuses a missing, partial or corrupt version
+        previous = self.serving(model)
+        history = list(previous.history) if previous else []
+        if previous:
+            history.append({"primary": previous.primary, "updated_at": previous.updated_at})
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        state = ServingState(version, now, tuple(history[-HISTORY_LIMIT:]))
+        write_json_atomic(
+            self.model_dir(model) / SERVING_FILE,
+            {"primary": state.primary, "updated_at": now, "reason": reason, "history": list(state.history)},
+        )
+        return state
+
+    def load(
+        self,
+        model: str,
+        version: str | None = None,
+        *,
+        expected_embedder: str | None = None,
+        expected_dim: int | None = None,
+    ) -> HeadArtifact:
+        version = version or self.serving_version(model)
+        path = self.version_dir(model, version)
+        if not path.is_dir():
+            raise RegistryError(f"model {model!r} has no version {version!r}")
+        return load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
+
+    def fingerprint(self) -> tuple:
+        """Changes whenever a serving pointer changes or a model appears: routers poll it to
+        reload heads without a restart."""
+        if not self.root.is_dir():
+            return ()
+        entries = []
+        for model in self.models():
+            path = self.root / model / SERVING_FILE
+            try:
+                st = path.stat()
+                entries.append((model, st.st_mtime_ns, st.st_size, st.st_ino))
+            except FileNotFoundError:
+                entries.append((model, 0, 0, 0))
+        return tuple(entries)

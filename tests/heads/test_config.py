@@ -1,0 +1,63 @@
+import pytest
+
+from heads.config import HeadConfig, config_to_dict, load_config, parse_config
+from heads.errors import ConfigError
+
+
+def test_defaults_and_round_trip():
+    config = parse_config({"name": "intents", "data": {"train": "train.csv"}})
+    assert isinstance(config, HeadConfig)
+    assert config.model.hidden_layers == (1024,) and config.training.seed == 13
+    assert config.threshold.policy == "auto"
+    assert parse_config(config_to_dict(config)) == config
+
+
+def test_sql_source_is_a_mapping():
+    config = parse_config({"name": "x", "data": {"train": {"query": "SELECT text, label FROM t"}}})
+    assert config.data.train.query == "SELECT text, label FROM t"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "x", "data": {"train": "t.csv"}, "epochs": 3}, "unknown key(s) epochs"),
+        ({"name": "x", "data": {"train": "t.csv"}, "training": {"epoch": 3}}, "unknown key(s) training.epoch"),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "training": {"epochs": "ten"}},
+            "training.epochs: expected an integer",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "training": {"epochs": True}},
+            "training.epochs: expected an integer",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"activation": "swish"}},
+            "model.activation: must be one of",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"hidden_layers": 512}},
+            "model.hidden_layers: expected a list",
+        ),
+        ({"name": "x", "data": {"train": "t.csv"}, "model": {"dropout": 1.5}}, "model.dropout must be in [0, 1)"),
+        ({"name": "x", "data": {"train": 5}}, "data.train: expected one of"),
+        ({"data": {"train": "t.csv"}}, "missing required key name"),
+        ({"name": "x"}, "missing required key data"),
+    ],
+)
+def test_bad_configs_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert message in str(caught.value)
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: x\ndata: {train: t.csv}\nthreshhold: {}\n")
+    with pytest.raises(ConfigError, match="typo.yaml: unknown key"):
+        load_config(typo)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")

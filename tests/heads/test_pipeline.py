@@ -1,0 +1,247 @@
+"""The training pipeline end to end, with a deterministic embedder for speed; the real model is
+used in test_cli.py."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from heads.artifact import load_version, new_version_id
+from heads.config import parse_config
+from heads.data import Dataset
+from heads.errors import ArtifactError, DataError, RegistryError
+from heads.pipeline import stratified_split, train_head
+from heads.registry import ModelStore
+from tests.heads.conftest import HashTextEmbedder, write_csv
+
+FAST = {"epochs": 8, "early_stopping_patience": 3, "batch_size": 32}
+
+
+def config(subset, name="intents", **extra):
+    raw = {
+        "name": name,
+        "data": {"train": str(subset["train"]), "validation": str(subset["validation"]), "test": str(subset["test"])},
+        "model": {"hidden_layers": [32]},
+        "training": FAST,
+    }
+    raw.update(extra)
+    return parse_config(raw)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ModelStore(tmp_path / "models")
+
+
+def train(subset, store, tmp_path, **kwargs):
+    return train_head(
+        config(subset, **kwargs.pop("extra", {})),
+        store=store,
+        cache_dir=tmp_path / "cache",
+        embedder=HashTextEmbedder(),
+        **kwargs,
+    )
+
+
+def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path):
+    result = train(clinc_subset, store, tmp_path)
+    for key in (
+        "accuracy",
+        "weighted_f1",
+        "macro_f1",
+        "in_scope_accuracy",
+        "oos_recall",
+        "n_train",
+        "n_test",
+        "version",
+    ):
+        assert key in result
+    assert result["n_train"] == 13 * 30 and result["n_test"] == 13 * 15 and result["labels"] == 13
+    folder = store.version_dir("intents", result["version"])
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "manifest.json",
+        "head.npz",
+        "config.yaml",
+        "metrics.json",
+        "per_class.csv",
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "top_confusions.json",
+        "threshold_tradeoff.png",
+        "history.png",
+        "history.json",
+    } <= names
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["embedder"] == {"model_id": "hash-encoder@1", "name": "hash-encoder", "version": "1", "dim": 32}
+    assert manifest["data"]["train"]["sha256"] and manifest["training_config"]["training"]["epochs"] == 8
+    assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    artifact = load_version(folder, expected_embedder="hash-encoder@1", expected_dim=32)
+    assert artifact.labels == tuple(sorted(artifact.labels)) and len(artifact.labels) == 13
+    assert not os.access(folder / "head.npz", os.W_OK) or os.geteuid() == 0  # files are read-only (root ignores modes)
+    assert oct((folder / "head.npz").stat().st_mode & 0o222) == "0o0"
+
+
+def test_first_version_serves_later_ones_wait_for_promotion(clinc_subset, store, tmp_path):
+    first = train(clinc_subset, store, tmp_path)
+    second = train(clinc_subset, store, tmp_path)
+    assert first["serving"] and not second["serving"]
+    assert store.serving_version("intents") == first["version"]
+    assert store.versions("intents") == sorted([first["version"], second["version"]])
+    third = train(clinc_subset, store, tmp_path, promote=True)
+    assert store.serving_version("intents") == third["version"]
+    assert [h["primary"] for h in store.serving("intents").history] == [first["version"]]
+
+
+def test_same_seed_same_weights_and_embeddings_are_cached(clinc_subset, store, tmp_path):
+    embedder = HashTextEmbedder()
+    a = train_head(config(clinc_subset), store=store, cache_dir=tmp_path / "cache", embedder=embedder)
+    calls = embedder.calls
+    b = train_head(config(clinc_subset), store=store, cache_dir=tmp_path / "cache", embedder=embedder)
+    assert embedder.calls == calls  # second run read every matrix from the disk cache
+    wa = np.load(store.version_dir("intents", a["version"]) / "head.npz")
+    wb = np.load(store.version_dir("intents", b["version"]) / "head.npz")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa.files)
+
+
+def test_failed_runs_write_nothing_to_the_store(clinc_subset, store, tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", [("one", "a"), ("two", "a"), ("three", "lonely")])
+    with pytest.raises(DataError, match="'lonely'"):
+        train_head(
+            parse_config({"name": "bad", "data": {"train": str(bad)}}),
+            store=store,
+            cache_dir=tmp_path / "c",
+            embedder=HashTextEmbedder(),
+        )
+    unknown = write_csv(tmp_path / "val.csv", [("x", "never-seen")])
+    with pytest.raises(DataError, match="label\\(s\\) not in the training data: 'never-seen'"):
+        train_head(
+            config(clinc_subset, data={"train": str(clinc_subset["train"]), "validation": str(unknown)}),
+            store=store,
+            cache_dir=tmp_path / "c",
+            embedder=HashTextEmbedder(),
+        )
+    assert not store.root.exists() or list(store.root.iterdir()) == []
+
+
+def test_a_crash_while_writing_reports_leaves_no_staging(clinc_subset, store, tmp_path, monkeypatch):
+    import heads.reports
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(heads.reports, "write_history", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(clinc_subset, store, tmp_path)
+    assert [p.name for p in store.root.iterdir()] == []
+
+
+def test_without_validation_a_stratified_split_is_used(clinc_subset, store, tmp_path):
+    cfg = parse_config(
+        {
+            "name": "split",
+            "data": {"train": str(clinc_subset["train"])},
+            "model": {"hidden_layers": [16]},
+            "training": FAST,
+        }
+    )
+    result = train_head(cfg, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder())
+    assert result["n_validation"] == 13 * 3 and result["evaluated_on"] == "validation"
+
+
+def test_stratified_split_keeps_every_label_in_train():
+    data = Dataset(["a1", "a2", "b1", "b2", "b3", "b4"], ["a", "a", "b", "b", "b", "b"], "mem")
+    train_part, val_part = stratified_split(data, 0.5, seed=1)
+    assert sorted(set(train_part.labels)) == ["a", "b"] and sorted(val_part.labels) == ["a", "b", "b"]
+    assert sorted(train_part.texts + val_part.texts) == sorted(data.texts)
+
+
+def test_corrupt_partial_and_mismatched_versions_are_refused(clinc_subset, store, tmp_path):
+    version = train(clinc_subset, store, tmp_path)["version"]
+    folder = store.version_dir("intents", version)
+    load_version(folder)  # intact
+    weights = folder / "head.npz"
+    weights.chmod(0o644)
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-10] + b"0123456789")
+    with pytest.raises(ArtifactError, match="head.npz does not match its checksum"):
+        load_version(folder)
+    weights.write_bytes(original)
+    (folder / "per_class.csv").chmod(0o644)
+    (folder / "per_class.csv").unlink()
+    with pytest.raises(ArtifactError, match="per_class.csv is missing"):
+        load_version(folder)
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_version(tmp_path)
+
+
+def test_embedder_mismatch_names_both_embedders(clinc_subset, store, tmp_path):
+    version = train(clinc_subset, store, tmp_path)["version"]
+    with pytest.raises(
+        ArtifactError, match="trained with embedder hash-encoder@1, but the running embedder is other@2"
+    ):
+        store.load("intents", version, expected_embedder="other@2")
+    with pytest.raises(ArtifactError, match="expects 32-d embeddings, the running embedder gives 384-d"):
+        store.load("intents", version, expected_dim=384)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "Upper", "", "x" * 65, "a b"])
+def test_unsafe_model_names_are_refused(store, name):
+    with pytest.raises(RegistryError, match="invalid model name"):
+        store.model_dir(name)
+
+
+def test_unsafe_version_names_are_refused(store):
+    with pytest.raises(RegistryError, match="invalid version"):
+        store.version_dir("intents", "../../x")
+
+
+def test_version_ids_sort_by_time():
+    import datetime as dt
+
+    early = new_version_id(dt.datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=dt.UTC))
+    late = new_version_id(dt.datetime(2026, 1, 2, 3, 4, 5, 7000, tzinfo=dt.UTC))
+    assert early.startswith("20260102T030405006Z-") and early < late
+
+
+def test_serving_pointer_refuses_a_bad_version_and_changes_the_fingerprint(clinc_subset, store, tmp_path):
+    version = train(clinc_subset, store, tmp_path)["version"]
+    before = store.fingerprint()
+    with pytest.raises(RegistryError, match="has no version|invalid version"):
+        store.load("intents", "20990101T000000000Z-ffff")
+    with pytest.raises(ArtifactError):
+        store.set_serving("intents", "20990101T000000000Z-ffff")
+    assert store.serving_version("intents") == version
+    store.set_serving("intents", version, reason="again")
+    assert store.fingerprint() != before
+    with pytest.raises(RegistryError, match="unknown model 'nothing'"):
+        store.serving_version("nothing")
+
+
+def test_sql_data_source_reads_the_inference_database(db, store, tmp_path, clinc_subset):
+    import csv
+
+    import psycopg2
+
+    with open(clinc_subset["train"], newline="") as f:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    conn = psycopg2.connect(db)
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE corrected (utterance text, intent text)")
+        cur.executemany("INSERT INTO corrected VALUES (%s, %s)", rows)
+    conn.close()
+    cfg = parse_config(
+        {
+            "name": "from-sql",
+            "data": {"train": {"query": "SELECT utterance AS text, intent AS label FROM corrected", "dsn": db}},
+            "model": {"hidden_layers": [16]},
+            "training": FAST,
+        }
+    )
+    result = train_head(cfg, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder())
+    assert result["n_train"] + result["n_validation"] == len(rows)
+    broken = parse_config({"name": "broken", "data": {"train": {"query": "SELECT nope FROM corrected", "dsn": db}}})
+    with pytest.raises(DataError, match="SQL query failed: .*nope"):
+        train_head(broken, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder())
