@@ -1,0 +1,1 @@
+"""The HTTP router: Flask app, classifier heads, and the inference database layer."""
