@@ -9,7 +9,7 @@ STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
 MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 
-.PHONY: setup test lint bench-embedder clean
+.PHONY: setup run test lint bench-embedder bench-heads clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -27,6 +27,11 @@ $(MODEL): embedder/convert.py embedder/bert.py $(INSTALLED)
 	$(PY) -m embedder build-model --out $(MODEL_DIR)
 	touch $@
 
+# The whole system: PostgreSQL (embedded unless DATABASE_URL is set), the embedder, the demo
+# models (trained on first start) and the router on 127.0.0.1:$${API_PORT:-8000}. Ctrl-C stops it.
+run: setup
+	$(PY) -m api.local_stack
+
 test: setup
 	$(PY) -m pytest
 
@@ -36,6 +41,9 @@ lint: setup
 
 bench-embedder: setup
 	$(PY) loadtests/bench_embedder.py
+
+bench-heads: setup
+	$(PY) loadtests/bench_heads.py
 
 clean:
 	rm -rf $(VENV) var embedder/proto/*_pb2*.py embedder/proto/*_pb2*.pyi .pytest_cache

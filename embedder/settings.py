@@ -14,8 +14,13 @@ from typing import Any, TypeVar
 S = TypeVar("S")
 
 
-def setting(default: Any, doc: str) -> Any:
-    return dataclasses.field(default=default, metadata={"doc": doc})
+def setting(default: Any, doc: str, *, env: str = "") -> Any:
+    """A documented field; `env` names its variable when it is not PREFIX_FIELD (e.g. DATABASE_URL)."""
+    return dataclasses.field(default=default, metadata={"doc": doc, "env": env})
+
+
+def _variable(f: dataclasses.Field, prefix: str) -> str:
+    return f.metadata.get("env") or f"{prefix}{f.name.upper()}"
 
 
 def _parse(raw: str, kind: type, name: str) -> Any:
@@ -35,19 +40,18 @@ def from_env(cls: type[S], prefix: str, environ: Mapping[str, str] | None = None
     then the declared defaults."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-    for name, kind in kinds.items():
-        var = f"{prefix}{name.upper()}"
-        if name in overrides:
-            values[name] = overrides[name]
+    for f in dataclasses.fields(cls):
+        var = _variable(f, prefix)
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
         elif var in environ:
-            values[name] = _parse(environ[var], kind, var)
+            values[f.name] = _parse(environ[var], type(f.default), var)
     return cls(**values)
 
 
 def describe(cls: type, prefix: str) -> list[tuple[str, Any, str]]:
     """(variable, default, doc) for every field."""
-    return [(f"{prefix}{f.name.upper()}", f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
+    return [(_variable(f, prefix), f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,3 +31,11 @@ def minilm():
 
 # A real PostgreSQL server per test session, and a fresh database per test (tests/pg_fixtures.py).
 from tests.pg_fixtures import db, empty_db, migrated_template, postgres  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def clinc_subset(tmp_path_factory):
+    """12 CLINC150 intents + oos as train/validation/test CSVs (see tests/datasets.py)."""
+    from tests.datasets import clinc_subset as build
+
+    return build(tmp_path_factory.mktemp("clinc-subset"))

@@ -43,3 +43,20 @@ class HashEncoder:
     def texts_embedded(self) -> list[str]:
         with self._lock:
             return [t for call in self.calls for t in call]
+
+
+class HashTextEmbedder:
+    """A heads.embedding.TextEmbedder with HashEncoder vectors, for pipeline logic tests."""
+
+    def __init__(self, dim: int = 32):
+        from heads.embedding import EmbedderIdentity
+
+        self.identity = EmbedderIdentity("hash-encoder@1", "hash-encoder", "1", dim)
+        self.calls = 0
+
+    def embed_chunk(self, texts):
+        self.calls += 1
+        return np.stack([HashEncoder.vector(t, self.identity.dim) for t in texts]).astype(np.float32)
+
+    def close(self):
+        pass

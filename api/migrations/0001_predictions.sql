@@ -56,7 +56,7 @@ COMMENT ON COLUMN predictions.head_ms IS 'Time spent in the classifier head, mil
 COMMENT ON COLUMN predictions.total_ms IS 'Time for the whole request as seen by the router, milliseconds.';
 COMMENT ON COLUMN predictions.cache_hit IS 'Whether the embedding came from the embedder''s phrase cache.';
 COMMENT ON COLUMN predictions.client_id IS 'Calling application, from the API key or a header.';
-COMMENT ON COLUMN predictions.status IS '''ok'', or an error code (for example rejected, timeout, embedder_unavailable).';
+COMMENT ON COLUMN predictions.status IS '''ok'' for every answered text (the reject label oos included), or the error code of a failed request (overloaded, embedder_unavailable, embedder_error, embedder_mismatch).';
 COMMENT ON COLUMN predictions.embedding_model IS 'Embedding model that produced the vector, when known.';
 
 -- Creates the missing daily partitions predictions_YYYYMMDD from today-days_back to

@@ -57,13 +57,8 @@ SELECT created_at,
        status,
        client_id,
        input_text,
-       CASE
-           WHEN status = 'rejected' THEN 'rejected'
-           WHEN label = 'oos' THEN 'out_of_scope'
-           ELSE 'probability_below_0.5'
-       END AS reason
+       CASE WHEN label = 'oos' THEN 'out_of_scope' ELSE 'probability_below_0.5' END AS reason
 FROM predictions
-WHERE status = 'rejected'
-   OR (status = 'ok' AND (probability < 0.5 OR label = 'oos'));
+WHERE status = 'ok' AND (probability < 0.5 OR label = 'oos');
 
-COMMENT ON VIEW low_confidence_predictions IS 'Predictions worth a human look: status rejected (the head refused to answer), the out-of-scope label oos, or a top-label probability below 0.5. Other error statuses are not included: they are outages, not model uncertainty. Candidates for labelling.';
+COMMENT ON VIEW low_confidence_predictions IS 'Predictions worth a human look: answered with the out-of-scope label oos (the head found no intent, or its top probability was under the operating threshold), or with a top-label probability below 0.5. Error statuses are not included: they are outages, not model uncertainty. Candidates for labelling.';

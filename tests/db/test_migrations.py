@@ -202,7 +202,7 @@ def _seed_for_views(dsn: str) -> None:
         ("1", "primary", "a", 1.0, "ok"),
         ("1", "primary", "b", 0.25, "ok"),
         ("1", "primary", "oos", 0.625, "ok"),
-        ("1", "primary", None, None, "rejected"),
+        ("1", "primary", None, None, "overloaded"),
         ("1", "primary", None, None, "timeout"),
         ("2", "shadow", "a", 0.5625, "ok"),
     ]
@@ -243,7 +243,7 @@ def test_analyst_views(db: str):
     assert histogram == [("0.2", 1), ("0.6", 1), ("0.9", 2)]  # 1.0 belongs to the top bucket
 
     low = query(db, "SELECT item_index, reason FROM low_confidence_predictions ORDER BY item_index")
-    assert low == [(2, "probability_below_0.5"), (3, "out_of_scope"), (4, "rejected")]
+    assert low == [(2, "probability_below_0.5"), (3, "out_of_scope")]  # error rows are outages, not doubt
 
     for view in (
         "prediction_volume_daily",

@@ -4,7 +4,7 @@ import pytest
 
 from heads.data import check_label_support, read_file
 from heads.errors import DataError
-from tests.heads.conftest import write_csv
+from tests.datasets import write_csv
 
 
 def test_csv_with_embedded_newlines_and_fingerprint(tmp_path):

@@ -13,7 +13,8 @@ from heads.data import Dataset
 from heads.errors import ArtifactError, DataError, RegistryError
 from heads.pipeline import stratified_split, train_head
 from heads.registry import ModelStore
-from tests.heads.conftest import HashTextEmbedder, write_csv
+from tests.datasets import write_csv
+from tests.fakes import HashTextEmbedder
 
 FAST = {"epochs": 8, "early_stopping_patience": 3, "batch_size": 32}
 

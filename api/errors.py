@@ -1,0 +1,99 @@
+"""The router's errors and their one mapping to HTTP.
+
+Every failure becomes `{"error": {"code", "message", "request_id"}}` with the status below; the
+Flask adapter (api/app.py) does the rendering, the rest of the router only raises.
+
+    400 bad_request        malformed JSON, wrong content type
+    404 not_found          unknown model or route
+    405 method_not_allowed
+    413 payload_too_large  body, text or text count over a limit (the message names it)
+    422 invalid_request    missing / extra fields, wrong types, empty text (the message names the field)
+    429 overloaded         the embedder's queue is full (Retry-After)
+    502 embedder_error     the embedder failed on this batch
+    503 embedder_unavailable / embedder_mismatch / not_ready
+    500 internal           anything unexpected (logged with its traceback, never shown)
+"""
+
+from __future__ import annotations
+
+from embedder.errors import (
+    DeadlineExceeded,
+    EmbedderError,
+    InputTooLarge,
+    InvalidInput,
+    ModelFailure,
+    Overloaded,
+    Unavailable,
+)
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal"
+    retry_after_s: int | None = None
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class InvalidRequest(ApiError):
+    status, code = 422, "invalid_request"
+
+
+class EmbedderOverloaded(ApiError):
+    status, code, retry_after_s = 429, "overloaded", 1
+
+
+class EmbedderFailed(ApiError):
+    status, code = 502, "embedder_error"
+
+
+class EmbedderUnavailable(ApiError):
+    status, code, retry_after_s = 503, "embedder_unavailable", 1
+
+
+class EmbedderMismatch(ApiError):
+    """The running embedder is not the one the head was trained with: its vectors would be garbage."""
+
+    status, code = 503, "embedder_mismatch"
+
+
+class NotReady(ApiError):
+    status, code, retry_after_s = 503, "not_ready", 1
+
+
+# One table from embedder errors to router errors (most specific first).
+_FROM_EMBEDDER: list[tuple[type[EmbedderError], type[ApiError]]] = [
+    (InputTooLarge, PayloadTooLarge),
+    (InvalidInput, InvalidRequest),
+    (Overloaded, EmbedderOverloaded),
+    (DeadlineExceeded, EmbedderUnavailable),
+    (Unavailable, EmbedderUnavailable),
+    (ModelFailure, EmbedderFailed),
+]
+
+
+def from_embedder_error(error: EmbedderError) -> ApiError:
+    for source, target in _FROM_EMBEDDER:
+        if isinstance(error, source):
+            if target is EmbedderUnavailable:
+                return target(f"the embedding service is unavailable or timed out: {error.message}")
+            return target(error.message)
+    return EmbedderFailed(error.message)

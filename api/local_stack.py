@@ -1,0 +1,174 @@
+"""The whole system on one machine: `make run` (or `python -m api.local_stack`).
+
+1. PostgreSQL: DATABASE_URL if set, else an embedded server with its data in var/pg.
+2. The embedding service (`python -m embedder serve`) on a free port.
+3. The demo models (heads/demo/*/config.yaml), trained through that embedder the first time.
+4. The router under gunicorn on 127.0.0.1:API_PORT (default 8000).
+It prints the URLs, the DATABASE_URL and a curl example, and on Ctrl-C (or SIGTERM) stops
+everything in reverse order: the router flushes its inference log before PostgreSQL stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from embedder.process import EmbedderProcess
+from heads.registry import ModelStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "heads" / "demo"
+log = logging.getLogger("local_stack")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the router exited with status {proc.returncode}; see var/log/router.log")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the router was not ready within {timeout_s:.0f}s; see var/log/router.log")
+
+
+def train_missing_demo_models(store: ModelStore, embedder_address: str, cache: Path) -> list[str]:
+    """Train each demo model that has no serving version yet; returns the names trained."""
+    trained = []
+    for config in sorted(DEMO.glob("*/config.yaml")):
+        name = config.parent.name
+        if store.serving(name) is not None:
+            continue
+        print(f"training demo model {name} (first start only) ...", flush=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "heads",
+                "train",
+                "--config",
+                str(config),
+                "--store",
+                str(store.root),
+                "--cache",
+                str(cache),
+                "--embedder",
+                embedder_address,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"training {name} failed:\n{out.stderr[-2000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"  {name} {result['version']}: accuracy {result['accuracy']:.3f}, weighted F1 {result['weighted_f1']:.3f}",
+            flush=True,
+        )
+        trained.append(name)
+    return trained
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api.local_stack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
+    parser.add_argument("--store", default=os.environ.get("MODEL_STORE", "var/models"))
+    parser.add_argument("--no-demo", action="store_true", help="do not train the demo models")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    logs = ROOT / "var" / "log"
+    logs.mkdir(parents=True, exist_ok=True)
+    postgres = embedder = router = None
+    try:
+        dsn = os.environ.get("DATABASE_URL", "")
+        if not dsn:
+            from api.postgres_local import LocalPostgres
+
+            postgres = LocalPostgres(ROOT / "var" / "pg")
+            dsn = postgres.start()
+        print(f"PostgreSQL    {dsn}", flush=True)
+        embedder = EmbedderProcess({"EMBEDDER_METRICS_PORT": "0"}, log_path=logs / "embedder.log").start()
+        print(
+            f"embedder      {embedder.address} (gRPC), metrics http://127.0.0.1:{embedder.metrics_port}/metrics",
+            flush=True,
+        )
+        store = ModelStore(args.store)
+        if not args.no_demo:
+            train_missing_demo_models(store, embedder.address, ROOT / "var" / "cache" / "embeddings")
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "EMBEDDER_ADDRESS": embedder.address,
+            "MODEL_STORE": str(store.root),
+            "API_PORT": str(args.port),
+        }
+        with open(logs / "router.log", "ab") as router_log:
+            router = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "gunicorn"),
+                    "-c",
+                    str(ROOT / "api" / "gunicorn_conf.py"),
+                    "api.app:create_app()",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=router_log,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{args.port}"
+        _wait_ready(f"{base}/readyz", router, timeout_s=120)
+        models = store.models()
+        example = models[0] if models else "MODEL"
+        print(
+            f"router        {base}  (models: {', '.join(models) or 'none'})\n"
+            f"              {base}/v1/models  {base}/openapi.json  {base}/metrics  {base}/readyz\n"
+            f"DATABASE_URL={dsn}\n\n"
+            f"curl -s -X POST {base}/v1/models/{example}/predict -H 'Content-Type: application/json' "
+            f'-d \'{{"text": "Thanks, but please take me off your list"}}\'\n\n'
+            "Ctrl-C stops everything. Logs: var/log/",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if router.poll() is not None:
+                print(f"the router exited with status {router.returncode}; see var/log/router.log", file=sys.stderr)
+                return 1
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstopping ...", flush=True)
+        if router is not None and router.poll() is None:
+            router.send_signal(signal.SIGTERM)  # workers flush their inference logs
+            try:
+                router.wait(40)
+            except subprocess.TimeoutExpired:
+                router.kill()
+        if embedder is not None:
+            embedder.stop()
+        if postgres is not None:
+            postgres.stop()
+        print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

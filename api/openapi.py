@@ -1,0 +1,254 @@
+"""The OpenAPI 3 description of the router, built from the running settings so the limits it
+states are the limits enforced. tests/api/test_openapi.py checks real responses against it."""
+
+from __future__ import annotations
+
+from api.settings import RouterSettings
+
+
+def _error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def openapi_document(settings: RouterSettings) -> dict:
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.max_text_chars,
+        "description": "Not empty or whitespace-only.",
+    }
+    labelled = {
+        "type": "object",
+        "required": ["label", "probability"],
+        "additionalProperties": False,
+        "properties": {"label": {"type": "string"}, "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+    }
+    model_summary = {
+        "type": "object",
+        "required": ["name", "version", "labels", "decision", "embedder", "metrics"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "decision": {
+                "type": "object",
+                "properties": {"threshold": {"type": "number"}, "reject_label": {"type": ["string", "null"]}},
+            },
+            "embedder": {"type": "object", "properties": {"model_id": {"type": "string"}, "dim": {"type": "integer"}}},
+            "metrics": {"type": "object", "description": "Evaluation of this version at training time."},
+            "created_at": {"type": ["string", "null"]},
+            "versions": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "All versions (GET /v1/models/{model} only).",
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "manyheads router",
+            "version": "1.0.0",
+            "description": "Text classification endpoints, one per model, on a shared embedding service. "
+            "Every prediction is written to the inference database.",
+        },
+        "paths": {
+            "/v1/models/{model}/predict": {
+                "post": {
+                    "summary": "Classify one text or a batch of texts with a model's serving version",
+                    "parameters": [
+                        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "X-Request-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                            "description": "Your id for this request; echoed back and stored with every row. Generated if absent.",
+                        },
+                        {"name": "X-Client-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            **_ok("One prediction per text, in order.", "PredictResponse"),
+                            "headers": {
+                                name: {"schema": {"type": "string"}}
+                                for name in (
+                                    "X-Request-ID",
+                                    "X-Model-Version",
+                                    "X-Embedding-Time-Ms",
+                                    "X-Head-Time-Ms",
+                                    "X-Total-Time-Ms",
+                                    "Server-Timing",
+                                )
+                            },
+                        },
+                        "400": _error("Malformed JSON or a Content-Type other than application/json."),
+                        "404": _error("Unknown model."),
+                        "413": _error(
+                            f"Body over {settings.max_body_bytes} bytes, a text over {settings.max_text_chars} characters, "
+                            f"or more than {settings.max_texts} texts."
+                        ),
+                        "422": _error("Missing or unknown fields, wrong types, empty text, top_k out of range."),
+                        "429": _error("The embedding service is overloaded; retry after Retry-After seconds."),
+                        "502": _error("The embedding service failed on this batch."),
+                        "503": _error(
+                            "The embedding service is unreachable, timed out, or runs another model than the head's."
+                        ),
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {"summary": "Serving models", "responses": {"200": _ok("Serving models.", "ModelList")}}
+            },
+            "/v1/models/{model}": {
+                "get": {
+                    "summary": "A model's serving version, labels, decision rule, metrics and versions",
+                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _ok("The model.", "ModelSummary"), "404": _error("Unknown model.")},
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _ok("The process is up.", "Health")}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: the embedder answers and at least one head can serve",
+                    "responses": {
+                        "200": _ok("Ready.", "Readiness"),
+                        "503": _ok("Not ready, with the reason.", "Readiness"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of all workers",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            },
+        },
+        "components": {
+            "schemas": {
+                "PredictRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "text": text,
+                        "texts": {"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_texts},
+                        "top_k": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": settings.max_top_k,
+                            "default": settings.default_top_k,
+                        },
+                    },
+                    "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
+                },
+                "Prediction": {
+                    "type": "object",
+                    "required": ["label", "probability", "rejected", "top_k", "cache_hit"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "label": {
+                            "type": "string",
+                            "description": "The answer: the top label, or the reject label when rejected.",
+                        },
+                        "probability": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "Probability of the top label.",
+                        },
+                        "rejected": {
+                            "type": "boolean",
+                            "description": "True when the top probability is under the head's threshold.",
+                        },
+                        "top_k": {"type": "array", "items": labelled},
+                        "cache_hit": {
+                            "type": "boolean",
+                            "description": "The embedding came from the embedder's phrase cache.",
+                        },
+                    },
+                },
+                "PredictResponse": {
+                    "type": "object",
+                    "required": ["model", "version", "request_id", "predictions", "timings_ms"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "model": {"type": "string"},
+                        "version": {"type": "string"},
+                        "request_id": {"type": "string"},
+                        "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+                        "timings_ms": {
+                            "type": "object",
+                            "required": ["embedding", "head", "total"],
+                            "properties": {
+                                "embedding": {"type": "number"},
+                                "head": {"type": "number"},
+                                "total": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+                "ModelSummary": model_summary,
+                "ModelList": {
+                    "type": "object",
+                    "required": ["models", "errors"],
+                    "properties": {
+                        "models": {"type": "array", "items": {"$ref": "#/components/schemas/ModelSummary"}},
+                        "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+                "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+                "Readiness": {
+                    "type": "object",
+                    "required": ["status", "embedder", "models"],
+                    "properties": {
+                        "status": {"enum": ["ready", "not ready"]},
+                        "reason": {"type": "string"},
+                        "embedder": {"type": "object"},
+                        "models": {"type": "integer"},
+                        "servable_models": {"type": "integer"},
+                        "embedder_mismatch": {"type": "array", "items": {"type": "string"}},
+                        "load_errors": {"type": "object"},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message", "request_id"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "request_id": {"type": ["string", "null"]},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,77 @@
+"""The router's long-lived parts in one process (a gunicorn worker), built from settings.
+
+Built after fork, in the worker: the gRPC channel, the PostgreSQL connection and the threads
+(heads poller, inference-log writer) must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from api import metrics
+from api.inference_log import InferenceLog
+from api.live_heads import LiveHeads
+from api.migrations import apply_migrations
+from api.predictor import Predictor
+from api.settings import RouterSettings
+from embedder.client import EmbedderClient
+from heads.registry import ModelStore
+
+log = logging.getLogger(__name__)
+MIGRATION_RETRY_S = 5.0
+
+
+@dataclass
+class Runtime:
+    settings: RouterSettings
+    heads: LiveHeads
+    embedder: EmbedderClient
+    inference_log: InferenceLog
+    predictor: Predictor
+
+    def close(self) -> None:
+        """Stop polling and flush every buffered prediction row (to PostgreSQL or the spool)."""
+        self.heads.stop()
+        self.inference_log.close(timeout_s=10.0)
+        self.embedder.close()
+
+
+def _migrate_until_done(dsn: str, stop: threading.Event) -> None:
+    """Apply migrations, retrying while PostgreSQL is unreachable. Predictions are served
+    meanwhile: their rows wait in the spool until the table exists."""
+    while not stop.is_set():
+        try:
+            applied = apply_migrations(dsn, lock_timeout_s=60.0, connect_timeout_s=5.0)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure: keep serving, try again later
+            log.warning("migrations not applied yet (%s); retrying in %.0fs", exc, MIGRATION_RETRY_S)
+            stop.wait(MIGRATION_RETRY_S)
+
+
+def build_runtime(settings: RouterSettings) -> Runtime:
+    heads = LiveHeads(ModelStore(settings.model_store))
+    heads.refresh()
+    embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)
+    migrations = threading.Thread(
+        target=_migrate_until_done, args=(settings.database_url, threading.Event()), name="migrations", daemon=True
+    )
+    migrations.start()
+    migrations.join(timeout=15.0)  # usually milliseconds; a database outage must not block serving
+    inference_log = InferenceLog(
+        settings.database_url,
+        spool_dir=Path(settings.spool_dir),
+        queue_size=settings.log_queue_size,
+        batch_size=settings.log_batch_size,
+        observer=metrics.on_log_event,
+    ).start()
+    predictor = Predictor(
+        heads, embedder, inference_log, embed_timeout_s=settings.embed_timeout_s, decimals=settings.probability_decimals
+    )
+    heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
+    metrics.publish_gauges(inference_log, heads)
+    return Runtime(settings, heads, embedder, inference_log, predictor)

@@ -1,0 +1,104 @@
+"""Router fixtures: a store with real trained heads, and a runtime wired from fakes for the
+Flask unit tests (the end-to-end tests use the real embedder, gunicorn and PostgreSQL)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from api.app import create_app
+from api.live_heads import LiveHeads
+from api.predictor import Predictor
+from api.runtime import Runtime
+from api.settings import router_settings
+from embedder.client import Embeddings, RemoteModelInfo
+from embedder.errors import EmbedderError
+from heads.config import parse_config
+from heads.pipeline import train_head
+from heads.registry import ModelStore
+from tests.fakes import HashEncoder, HashTextEmbedder
+
+FAST = {"epochs": 6, "early_stopping_patience": 2, "batch_size": 32}
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory, clinc_subset):
+    """A model store with two models trained on the hash embedder: `intents` (with oos and a
+    threshold) and `plain` (no reject label)."""
+    root = tmp_path_factory.mktemp("store")
+    store = ModelStore(root / "models")
+    data = {k: str(v) for k, v in clinc_subset.items()}
+    for name, extra in (("intents", {}), ("plain", {"threshold": {"policy": "none"}})):
+        config = parse_config({"name": name, "data": data, "model": {"hidden_layers": [16]}, "training": FAST, **extra})
+        train_head(config, store=store, cache_dir=root / "cache", embedder=HashTextEmbedder())
+    return store
+
+
+@pytest.fixture
+def store(trained_store, tmp_path):
+    """A private copy, so tests may promote or break versions."""
+    copy = tmp_path / "models"
+    shutil.copytree(trained_store.root, copy, symlinks=True)
+    return ModelStore(copy)
+
+
+class FakeEmbedder:
+    """Answers like EmbedderClient with hash vectors; `fail_with` makes every call raise."""
+
+    def __init__(self, model_id="hash-encoder@1", dim=32):
+        self.model_id, self.dim = model_id, dim
+        self.fail_with: EmbedderError | None = None
+        self.calls: list[list[str]] = []
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def embed(self, texts, *, timeout=None):
+        with self.lock:
+            self.calls.append(list(texts))
+            if self.fail_with is not None:
+                raise self.fail_with
+            hits = np.array([t in self.seen for t in texts])
+            self.seen.update(texts)
+        vectors = np.stack([HashEncoder.vector(t, self.dim) for t in texts]).astype(np.float32)
+        return Embeddings(vectors, hits, self.model_id)
+
+    def info(self, *, timeout=None):
+        if self.fail_with is not None:
+            raise self.fail_with
+        return RemoteModelInfo("hash-encoder", "1", self.dim, self.model_id, True, 0, 1024, 50_000)
+
+    def close(self):
+        pass
+
+
+class ListSink:
+    def __init__(self):
+        self.records = []
+
+    def log_many(self, records):
+        self.records.extend(records)
+
+
+@dataclass
+class Router:
+    client: object
+    embedder: FakeEmbedder
+    sink: ListSink
+    runtime: Runtime
+
+
+@pytest.fixture
+def router(store):
+    settings = router_settings({}, model_store=str(store.root), max_texts=8, max_text_chars=200, max_body_bytes=4096)
+    heads = LiveHeads(store)
+    heads.refresh()
+    embedder, sink = FakeEmbedder(), ListSink()
+    predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4)
+    runtime = Runtime(settings, heads, embedder, inference_log=None, predictor=predictor)
+    app = create_app(settings, runtime=runtime)
+    app.testing = True
+    return Router(app.test_client(), embedder, sink, runtime)

@@ -1,0 +1,204 @@
+"""The Flask adapter and the predictor through app.test_client(): every endpoint, every error."""
+
+import json
+
+import jsonschema
+import pytest
+
+from embedder.errors import DeadlineExceeded, ModelFailure, Overloaded, Unavailable
+
+PREDICT = "/v1/models/intents/predict"
+
+
+def post(router, body, path=PREDICT, **kwargs):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    kwargs.setdefault("content_type", "application/json")
+    return router.client.post(path, data=data, **kwargs)
+
+
+def schema_for(router, name):
+    document = router.client.get("/openapi.json").get_json()
+    return {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+
+
+def test_single_prediction_with_provenance_timings_and_one_log_row(router):
+    response = post(router, {"text": "what is my balance", "top_k": 3})
+    assert response.status_code == 200
+    body = response.get_json()
+    jsonschema.validate(body, schema_for(router, "PredictResponse"))
+    assert body["model"] == "intents" and body["version"] == response.headers["X-Model-Version"]
+    assert body["request_id"] == response.headers["X-Request-ID"] and len(body["request_id"]) == 32
+    (prediction,) = body["predictions"]
+    assert len(prediction["top_k"]) == 3
+    probabilities = [p["probability"] for p in prediction["top_k"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(p == round(p, 4) for p in probabilities)
+    if not prediction["rejected"]:
+        assert prediction["label"] == prediction["top_k"][0]["label"]
+    for header in ("X-Embedding-Time-Ms", "X-Head-Time-Ms", "X-Total-Time-Ms", "Server-Timing"):
+        assert header in response.headers
+    (record,) = router.sink.records
+    assert (record.request_id, record.model, record.status, record.input_text) == (
+        body["request_id"],
+        "intents",
+        "ok",
+        "what is my balance",
+    )
+    assert record.label == prediction["label"] and record.top_k[0][0] == prediction["top_k"][0]["label"]
+
+
+def test_batch_keeps_order_and_logs_one_row_per_text(router):
+    texts = ["book a flight", "  book   a flight ", "cancel my card"]
+    body = post(router, {"texts": texts}, headers={"X-Request-ID": "client-id-7", "X-Client-ID": "crm"}).get_json()
+    assert body["request_id"] == "client-id-7" and len(body["predictions"]) == 3
+    assert body["predictions"][0]["label"] == body["predictions"][1]["label"]  # normalised before embedding
+    assert router.embedder.calls[-1] == ["book a flight", "book a flight", "cancel my card"]
+    assert [r.item_index for r in router.sink.records] == [0, 1, 2]
+    assert [r.input_text for r in router.sink.records] == texts  # logged exactly as received
+    assert {r.client_id for r in router.sink.records} == {"crm"}
+
+
+def test_rejected_answers_carry_the_reject_label(router):
+    head = router.runtime.heads.get("intents")
+    assert head.rule.threshold > 0 and head.rule.reject_label == "oos"
+    body = post(router, {"texts": [f"random words {i} zebra" for i in range(8)]}).get_json()
+    for prediction in body["predictions"]:
+        assert prediction["rejected"] == (prediction["probability"] < head.rule.threshold)
+        if prediction["rejected"]:
+            assert prediction["label"] == "oos"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "message"),
+    [
+        ({"data": "{broken", "content_type": "application/json"}, 400, "bad_request", "malformed JSON"),
+        (
+            {"data": "text=hi", "content_type": "application/x-www-form-urlencoded"},
+            400,
+            "bad_request",
+            "Content-Type must be application/json",
+        ),
+        ({"data": json.dumps({"txt": "a"})}, 422, "invalid_request", "unknown field(s) txt"),
+        ({"data": json.dumps({"text": ""})}, 422, "invalid_request", "text is empty"),
+        ({"data": json.dumps({"texts": ["a", 1]})}, 422, "invalid_request", "texts[1] must be a string"),
+        ({"data": json.dumps({"text": "x" * 201})}, 413, "payload_too_large", "the limit is 200"),
+        ({"data": json.dumps({"texts": ["a"] * 9})}, 413, "payload_too_large", "the limit is 8"),
+        ({"data": json.dumps({"text": "y" * 5000})}, 413, "payload_too_large", "limit of 4096 bytes"),
+    ],
+)
+def test_error_mapping(router, kwargs, status, code, message):
+    kwargs.setdefault("content_type", "application/json")
+    response = router.client.post(PREDICT, **kwargs)
+    assert response.status_code == status
+    body = response.get_json()
+    jsonschema.validate(body, schema_for(router, "Error"))
+    assert body["error"]["code"] == code and message in body["error"]["message"]
+    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
+    assert router.sink.records == []  # refused before any work: nothing to log
+
+
+def test_unknown_model_route_and_method(router):
+    assert post(router, {"text": "x"}, path="/v1/models/nope/predict").get_json()["error"]["code"] == "not_found"
+    response = router.client.get("/v2/anything")
+    assert response.status_code == 404 and response.get_json()["error"]["message"] == "no route for GET /v2/anything"
+    response = router.client.get(PREDICT)
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_invalid_request_id_header(router):
+    response = post(router, {"text": "x"}, headers={"X-Request-ID": "bad id"})
+    assert response.status_code == 422 and "X-Request-ID" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "retry_after"),
+    [
+        (Overloaded("queue full"), 429, "overloaded", "1"),
+        (Unavailable("connection refused"), 503, "embedder_unavailable", "1"),
+        (DeadlineExceeded("too slow"), 503, "embedder_unavailable", "1"),
+        (ModelFailure("batch failed"), 502, "embedder_error", None),
+    ],
+)
+def test_embedder_failures_map_to_http_and_are_logged(router, error, status, code, retry_after):
+    router.embedder.fail_with = error
+    response = post(router, {"texts": ["a", "b"]})
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+    assert response.headers.get("Retry-After") == retry_after
+    assert [(r.status, r.label, r.item_index) for r in router.sink.records] == [(code, None, 0), (code, None, 1)]
+
+
+def test_embedder_of_another_model_is_refused(router):
+    router.embedder.model_id = "some-other-encoder@9"
+    response = post(router, {"text": "hello"})
+    assert response.status_code == 503
+    message = response.get_json()["error"]["message"]
+    assert "trained with embedder hash-encoder@1" in message and "some-other-encoder@9" in message
+    assert router.sink.records[0].status == "embedder_mismatch"
+
+
+def test_unexpected_errors_are_500_without_details(router, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(router.runtime.predictor, "predict", explode)
+    response = post(router, {"text": "x"})
+    assert response.status_code == 500
+    body = response.get_json()
+    assert (
+        body["error"]["code"] == "internal" and "secret" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+    )
+
+
+def test_model_listing_and_detail(router):
+    listing = router.client.get("/v1/models").get_json()
+    jsonschema.validate(listing, schema_for(router, "ModelList"))
+    assert [m["name"] for m in listing["models"]] == ["intents", "plain"]
+    detail = router.client.get("/v1/models/intents").get_json()
+    jsonschema.validate(detail, schema_for(router, "ModelSummary"))
+    assert detail["versions"] == router.runtime.heads.store.versions("intents")
+    assert "in_scope_accuracy" in detail["metrics"] and "oos" in detail["labels"]
+    assert router.client.get("/v1/models/nope").status_code == 404
+
+
+def test_health_and_readiness(router):
+    assert router.client.get("/healthz").get_json() == {"status": "ok"}
+    ready = router.client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["servable_models"] == 2
+    jsonschema.validate(ready.get_json(), schema_for(router, "Readiness"))
+
+
+def test_not_ready_without_embedder(router, monkeypatch):
+    router.embedder.fail_with = Unavailable("down")
+    monkeypatch.setattr("api.app.READY_CACHE_S", 0.0)
+    response = router.client.get("/readyz")
+    assert response.status_code == 503 and response.get_json()["reason"] == "the embedding service is unreachable"
+
+
+def test_not_ready_when_every_head_needs_another_embedder(router, monkeypatch):
+    monkeypatch.setattr("api.app.READY_CACHE_S", 0.0)
+    router.embedder.model_id = "other@2"
+    body = router.client.get("/readyz").get_json()
+    assert body["status"] == "not ready" and body["embedder_mismatch"] == ["intents", "plain"]
+
+
+def test_metrics_count_requests_by_model_and_status(router):
+    post(router, {"text": "hello"})
+    post(router, {"text": ""})
+    post(router, {"text": "x"}, path="/v1/models/unknown-model-xyz/predict")
+    text = router.client.get("/metrics").get_data(as_text=True)
+    assert 'router_requests_total{model="intents",status="200"}' in text
+    assert 'router_requests_total{model="intents",status="422"}' in text
+    assert 'model="unknown-model-xyz"' not in text and 'model="_unknown",status="404"' in text
+    assert "router_request_seconds_bucket" in text and "router_errors_total" in text
+
+
+def test_openapi_lists_every_route(router):
+    document = router.client.get("/openapi.json").get_json()
+    app = router.client.application
+    routes = {str(rule).replace("<model>", "{model}") for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert routes == set(document["paths"])
+    request_schema = {"$ref": "#/components/schemas/PredictRequest", "components": document["components"]}
+    jsonschema.validate({"texts": ["a"], "top_k": 2}, request_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"text": "a", "extra": 1}, request_schema)
