@@ -102,3 +102,29 @@ def router(store):
     app = create_app(settings, runtime=runtime)
     app.testing = True
     return Router(app.test_client(), embedder, sink, runtime)
+
+
+@pytest.fixture(scope="session")
+def embedder_process(tmp_path_factory):
+    """The real embedding service (real model, real gRPC) for the whole session."""
+    from embedder.process import EmbedderProcess
+
+    with EmbedderProcess(
+        {"EMBEDDER_METRICS_PORT": "-1"}, log_path=tmp_path_factory.mktemp("embedder") / "log"
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def real_store(tmp_path_factory, clinc_subset, embedder_process):
+    """A store with `intents` trained on the real encoder, through the running embedder."""
+    from heads.embedding import RemoteEmbedder
+
+    root = tmp_path_factory.mktemp("real-store")
+    store = ModelStore(root / "models")
+    data = {k: str(v) for k, v in clinc_subset.items()}
+    config = parse_config(
+        {"name": "intents", "data": data, "model": {"hidden_layers": [64]}, "training": {"epochs": 30}}
+    )
+    train_head(config, store=store, cache_dir=root / "cache", embedder=RemoteEmbedder(embedder_process.address))
+    return store

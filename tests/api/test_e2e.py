@@ -1,0 +1,189 @@
+"""The router as deployed: real gunicorn (2 workers), the real embedder process and model, a
+head trained on it, and a real PostgreSQL that these tests stop and restart under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.api.servers import RouterProcess, free_port
+from tests.db.helpers import query, wait_until
+
+
+def call(
+    url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 30
+) -> tuple[int, dict, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}"), dict(error.headers)
+
+
+def rows_for(dsn: str, request_ids: list[str]) -> list[tuple]:
+    return query(
+        dsn, "SELECT request_id, item_index, label, status FROM predictions WHERE request_id = ANY(%s)", (request_ids,)
+    )
+
+
+@pytest.fixture
+def router_env(empty_db, real_store, embedder_process, tmp_path):
+    return {
+        "DATABASE_URL": empty_db,
+        "EMBEDDER_ADDRESS": embedder_process.address,
+        "MODEL_STORE": str(real_store.root),
+        "API_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+
+
+def test_predictions_are_answered_and_logged_once(router_env, tmp_path):
+    with RouterProcess(router_env, tmp_path / "router.log") as router:
+        status, body, headers = call(
+            f"{router.url}/v1/models/intents/predict",
+            {"texts": ["what is my account balance", "tell me a joke about fish"]},
+            {"X-Request-ID": "e2e-1"},
+        )
+        assert status == 200 and headers["X-Request-ID"] == "e2e-1"
+        assert [p["label"] for p in body["predictions"]][0] == "balance"
+        wait_until(lambda: len(rows_for(router_env["DATABASE_URL"], ["e2e-1"])) == 2)
+        rows = sorted(rows_for(router_env["DATABASE_URL"], ["e2e-1"]))
+        assert [(r[1], r[2], r[3]) for r in rows] == [(i, p["label"], "ok") for i, p in enumerate(body["predictions"])]
+        applied = query(router_env["DATABASE_URL"], "SELECT count(*) FROM schema_migrations")[0][0]
+        assert applied >= 3  # the router migrated an empty database at start
+
+
+def test_metrics_add_up_all_workers(router_env, tmp_path):
+    with RouterProcess(router_env, tmp_path / "router.log") as router:
+        for i in range(30):
+            assert call(f"{router.url}/v1/models/intents/predict", {"text": f"check balance {i}"})[0] == 200
+        with urllib.request.urlopen(f"{router.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        line = next(l for l in text.splitlines() if l.startswith('router_requests_total{model="intents",status="200"}'))
+        assert float(line.split()[-1]) == 30.0
+
+
+def test_router_workers_never_load_tensorflow(router_env, tmp_path):
+    with RouterProcess(router_env, tmp_path / "router.log") as router:
+        assert call(f"{router.url}/v1/models/intents/predict", {"text": "hello"})[0] == 200
+        workers = router.workers()
+        assert len(workers) == 2
+        for pid in workers:
+            with open(f"/proc/{pid}/maps") as maps:
+                assert "tensorflow" not in maps.read()
+            with open(f"/proc/{pid}/status") as status:
+                rss_kb = int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+            assert rss_kb < 250_000, f"worker {pid} uses {rss_kb} kB"
+
+
+def test_postgres_outage_during_a_burst_loses_no_row(router_env, postgres, tmp_path):
+    """Every answered request ends up as exactly one row, though PostgreSQL stops mid-burst."""
+    with RouterProcess(router_env, tmp_path / "router.log") as router:
+        answered: list[str] = []
+        lock = threading.Lock()
+        stop_at, restart_at, total = 100, 250, 400
+
+        def one(i: int) -> None:
+            if i == stop_at:
+                postgres.stop()
+            if i == restart_at:
+                postgres.start()
+            status, body, _ = call(
+                f"{router.url}/v1/models/intents/predict", {"text": f"what is my balance number {i}"}
+            )
+            assert status == 200, body
+            with lock:
+                answered.append(body["request_id"])
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(total)))
+        assert len(answered) == total  # no prediction failed while the database was down
+        wait_until(lambda: len(rows_for(router_env["DATABASE_URL"], answered)) >= total, timeout_s=90)
+        rows = rows_for(router_env["DATABASE_URL"], answered)
+        assert len(rows) == total and len({r[0] for r in rows}) == total  # exactly one row each
+
+
+def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, postgres, tmp_path):
+    postgres.stop()
+    try:
+        with RouterProcess(router_env, tmp_path / "router.log", ready_path="/healthz") as router:
+            answered = []
+            for i in range(40):
+                status, body, _ = call(f"{router.url}/v1/models/intents/predict", {"text": f"transfer money {i}"})
+                assert status == 200
+                answered.append(body["request_id"])
+        # The router stopped gracefully with PostgreSQL down: its queue is in the spool.
+        assert list((tmp_path / "spool").glob("spool-*"))
+    finally:
+        postgres.start()
+    with RouterProcess(router_env, tmp_path / "router2.log"):
+        wait_until(lambda: len(rows_for(router_env["DATABASE_URL"], answered)) >= 40, timeout_s=90)
+        time.sleep(1)
+        assert len(rows_for(router_env["DATABASE_URL"], answered)) == 40
+
+
+def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_path):
+    from heads.config import parse_config
+    from heads.embedding import RemoteEmbedder
+    from heads.pipeline import train_head
+
+    store_copy = tmp_path / "models"
+    import shutil
+
+    shutil.copytree(real_store.root, store_copy)
+    from heads.registry import ModelStore
+
+    store = ModelStore(store_copy)
+    old = store.serving_version("intents")
+    config = parse_config(store.load("intents").manifest["training_config"] | {"name": "intents"})
+    new = train_head(
+        config,
+        store=store,
+        cache_dir=tmp_path / "cache",
+        embedder=RemoteEmbedder(router_env["EMBEDDER_ADDRESS"]),
+        promote=False,
+    )["version"]
+    env = {**router_env, "MODEL_STORE": str(store_copy)}
+    with RouterProcess(env, tmp_path / "router.log") as router:
+        seen, statuses, stop = [], [], threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                status, body, _ = call(f"{router.url}/v1/models/intents/predict", {"text": "freeze my account"})
+                statuses.append(status)
+                if status == 200:
+                    seen.append(body["version"])
+
+        threads = [threading.Thread(target=traffic) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        store.set_serving("intents", new)
+        wait_until(lambda: seen and seen[-1] == new, timeout_s=20)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(statuses) == {200}
+    assert seen[0] == old and seen[-1] == new
+
+
+def test_unreachable_embedder_gives_503_and_logs_the_failure(router_env, tmp_path):
+    env = {**router_env, "EMBEDDER_ADDRESS": f"127.0.0.1:{free_port()}", "API_EMBED_TIMEOUT_S": "0.5"}
+    with RouterProcess(env, tmp_path / "router.log", ready_path="/healthz") as router:
+        ready_status, ready, _ = call(f"{router.url}/readyz")
+        assert ready_status == 503 and ready["reason"] == "the embedding service is unreachable"
+        status, body, headers = call(
+            f"{router.url}/v1/models/intents/predict", {"text": "hello"}, {"X-Request-ID": "down-1"}
+        )
+        assert status == 503 and body["error"]["code"] == "embedder_unavailable" and headers["Retry-After"] == "1"
+        wait_until(
+            lambda: rows_for(router_env["DATABASE_URL"], ["down-1"]) == [("down-1", 0, None, "embedder_unavailable")]
+        )
