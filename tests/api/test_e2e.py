@@ -4,6 +4,7 @@ head trained on it, and a real PostgreSQL that these tests stop and restart unde
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import urllib.error
@@ -12,6 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from heads.config import parse_config
+from heads.embedding import RemoteEmbedder
+from heads.pipeline import train_head
+from heads.registry import ModelStore
 from tests.api.servers import RouterProcess, free_port
 from tests.db.helpers import query, wait_until
 
@@ -66,7 +71,9 @@ def test_metrics_add_up_all_workers(router_env, tmp_path):
             assert call(f"{router.url}/v1/models/intents/predict", {"text": f"check balance {i}"})[0] == 200
         with urllib.request.urlopen(f"{router.url}/metrics", timeout=10) as response:
             text = response.read().decode()
-        line = next(l for l in text.splitlines() if l.startswith('router_requests_total{model="intents",status="200"}'))
+        line = next(
+            row for row in text.splitlines() if row.startswith('router_requests_total{model="intents",status="200"}')
+        )
         assert float(line.split()[-1]) == 30.0
 
 
@@ -79,7 +86,7 @@ def test_router_workers_never_load_tensorflow(router_env, tmp_path):
             with open(f"/proc/{pid}/maps") as maps:
                 assert "tensorflow" not in maps.read()
             with open(f"/proc/{pid}/status") as status:
-                rss_kb = int(next(l for l in status if l.startswith("VmRSS")).split()[1])
+                rss_kb = int(next(row for row in status if row.startswith("VmRSS")).split()[1])
             assert rss_kb < 250_000, f"worker {pid} uses {rss_kb} kB"
 
 
@@ -130,16 +137,8 @@ def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, post
 
 
 def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_path):
-    from heads.config import parse_config
-    from heads.embedding import RemoteEmbedder
-    from heads.pipeline import train_head
-
     store_copy = tmp_path / "models"
-    import shutil
-
     shutil.copytree(real_store.root, store_copy)
-    from heads.registry import ModelStore
-
     store = ModelStore(store_copy)
     old = store.serving_version("intents")
     config = parse_config(store.load("intents").manifest["training_config"] | {"name": "intents"})
