@@ -4,7 +4,16 @@
     python -m heads train --name NAME --train TRAIN.csv [--validation VAL.csv] [--test TEST.csv] [--store DIR]
     python -m heads list [--store DIR]
     python -m heads show MODEL [VERSION] [--store DIR]
-    python -m heads promote MODEL VERSION [--store DIR]
+
+Serving state (routers pick changes up without a restart; every change is recorded):
+    python -m heads status MODEL                          # primary, shadows, A/B, fallback, history
+    python -m heads promote MODEL VERSION                 # VERSION answers all traffic
+    python -m heads shadow MODEL VERSION [--fraction F]   # score F of requests, never answer
+    python -m heads shadow MODEL VERSION --remove
+    python -m heads ab MODEL VERSION --percent P [--key client_id|request_id]
+    python -m heads ab MODEL --off
+    python -m heads fallback MODEL VERSION | --off        # answers when the primary cannot
+    python -m heads rollback MODEL                        # back to the state before the last change
 
 `train` prints progress bars on stderr and the evaluation as one JSON object on the last line
 of stdout. --store defaults to the MODEL_STORE environment variable, else var/models.
@@ -18,8 +27,9 @@ import os
 import sys
 from pathlib import Path
 
+from heads import serving
 from heads.config import ConfigError, load_config, parse_config
-from heads.errors import HeadsError
+from heads.errors import HeadsError, RegistryError
 
 DEFAULT_STORE = "var/models"
 
@@ -86,6 +96,48 @@ def _show(args: argparse.Namespace, store) -> int:
     return 0
 
 
+SERVING_COMMANDS = ("status", "promote", "shadow", "ab", "fallback", "rollback")
+
+
+def _serving_change(args: argparse.Namespace):
+    """(change function, default reason, is_rollback) for a serving command."""
+    if args.command == "promote":
+        return (lambda s: serving.promote(s, args.version)), f"promote {args.version}", False
+    if args.command == "shadow":
+        fraction = None if args.remove else args.fraction
+        what = "remove shadow" if args.remove else f"shadow {args.version} on {args.fraction:g} of requests"
+        return (lambda s: serving.set_shadow(s, args.version, fraction)), what, False
+    if args.command == "ab":
+        if args.off:
+            return (lambda s: serving.set_candidate(s, None)), "end A/B test", False
+        if not args.version or args.percent is None:
+            raise ConfigError("ab needs VERSION and --percent, or --off")
+        return (
+            (lambda s: serving.set_candidate(s, args.version, args.percent, args.key)),
+            f"A/B: {args.version} on {args.percent:g}% by {args.key}",
+            False,
+        )
+    if args.command == "fallback":
+        if not args.off and not args.version:
+            raise ConfigError("fallback needs VERSION or --off")
+        version = None if args.off else args.version
+        return (lambda s: serving.set_fallback(s, version)), f"fallback {version or 'off'}", False
+    return serving.rollback, "rollback", True
+
+
+def _serving(args: argparse.Namespace, store) -> int:
+    if args.command == "status":
+        state = store.serving(args.model)
+        if state is None:
+            raise RegistryError(f"model {args.model!r} has no serving state")
+        print(json.dumps({"model": args.model, **state.to_dict()}, indent=2))
+        return 0
+    change, reason, is_rollback = _serving_change(args)
+    state = store.change_serving(args.model, change, reason=args.reason or reason, rollback=is_rollback)
+    print(json.dumps({"model": args.model, **state.to_dict(with_history=False)}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=os.environ.get("MODEL_STORE", DEFAULT_STORE), help="model store folder")
@@ -107,9 +159,34 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", parents=[common], help="a version's labels, decision rule, embedder and metrics")
     show.add_argument("model")
     show.add_argument("version", nargs="?")
-    prom = sub.add_parser("promote", parents=[common], help="make a version the serving one")
+    for name, text in (
+        ("status", "the serving state of a model"),
+        ("rollback", "return to the previous serving state"),
+    ):
+        cmd = sub.add_parser(name, parents=[common], help=text)
+        cmd.add_argument("model")
+    prom = sub.add_parser("promote", parents=[common], help="make a version the primary")
     prom.add_argument("model")
     prom.add_argument("version")
+    shadow = sub.add_parser("shadow", parents=[common], help="add, change or remove a shadow version")
+    shadow.add_argument("model")
+    shadow.add_argument("version")
+    shadow.add_argument("--fraction", type=float, default=1.0, help="share of requests it scores (0-1]")
+    shadow.add_argument("--remove", action="store_true")
+    ab = sub.add_parser("ab", parents=[common], help="start, change or end an A/B test")
+    ab.add_argument("model")
+    ab.add_argument("version", nargs="?")
+    ab.add_argument("--percent", type=float, default=None, help="share of traffic the candidate answers (0-100)")
+    ab.add_argument(
+        "--key", default="client_id", choices=serving.CANDIDATE_KEYS, help="what keeps a caller on one variant"
+    )
+    ab.add_argument("--off", action="store_true")
+    fallback = sub.add_parser("fallback", parents=[common], help="set or clear the fallback version")
+    fallback.add_argument("model")
+    fallback.add_argument("version", nargs="?")
+    fallback.add_argument("--off", action="store_true")
+    for cmd in (prom, shadow, ab, fallback, sub.choices["rollback"]):
+        cmd.add_argument("--reason", default="", help="recorded in the history")
     args = parser.parse_args(argv)
 
     from heads.registry import ModelStore
@@ -122,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(store)
         if args.command == "show":
             return _show(args, store)
-        if args.command == "promote":
-            state = store.set_serving(args.model, args.version, reason="promoted from the command line")
-            print(json.dumps({"model": args.model, "serving": state.primary}))
-            return 0
+        if args.command in SERVING_COMMANDS:
+            return _serving(args, store)
     except HeadsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

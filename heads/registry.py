@@ -1,7 +1,8 @@
 """The model store and its registry: which models exist, their versions, and which one serves.
 
     <store>/<model>/<version>/     immutable version folders (heads/artifact.py)
-    <store>/<model>/serving.json   the serving pointer: {"primary": version, "history": [...]}
+    <store>/<model>/serving.json   the serving state: primary, shadows, A/B candidate, fallback,
+                                   and the history of earlier states (heads/serving.py)
 
 Names are restricted to a safe character set, so no model or version name can reach outside the
 store. The pointer is replaced atomically (write a temporary file, then rename), so a reader
@@ -10,21 +11,22 @@ sees the old state or the new one, never half of it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
+from heads import serving
 from heads.artifact import MANIFEST, HeadArtifact, load_version
 from heads.errors import RegistryError
+from heads.serving import SERVING_FILE, ServingState
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SERVING_FILE = "serving.json"
-HISTORY_LIMIT = 50
 
 
 def check_model_name(name: str) -> str:
@@ -53,13 +55,6 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-@dataclass(frozen=True)
-class ServingState:
-    primary: str
-    updated_at: str
-    history: tuple[dict, ...] = ()
 
 
 class ModelStore:
@@ -91,14 +86,7 @@ class ModelStore:
         )
 
     def serving(self, model: str) -> ServingState | None:
-        path = self.model_dir(model) / SERVING_FILE
-        if not path.is_file():
-            return None
-        try:
-            raw = json.loads(path.read_text())
-            return ServingState(raw["primary"], raw.get("updated_at", ""), tuple(raw.get("history", ())))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RegistryError(f"{path}: unreadable serving state ({exc})") from None
+        return serving.read_state(self.model_dir(model) / SERVING_FILE)
 
     def serving_version(self, model: str) -> str:
         state = self.serving(model)
@@ -108,20 +96,34 @@ class ModelStore:
             raise RegistryError(f"model {model!r} has versions but none is serving: promote one")
         return state.primary
 
+    def change_serving(
+        self, model: str, change: Callable[[ServingState | None], ServingState], *, reason: str, rollback: bool = False
+    ) -> ServingState:
+        """Apply `change` to the model's serving state under a lock, validate the result against
+        the store (every version loads; one embedder for all), and write it atomically. The state
+        it replaces goes to the history, except for a rollback, which pops from it."""
+        directory = self.model_dir(model)
+        if not self.versions(model):
+            raise RegistryError(f"unknown model {model!r}")
+        with serving.locked(directory):
+            current = self.serving(model)
+            new = change(current)
+            for version in new.versions():
+                check_version_name(version)
+            serving.check_state(new, lambda version: self.load(model, version).embedder_id)
+            if rollback:
+                now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+                new = dataclasses.replace(new, updated_at=now, reason=reason)
+            else:
+                new = serving.stamp(new, current, reason)
+            write_json_atomic(directory / SERVING_FILE, new.to_dict())
+        return new
+
     def set_serving(self, model: str, version: str, *, reason: str = "") -> ServingState:
-        """Point the model at `version` (which must load), keeping the previous states as history."""
-        load_version(self.version_dir(model, version))  # refuses a missing, partial or corrupt version
-        previous = self.serving(model)
-        history = list(previous.history) if previous else []
-        if previous:
-            history.append({"primary": previous.primary, "updated_at": previous.updated_at})
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        state = ServingState(version, now, tuple(history[-HISTORY_LIMIT:]))
-        write_json_atomic(
-            self.model_dir(model) / SERVING_FILE,
-            {"primary": state.primary, "updated_at": now, "reason": reason, "history": list(state.history)},
+        """Make `version` the primary (the previous state goes to the history)."""
+        return self.change_serving(
+            model, lambda state: serving.promote(state, version), reason=reason or f"promote {version}"
         )
-        return state
 
     def load(
         self,
