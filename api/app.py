@@ -14,7 +14,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api import metrics
-from api.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge
+from api.errors import ApiError, BadRequest, InvalidRequest, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge
 from api.openapi import openapi_document
 from api.predictor import PredictResult
 from api.runtime import Runtime, build_runtime
@@ -43,6 +43,8 @@ def _render_prediction(result: PredictResult) -> Response:
         "model": result.model,
         "version": result.version,
         "request_id": result.request_id,
+        "variant": result.role,
+        "fallback": result.role == "fallback",
         "predictions": [
             {
                 "label": p.label,
@@ -69,7 +71,8 @@ def _render_prediction(result: PredictResult) -> Response:
     return _json(body, 200, headers)
 
 
-def _model_summary(head) -> dict:
+def _model_summary(serving) -> dict:
+    head = serving.primary
     manifest = head.manifest
     return {
         "name": head.model,
@@ -79,7 +82,17 @@ def _model_summary(head) -> dict:
         "embedder": manifest["embedder"],
         "metrics": manifest.get("metrics", {}),
         "created_at": manifest.get("created_at"),
+        "serving": serving.state.to_dict(with_history=False),
     }
+
+
+def _timeout_s(header: str | None) -> float | None:
+    """X-Request-Timeout-Ms: the caller's deadline for this request (1-60000 ms)."""
+    if header is None:
+        return None
+    if not header.isdigit() or not 1 <= int(header) <= 60_000:
+        raise InvalidRequest("header X-Request-Timeout-Ms must be an integer between 1 and 60000")
+    return int(header) / 1000
 
 
 def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | None = None) -> Flask:
@@ -142,7 +155,11 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
                 raise BadRequest(f"malformed JSON: {exc}") from None
             parsed = parse_predict(body, limits)
             result = runtime.predictor.predict(
-                model, parsed, request_id=g.request_id, client_id=request.headers.get("X-Client-ID")
+                model,
+                parsed,
+                request_id=g.request_id,
+                client_id=request.headers.get("X-Client-ID"),
+                timeout_s=_timeout_s(request.headers.get("X-Request-Timeout-Ms")),
             )
         except ApiError as error:
             metrics.REQUESTS.labels(label, str(error.status)).inc()
@@ -151,8 +168,11 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
         metrics.REQUEST_SECONDS.labels(label).observe(time.perf_counter() - g.started)
         metrics.EMBED_SECONDS.labels(label).observe(result.embed_ms / 1000)
         metrics.HEAD_SECONDS.labels(label).observe(result.head_ms / 1000)
-        metrics.TEXTS.labels(label, result.version).inc(len(result.predictions))
-        return _render_prediction(result)
+        metrics.TEXTS.labels(label, result.version, result.role).inc(len(result.predictions))
+        response = _render_prediction(result)
+        if result.shadow_job is not None:
+            response.call_on_close(result.shadow_job)  # after the answer is sent
+        return response
 
     @app.get("/v1/models")
     def list_models() -> Response:
@@ -178,7 +198,11 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
                 ready_cache["info"], ready_cache["error"] = None, exc.message
             ready_cache["at"] = now
         info, heads = ready_cache["info"], runtime.heads.snapshot()
-        mismatched = sorted(m for m, h in heads.items() if info is not None and h.embedder_id != info.model_id)
+        mismatched = sorted(
+            m
+            for m, serving in heads.items()
+            if info is not None and serving.primary.embedder_id not in (None, info.model_id)
+        )
         servable = [m for m in heads if m not in mismatched]
         body = {
             "embedder": {

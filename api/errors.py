@@ -11,6 +11,7 @@ Flask adapter (api/app.py) does the rendering, the rest of the router only raise
     429 overloaded         the embedder's queue is full (Retry-After)
     502 embedder_error     the embedder failed on this batch
     503 embedder_unavailable / embedder_mismatch / not_ready
+    500 head_error         the head failed and the model has no fallback that could answer
     500 internal           anything unexpected (logged with its traceback, never shown)
 """
 
@@ -73,6 +74,12 @@ class EmbedderMismatch(ApiError):
     """The running embedder is not the one the head was trained with: its vectors would be garbage."""
 
     status, code = 503, "embedder_mismatch"
+
+
+class HeadFailed(ApiError):
+    """A head raised while scoring (a bug or a bad artifact); the fallback answers if there is one."""
+
+    status, code = 500, "head_error"
 
 
 class NotReady(ApiError):

@@ -28,7 +28,12 @@ REQUEST_SECONDS = Histogram(
 )
 EMBED_SECONDS = Histogram("router_embed_seconds", "Time waiting for the embedder", ["model"], buckets=LATENCY_BUCKETS)
 HEAD_SECONDS = Histogram("router_head_seconds", "Time in the numpy head", ["model"], buckets=LATENCY_BUCKETS)
-TEXTS = Counter("router_texts", "Texts classified, by model and version", ["model", "version"])
+TEXTS = Counter(
+    "router_texts",
+    "Texts answered, by model, version and role (primary, candidate, fallback)",
+    ["model", "version", "role"],
+)
+SHADOW_ERRORS = Counter("router_shadow_errors", "Shadow scorings that failed (the answer was not affected)", ["model"])
 ERRORS = Counter("router_errors", "Error responses by error code", ["code"])
 LOG_ROWS = Counter(
     "router_inference_log_rows", "Inference-log rows by event (written, spooled, replayed, lost, ...)", ["event"]

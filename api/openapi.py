@@ -46,6 +46,7 @@ def openapi_document(settings: RouterSettings) -> dict:
             },
             "embedder": {"type": "object", "properties": {"model_id": {"type": "string"}, "dim": {"type": "integer"}}},
             "metrics": {"type": "object", "description": "Evaluation of this version at training time."},
+            "serving": {"type": "object", "description": "The serving state: primary, shadows, candidate, fallback."},
             "created_at": {"type": ["string", "null"]},
             "versions": {
                 "type": "array",
@@ -75,7 +76,20 @@ def openapi_document(settings: RouterSettings) -> dict:
                             "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
                             "description": "Your id for this request; echoed back and stored with every row. Generated if absent.",
                         },
-                        {"name": "X-Client-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "X-Client-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "Your caller's id: stored with every row, and keeps the caller on one A/B variant.",
+                        },
+                        {
+                            "name": "X-Request-Timeout-Ms",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 60000},
+                            "description": "Deadline for the embedding; past it the fallback answers, if the model has one, else 503.",
+                        },
                     ],
                     "requestBody": {
                         "required": True,
@@ -191,12 +205,20 @@ def openapi_document(settings: RouterSettings) -> dict:
                 },
                 "PredictResponse": {
                     "type": "object",
-                    "required": ["model", "version", "request_id", "predictions", "timings_ms"],
+                    "required": ["model", "version", "request_id", "variant", "fallback", "predictions", "timings_ms"],
                     "additionalProperties": False,
                     "properties": {
                         "model": {"type": "string"},
-                        "version": {"type": "string"},
+                        "version": {"type": "string", "description": "The version that answered."},
                         "request_id": {"type": "string"},
+                        "variant": {
+                            "enum": ["primary", "candidate", "fallback"],
+                            "description": "Which serving role answered: the primary, the A/B candidate, or the fallback.",
+                        },
+                        "fallback": {
+                            "type": "boolean",
+                            "description": "True when the fallback answered because the primary could not.",
+                        },
                         "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
                         "timings_ms": {
                             "type": "object",

@@ -35,6 +35,7 @@ COLUMNS = (
     "client_id",
     "status",
     "embedding_model",
+    "model_input",
 )
 
 
@@ -60,6 +61,7 @@ class PredictionRecord:
     client_id: str | None = None
     status: str = "ok"  # 'ok' or an error code
     embedding_model: str | None = None
+    model_input: str | None = None  # the text after normalisation: exactly what the model saw
     row_id: uuid.UUID = field(default_factory=uuid.uuid4)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -145,6 +147,7 @@ def record_to_row(record: PredictionRecord) -> dict:
         "client_id": _clean_text(record.client_id),
         "status": _clean_text(record.status) or "unknown",
         "embedding_model": _clean_text(record.embedding_model),
+        "model_input": _clean_text(record.model_input),
     }
 
 

@@ -1,23 +1,37 @@
 """Prediction, free of HTTP: texts -> embeddings (central embedder) -> head -> decision ->
 answer, with one inference-log record per text whatever the outcome.
 
+Which head answers comes from the model's serving set (api/live_heads.py):
+- the primary, or the A/B candidate for its share of callers (sticky per client id);
+- the fallback, when the chosen head cannot answer (embedder unavailable, overloaded or past
+  the request's deadline, a head error); a fallback that needs no embedder keeps the endpoint
+  answering during an embedder outage;
+- shadows score the same embeddings after the answer is sent (`PredictResult.shadow_job`), are
+  logged with role `shadow`, and can never change or fail the answer.
+
 The Flask adapter (api/app.py) only parses, calls `Predictor.predict` and renders.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from api.errors import ApiError, EmbedderMismatch, from_embedder_error
-from api.live_heads import LiveHeads
+from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
+from api.live_heads import LiveHeads, ServingSet
 from api.prediction_record import PredictionRecord
 from api.validation import PredictRequest
 from embedder.errors import EmbedderError
 from embedder.normalize import normalize_text
+from heads.artifact import HeadArtifact
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingSource(Protocol):
@@ -34,7 +48,7 @@ class Prediction:
     probability: float
     rejected: bool
     top_k: list[tuple[str, float]]
-    cache_hit: bool
+    cache_hit: bool | None  # None when the answering head used no embedding
 
 
 @dataclass(frozen=True)
@@ -42,10 +56,20 @@ class PredictResult:
     model: str
     version: str
     request_id: str
+    role: str  # primary | candidate | fallback
     predictions: list[Prediction]
     embed_ms: float
     head_ms: float
     total_ms: float
+    shadow_job: Callable[[], None] | None = None  # run it after the response is sent
+
+
+@dataclass(frozen=True)
+class _Scored:
+    probs: np.ndarray
+    embedded: object | None  # embedder.client.Embeddings, when the head used embeddings
+    model_inputs: list[str]
+    head_ms: float
 
 
 def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
@@ -54,6 +78,25 @@ def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(probs, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+def share(key: str) -> float:
+    """A stable position in [0, 100) for `key`: the same caller lands in the same A/B bucket in
+    every worker and after every restart."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10_000 / 100
+
+
+def needs_embeddings(head: HeadArtifact) -> bool:
+    return getattr(head, "needs_embeddings", True)
+
+
+def choose_variant(serving: ServingSet, model: str, client_id: str | None, request_id: str) -> tuple[HeadArtifact, str]:
+    if serving.candidate is not None:
+        head, candidate = serving.candidate
+        key = client_id if candidate.key == "client_id" and client_id else request_id
+        if share(f"{model}\0{key}") < candidate.percent:
+            return head, "candidate"
+    return serving.primary, "primary"
 
 
 class Predictor:
@@ -65,12 +108,111 @@ class Predictor:
         *,
         embed_timeout_s: float,
         decimals: int,
+        on_shadow_error: Callable[[str], None] | None = None,
     ):
         self.heads = heads
         self._embedder = embedder
         self._sink = sink
         self._embed_timeout_s = embed_timeout_s
         self._decimals = decimals
+        self._on_shadow_error = on_shadow_error or (lambda model: None)
+
+    # -- scoring steps
+
+    def _embed(self, head: HeadArtifact, texts: list[str], deadline: float, spent: list[float]):
+        """Embeddings for a head that needs them (None otherwise); ApiError on any failure.
+        The time of the call is appended to `spent` (milliseconds), failed calls included."""
+        if not needs_embeddings(head):
+            return None
+        started = time.perf_counter()
+        try:
+            return self._call_embedder(head, texts, deadline)
+        finally:
+            spent.append((time.perf_counter() - started) * 1000)
+
+    def _call_embedder(self, head: HeadArtifact, texts: list[str], deadline: float):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise EmbedderUnavailable("the request's deadline passed before the embedding call")
+        try:
+            embedded = self._embedder.embed(texts, timeout=remaining)
+        except EmbedderError as exc:
+            raise from_embedder_error(exc) from None
+        if embedded.model_id != head.embedder_id:
+            raise EmbedderMismatch(
+                f"model {head.model!r} version {head.version} was trained with embedder {head.embedder_id}, "
+                f"but the embedding service runs {embedded.model_id}"
+            )
+        return embedded
+
+    def _apply(self, head: HeadArtifact, texts: list[str], embedded) -> _Scored:
+        started = time.perf_counter()
+        try:
+            if embedded is not None:
+                probs = head.predict_proba(embedded.vectors)
+                inputs = [normalize_text(t, lowercase=embedded.lowercase) for t in texts]
+            else:
+                probs = head.predict_proba(texts=texts)
+                inputs = [normalize_text(t, lowercase=True) for t in texts]
+        except Exception as exc:  # noqa: BLE001 - any head failure: the fallback may still answer
+            log.exception("head %s@%s failed", head.model, head.version)
+            raise HeadFailed(f"model {head.model!r} version {head.version} failed: {type(exc).__name__}") from None
+        return _Scored(probs, embedded, inputs, (time.perf_counter() - started) * 1000)
+
+    # -- records
+
+    def _records(self, head, role, texts, scored, chosen, top, ranked, context, timings) -> list[PredictionRecord]:
+        request_id, client_id, tenant = context
+        embed_ms, total_ms = timings
+        records = []
+        for i, text in enumerate(texts):
+            records.append(
+                PredictionRecord(
+                    request_id=request_id,
+                    item_index=i,
+                    tenant=tenant,
+                    model=head.model,
+                    version=head.version,
+                    role=role,
+                    input_text=text,
+                    model_input=scored.model_inputs[i],
+                    label=head.rule.label_of(int(chosen[i])),
+                    probability=float(top[i]),
+                    top_k=[(head.labels[j], round(float(scored.probs[i, j]), self._decimals)) for j in ranked[i]],
+                    embed_ms=embed_ms,
+                    head_ms=scored.head_ms,
+                    total_ms=total_ms,
+                    cache_hit=bool(scored.embedded.cache_hits[i]) if scored.embedded is not None else None,
+                    client_id=client_id,
+                    status="ok",  # a rejection is an answer: the reject label, served
+                    embedding_model=scored.embedded.model_id if scored.embedded is not None else None,
+                )
+            )
+        return records
+
+    def _log_failure(
+        self, head: HeadArtifact, role: str, texts: list[str], error: ApiError, context, started: float
+    ) -> None:
+        request_id, client_id, tenant = context
+        total_ms = (time.perf_counter() - started) * 1000
+        self._sink.log_many(
+            PredictionRecord(
+                request_id=request_id,
+                item_index=i,
+                tenant=tenant,
+                model=head.model,
+                version=head.version,
+                role=role,
+                input_text=text,
+                total_ms=total_ms,
+                client_id=client_id,
+                status=error.code,
+                embedding_model=head.embedder_id,
+            )
+            for i, text in enumerate(texts)
+        )
+
+    # -- the request
 
     def predict(
         self,
@@ -80,78 +222,81 @@ class Predictor:
         request_id: str,
         client_id: str | None = None,
         tenant: str = "default",
+        timeout_s: float | None = None,
     ) -> PredictResult:
         started = time.perf_counter()
-        head = self.heads.get(model)  # NotFound before any work
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self._embed_timeout_s)
+        serving = self.heads.get(model)  # NotFound before any work
+        head, role = choose_variant(serving, model, client_id, request_id)
+        texts = [normalize_text(t) for t in request.texts]
+        context = (request_id, client_id, tenant)
 
-        def log_failure(error: ApiError, embed_ms: float | None = None) -> ApiError:
-            total_ms = (time.perf_counter() - started) * 1000
-            self._sink.log_many(
-                PredictionRecord(
-                    request_id=request_id,
-                    item_index=i,
-                    tenant=tenant,
-                    model=model,
-                    version=head.version,
-                    input_text=text,
-                    embed_ms=embed_ms,
-                    total_ms=total_ms,
-                    client_id=client_id,
-                    status=error.code,
-                    embedding_model=head.embedder_id,
-                )
-                for i, text in enumerate(request.texts)
-            )
-            return error
-
+        embedded, spent = None, []
         try:
-            embedded = self._embedder.embed([normalize_text(t) for t in request.texts], timeout=self._embed_timeout_s)
-        except EmbedderError as exc:
-            raise log_failure(from_embedder_error(exc)) from None
-        embed_ms = (time.perf_counter() - started) * 1000
-        if embedded.model_id != head.embedder_id:
-            raise log_failure(
-                EmbedderMismatch(
-                    f"model {model!r} version {head.version} was trained with embedder {head.embedder_id}, "
-                    f"but the embedding service runs {embedded.model_id}"
-                ),
-                embed_ms,
+            embedded = self._embed(head, texts, deadline, spent)
+            scored = self._apply(head, texts, embedded)
+        except ApiError as error:
+            fallback = serving.fallback
+            if fallback is None or fallback is head:
+                self._log_failure(head, role, request.texts, error, context, started)
+                raise
+            log.warning(
+                "model %s: %s failed (%s); answering with fallback %s", model, role, error.code, fallback.version
             )
+            try:
+                reuse = embedded if embedded is not None and embedded.model_id == fallback.embedder_id else None
+                scored = self._apply(fallback, texts, reuse or self._embed(fallback, texts, deadline, spent))
+            except ApiError:
+                self._log_failure(head, role, request.texts, error, context, started)
+                raise error from None
+            head, role = fallback, "fallback"
+        embed_ms = sum(spent)
 
-        t_head = time.perf_counter()
-        probs = head.predict_proba(embedded.vectors)
-        chosen, top = head.rule.decide(probs)
-        ranked = top_k_indices(probs, request.top_k)
-        head_ms = (time.perf_counter() - t_head) * 1000
+        chosen, top = head.rule.decide(scored.probs)
+        ranked = top_k_indices(scored.probs, request.top_k)
         total_ms = (time.perf_counter() - started) * 1000
-
-        labels, d = head.labels, self._decimals
-        predictions, records = [], []
-        for i, text in enumerate(request.texts):
-            label = head.rule.label_of(int(chosen[i]))
-            top_k = [(labels[j], round(float(probs[i, j]), d)) for j in ranked[i]]
-            rejected = bool(head.rule.threshold > 0 and top[i] < head.rule.threshold)
-            hit = bool(embedded.cache_hits[i])
-            predictions.append(Prediction(label, round(float(top[i]), d), rejected, top_k, hit))
-            records.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    item_index=i,
-                    tenant=tenant,
-                    model=model,
-                    version=head.version,
-                    input_text=text,
-                    label=label,
-                    probability=float(top[i]),
-                    top_k=top_k,
-                    embed_ms=embed_ms,
-                    head_ms=head_ms,
-                    total_ms=total_ms,
-                    cache_hit=hit,
-                    client_id=client_id,
-                    status="ok",  # a rejection is an answer: the reject label, served
-                    embedding_model=embedded.model_id,
-                )
-            )
+        records = self._records(head, role, request.texts, scored, chosen, top, ranked, context, (embed_ms, total_ms))
         self._sink.log_many(records)
-        return PredictResult(model, head.version, request_id, predictions, embed_ms, head_ms, total_ms)
+        predictions = [
+            Prediction(
+                label=r.label,
+                probability=round(r.probability, self._decimals),
+                rejected=bool(head.rule.threshold > 0 and top[i] < head.rule.threshold),
+                top_k=list(r.top_k),
+                cache_hit=r.cache_hit,
+            )
+            for i, r in enumerate(records)
+        ]
+        shadow_job = (
+            self._shadow_job(serving, head, request, texts, scored.embedded, context) if serving.shadows else None
+        )
+        return PredictResult(
+            model, head.version, request_id, role, predictions, embed_ms, scored.head_ms, total_ms, shadow_job
+        )
+
+    def _shadow_job(self, serving: ServingSet, answered: HeadArtifact, request, texts, embedded, context):
+        request_id = context[0]
+
+        def run() -> None:
+            for shadow, fraction in serving.shadows:
+                if shadow is answered or share(f"{request_id}\0{shadow.version}") >= fraction * 100:
+                    continue
+                try:
+                    usable = embedded if embedded is not None and embedded.model_id == shadow.embedder_id else None
+                    if needs_embeddings(shadow) and usable is None:
+                        continue  # the answer came without embeddings (fallback): nothing to compare on
+                    started = time.perf_counter()
+                    scored = self._apply(shadow, texts, usable)
+                    chosen, top = shadow.rule.decide(scored.probs)
+                    ranked = top_k_indices(scored.probs, request.top_k)
+                    total_ms = (time.perf_counter() - started) * 1000
+                    self._sink.log_many(
+                        self._records(
+                            shadow, "shadow", request.texts, scored, chosen, top, ranked, context, (0.0, total_ms)
+                        )
+                    )
+                except Exception:  # noqa: BLE001 - a shadow never affects anything but its own rows
+                    log.exception("shadow %s@%s failed", shadow.model, shadow.version)
+                    self._on_shadow_error(shadow.model)
+
+        return run

@@ -70,7 +70,12 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         observer=metrics.on_log_event,
     ).start()
     predictor = Predictor(
-        heads, embedder, inference_log, embed_timeout_s=settings.embed_timeout_s, decimals=settings.probability_decimals
+        heads,
+        embedder,
+        inference_log,
+        embed_timeout_s=settings.embed_timeout_s,
+        decimals=settings.probability_decimals,
+        on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
     )
     heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
     metrics.publish_gauges(inference_log, heads)

@@ -44,6 +44,7 @@ class Embeddings:
     vectors: np.ndarray  # float32 [n, dim], read-only
     cache_hits: np.ndarray  # bool [n]
     model_id: str
+    lowercase: bool = False  # the server's model lower-cases: the text it saw is normalize_text(t, lowercase=True)
 
 
 class EmbedderClient:
@@ -116,6 +117,7 @@ class EmbedderClient:
             vectors=vectors.reshape(response.count, dim),
             cache_hits=np.array(response.cache_hits, dtype=bool),
             model_id=response.model.model_id,
+            lowercase=response.model.lowercase,
         )
 
     def embed_all(self, texts: Sequence[str], *, chunk_size: int = 256, timeout: float | None = None) -> Embeddings:
@@ -127,6 +129,7 @@ class EmbedderClient:
             vectors=np.concatenate([p.vectors for p in parts]),
             cache_hits=np.concatenate([p.cache_hits for p in parts]),
             model_id=parts[0].model_id,
+            lowercase=parts[0].lowercase,
         )
 
     def close(self) -> None:

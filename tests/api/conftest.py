@@ -27,13 +27,21 @@ FAST = {"epochs": 6, "early_stopping_patience": 2, "batch_size": 32}
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory, clinc_subset):
-    """A model store with two models trained on the hash embedder: `intents` (with oos and a
-    threshold) and `plain` (no reject label)."""
+    """A model store trained on the hash embedder: `intents` (with oos and a threshold; a serving
+    version and two more that do not serve) and `plain` (no reject label)."""
     root = tmp_path_factory.mktemp("store")
     store = ModelStore(root / "models")
     data = {k: str(v) for k, v in clinc_subset.items()}
-    for name, extra in (("intents", {}), ("plain", {"threshold": {"policy": "none"}})):
-        config = parse_config({"name": name, "data": data, "model": {"hidden_layers": [16]}, "training": FAST, **extra})
+    runs = [
+        ("intents", 16, {}),
+        ("plain", 16, {"threshold": {"policy": "none"}}),
+        ("intents", 8, {}),
+        ("intents", 24, {}),
+    ]
+    for name, hidden, extra in runs:
+        config = parse_config(
+            {"name": name, "data": data, "model": {"hidden_layers": [hidden]}, "training": FAST, **extra}
+        )
         train_head(config, store=store, cache_dir=root / "cache", embedder=HashTextEmbedder())
     return store
 

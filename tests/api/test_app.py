@@ -59,7 +59,7 @@ def test_batch_keeps_order_and_logs_one_row_per_text(router):
 
 
 def test_rejected_answers_carry_the_reject_label(router):
-    head = router.runtime.heads.get("intents")
+    head = router.runtime.heads.get("intents").primary
     assert head.rule.threshold > 0 and head.rule.reject_label == "oos"
     body = post(router, {"texts": [f"random words {i} zebra" for i in range(8)]}).get_json()
     for prediction in body["predictions"]:

@@ -30,20 +30,20 @@ def _second_version(store, clinc_subset, tmp_path):
 def test_promotion_is_picked_up_without_restart(store, clinc_subset, tmp_path):
     heads = LiveHeads(store)
     heads.refresh()
-    old = heads.get("intents")
+    old = heads.get("intents").primary
     new_version = _second_version(store, clinc_subset, tmp_path)
     assert heads.refresh().loaded == []  # a new version alone does not serve
     store.set_serving("intents", new_version)
     report = heads.refresh()
-    assert report.loaded == [f"intents@{new_version}"]
-    assert heads.get("intents").version == new_version
+    assert report.loaded == [f"intents: primary {new_version}"]
+    assert heads.get("intents").primary.version == new_version
     assert old.version != new_version and old.head is not None  # a request holding `old` still works
 
 
 def test_a_broken_new_version_keeps_the_old_one_serving(store, clinc_subset, tmp_path):
     heads = LiveHeads(store)
     heads.refresh()
-    old_version = heads.get("intents").version
+    old_version = heads.get("intents").primary.version
     new_version = _second_version(store, clinc_subset, tmp_path)
     store.set_serving("intents", new_version)
     weights = store.version_dir("intents", new_version) / "head.npz"
@@ -51,7 +51,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(store, clinc_subset, tmp
     weights.write_bytes(b"not a numpy file")
     report = heads.refresh()
     assert "intents" in report.failed and "checksum" in report.failed["intents"]
-    assert heads.get("intents").version == old_version
+    assert heads.get("intents").primary.version == old_version
     assert "intents" in heads.errors
 
 
@@ -64,8 +64,8 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         new_version = _second_version(store, clinc_subset, tmp_path)
         store.set_serving("intents", new_version)
         deadline = time.monotonic() + 10
-        while heads.get("intents").version != new_version and time.monotonic() < deadline:
+        while heads.get("intents").primary.version != new_version and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert heads.get("intents").version == new_version and ticks
+        assert heads.get("intents").primary.version == new_version and ticks
     finally:
         heads.stop()
