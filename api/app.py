@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from api import metrics
 from api.errors import ApiError, BadRequest, InvalidRequest, MethodNotAllowed, NotFound, NotReady, PayloadTooLarge
+from api.feedback import parse_feedback
 from api.openapi import openapi_document
 from api.predictor import PredictResult
 from api.runtime import Runtime, build_runtime
@@ -173,6 +174,36 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
         if result.shadow_job is not None:
             response.call_on_close(result.shadow_job)  # after the answer is sent
         return response
+
+    @app.post("/v1/predictions/<request_id>/feedback")
+    def feedback(request_id: str) -> Response:
+        check_request_id(request_id)
+        if request.mimetype != JSON:
+            raise BadRequest(f"Content-Type must be {JSON}, got {request.mimetype or 'nothing'}")
+        try:
+            body = json.loads(request.get_data(cache=False))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+        parsed = parse_feedback(body)
+        tenant = "default"
+        model, version = runtime.feedback.find(tenant, request_id, parsed.item_index)
+        allowed = runtime.heads.answer_labels(model, version)
+        if parsed.label not in allowed:
+            shown = ", ".join(sorted(allowed)[:20]) + (" ..." if len(allowed) > 20 else "")
+            raise InvalidRequest(
+                f"label {parsed.label!r} is not a label of {model} version {version} (labels: {shown})"
+            )
+        runtime.feedback.record(
+            tenant, request_id, parsed.item_index, model, parsed.label, request.headers.get("X-Client-ID")
+        )
+        body = {
+            "request_id": request_id,
+            "item_index": parsed.item_index,
+            "model": model,
+            "version": version,
+            "label": parsed.label,
+        }
+        return _json(body, 201)
 
     @app.get("/v1/models")
     def list_models() -> Response:

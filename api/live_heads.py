@@ -63,6 +63,12 @@ class LiveHeads:
     def errors(self) -> dict[str, str]:
         return dict(self._errors)
 
+    def answer_labels(self, model: str, version: str) -> set[str]:
+        """Every label `version` can answer (its classes and its reject label): what feedback
+        about one of its predictions may say. Versions that no longer serve are read from the store."""
+        artifact = self._artifacts.get((model, version)) or self.store.load(model, version)
+        return set(artifact.labels) | ({artifact.rule.reject_label} if artifact.rule.reject_label else set())
+
     def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
         key = (model, version)
         if key not in cache:

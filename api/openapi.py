@@ -125,6 +125,30 @@ def openapi_document(settings: RouterSettings) -> dict:
                     },
                 }
             },
+            "/v1/predictions/{request_id}/feedback": {
+                "post": {
+                    "summary": "Report the correct label of a prediction (upsert: the last correction wins)",
+                    "parameters": [
+                        {
+                            "name": "request_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+                    },
+                    "responses": {
+                        "201": _ok("Stored.", "FeedbackResponse"),
+                        "400": _error("Malformed JSON or a Content-Type other than application/json."),
+                        "404": _error("No answered prediction with that request id and item_index."),
+                        "422": _error("Missing or unknown fields, or a label the answering version does not know."),
+                        "503": _error("The inference database is unavailable; retry."),
+                    },
+                }
+            },
             "/v1/models": {
                 "get": {"summary": "Serving models", "responses": {"200": _ok("Serving models.", "ModelList")}}
             },
@@ -232,6 +256,27 @@ def openapi_document(settings: RouterSettings) -> dict:
                     },
                 },
                 "ModelSummary": model_summary,
+                "FeedbackRequest": {
+                    "type": "object",
+                    "required": ["label"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "label": {"type": "string", "minLength": 1},
+                        "item_index": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                },
+                "FeedbackResponse": {
+                    "type": "object",
+                    "required": ["request_id", "item_index", "model", "version", "label"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "request_id": {"type": "string"},
+                        "item_index": {"type": "integer"},
+                        "model": {"type": "string"},
+                        "version": {"type": "string"},
+                        "label": {"type": "string"},
+                    },
+                },
                 "ModelList": {
                     "type": "object",
                     "required": ["models", "errors"],

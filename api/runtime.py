@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api import metrics
+from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
 from api.live_heads import LiveHeads
 from api.migrations import apply_migrations
@@ -31,11 +32,13 @@ class Runtime:
     embedder: EmbedderClient
     inference_log: InferenceLog
     predictor: Predictor
+    feedback: FeedbackStore
 
     def close(self) -> None:
         """Stop polling and flush every buffered prediction row (to PostgreSQL or the spool)."""
         self.heads.stop()
         self.inference_log.close(timeout_s=10.0)
+        self.feedback.close()
         self.embedder.close()
 
 
@@ -79,4 +82,5 @@ def build_runtime(settings: RouterSettings) -> Runtime:
     )
     heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
     metrics.publish_gauges(inference_log, heads)
-    return Runtime(settings, heads, embedder, inference_log, predictor)
+    feedback = FeedbackStore(settings.database_url, max_connections=settings.threads)
+    return Runtime(settings, heads, embedder, inference_log, predictor, feedback)

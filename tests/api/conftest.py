@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from api.app import create_app
+from api.feedback import FeedbackStore
+from api.inference_log import InferenceLog
 from api.live_heads import LiveHeads
 from api.predictor import Predictor
 from api.runtime import Runtime
@@ -20,6 +22,7 @@ from embedder.errors import EmbedderError
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
+from tests.api.servers import free_port
 from tests.fakes import HashEncoder, HashTextEmbedder
 
 FAST = {"epochs": 6, "early_stopping_patience": 2, "batch_size": 32}
@@ -106,10 +109,26 @@ def router(store):
     heads.refresh()
     embedder, sink = FakeEmbedder(), ListSink()
     predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4)
-    runtime = Runtime(settings, heads, embedder, inference_log=None, predictor=predictor)
+    nowhere = FeedbackStore(f"postgresql://127.0.0.1:{free_port()}/none", wait_for_row_s=0)  # feedback: 503
+    runtime = Runtime(settings, heads, embedder, inference_log=None, predictor=predictor, feedback=nowhere)
     app = create_app(settings, runtime=runtime)
     app.testing = True
     return Router(app.test_client(), embedder, sink, runtime)
+
+
+@pytest.fixture
+def db_router(store, db, tmp_path):
+    """The router with a real inference log and feedback store on a fresh migrated database."""
+    settings = router_settings({}, model_store=str(store.root), database_url=db)
+    heads = LiveHeads(store)
+    heads.refresh()
+    embedder = FakeEmbedder()
+    log = InferenceLog(db, spool_dir=tmp_path / "spool", flush_interval_s=0.05).start()
+    predictor = Predictor(heads, embedder, log, embed_timeout_s=1.0, decimals=4)
+    runtime = Runtime(settings, heads, embedder, log, predictor, FeedbackStore(db, wait_for_row_s=3.0))
+    app = create_app(settings, runtime=runtime)
+    yield Router(app.test_client(), embedder, None, runtime), db
+    runtime.close()
 
 
 @pytest.fixture(scope="session")

@@ -196,7 +196,11 @@ def test_metrics_count_requests_by_model_and_status(router):
 def test_openapi_lists_every_route(router):
     document = router.client.get("/openapi.json").get_json()
     app = router.client.application
-    routes = {str(rule).replace("<model>", "{model}") for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    routes = {
+        str(rule).replace("<model>", "{model}").replace("<request_id>", "{request_id}")
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
     assert routes == set(document["paths"])
     request_schema = {"$ref": "#/components/schemas/PredictRequest", "components": document["components"]}
     jsonschema.validate({"texts": ["a"], "top_k": 2}, request_schema)

@@ -1,0 +1,86 @@
+"""Feedback against a real database: the prediction's row, the labels of the answering version."""
+
+import json
+
+import jsonschema
+
+from tests.db.helpers import query
+
+
+def predict(router, texts, request_id):
+    response = router.client.post(
+        "/v1/models/intents/predict",
+        data=json.dumps({"texts": texts}),
+        content_type="application/json",
+        headers={"X-Request-ID": request_id},
+    )
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def feedback(router, request_id, body, **headers):
+    return router.client.post(
+        f"/v1/predictions/{request_id}/feedback",
+        data=json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def test_feedback_round_trip_and_upsert(db_router):
+    router, db = db_router
+    answer = predict(router, ["what is my balance", "book a flight to oslo"], "fb-1")
+    labels = router.runtime.heads.get("intents").primary.labels
+    wrong = next(label for label in labels if label != answer["predictions"][1]["label"])
+    response = feedback(router, "fb-1", {"label": wrong, "item_index": 1}, **{"X-Client-ID": "reviewer-3"})
+    assert response.status_code == 201
+    document = router.client.get("/openapi.json").get_json()
+    jsonschema.validate(
+        response.get_json(), {"$ref": "#/components/schemas/FeedbackResponse", "components": document["components"]}
+    )
+    assert response.get_json() == {
+        "request_id": "fb-1",
+        "item_index": 1,
+        "model": "intents",
+        "version": answer["version"],
+        "label": wrong,
+    }
+    feedback(router, "fb-1", {"label": "oos", "item_index": 1})  # a correction of the correction
+    rows = query(db, "SELECT request_id, item_index, model, label FROM feedback")
+    assert rows == [("fb-1", 1, "intents", "oos")]
+
+
+def test_unknown_prediction_is_404(db_router):
+    router, _ = db_router
+    router.runtime.feedback._wait_for_row_s = 0.2
+    response = feedback(router, "never-made", {"label": "oos"})
+    assert response.status_code == 404 and "never-made" in response.get_json()["error"]["message"]
+    predict(router, ["one text"], "fb-2")
+    assert feedback(router, "fb-2", {"label": "oos", "item_index": 5}).status_code == 404
+
+
+def test_label_outside_the_model_is_422(db_router):
+    router, db = db_router
+    predict(router, ["what is my balance"], "fb-3")
+    response = feedback(router, "fb-3", {"label": "astrology"})
+    assert (
+        response.status_code == 422
+        and "'astrology' is not a label of intents" in response.get_json()["error"]["message"]
+    )
+    assert query(db, "SELECT count(*) FROM feedback") == [(0,)]
+
+
+def test_bad_feedback_bodies(db_router):
+    router, _ = db_router
+    assert feedback(router, "x", {"label": ""}).status_code == 422
+    assert feedback(router, "x", {"label": "a", "extra": 1}).status_code == 422
+    assert feedback(router, "x", {"label": "a", "item_index": -1}).status_code == 422
+    assert feedback(router, "bad id", {"label": "a"}).status_code == 422
+    response = router.client.post("/v1/predictions/x/feedback", data="{", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_database_down_is_503(router):
+    response = feedback(router, "any", {"label": "oos"})
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "feedback_unavailable"
+    assert response.headers["Retry-After"] == "1"
