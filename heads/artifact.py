@@ -1,10 +1,12 @@
 """A trained head version: a self-contained, immutable folder, loaded with numpy only.
 
     <store>/<model>/<version>/
-        manifest.json       labels, decision rule, architecture, embedder id and dimension, exact
+        manifest.json       labels, decision rule, architecture (its "type": "mlp" or "ngram",
+                            and for "ngram" the featurizer's parameters), embedder id and
+                            dimension (null for "ngram" heads, which need no embedder), exact
                             training config, data fingerprints, metrics, code version, and the
                             sha256 of every other file in the folder
-        head.npz            weights (W0, b0, W1, b1, ...), float32
+        head.npz            weights, float32: W0, b0, W1, b1, ... ("mlp"), or W, b ("ngram")
         config.yaml, metrics.json, per_class.csv, confusion_matrix.png/.csv, top_confusions.json,
         threshold_tradeoff.png/.json, history.png/.json
 
@@ -22,6 +24,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ import numpy as np
 from heads.decision import DecisionRule
 from heads.errors import ArtifactError
 from heads.network import DenseHead
+from heads.ngram import NgramFeaturizer, NgramHead
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -56,7 +60,7 @@ class HeadArtifact:
     version: str
     path: Path
     manifest: dict
-    head: DenseHead
+    head: DenseHead | NgramHead
     rule: DecisionRule
 
     @property
@@ -64,24 +68,45 @@ class HeadArtifact:
         return self.rule.labels
 
     @property
-    def embedder_id(self) -> str:
-        return self.manifest["embedder"]["model_id"]
+    def head_type(self) -> str:
+        """ "mlp" (scores sentence embeddings) or "ngram" (scores the texts themselves)."""
+        return "mlp" if isinstance(self.head, DenseHead) else "ngram"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """False for an "ngram" head: it answers without the embedding service."""
+        return self.head.needs_embeddings
+
+    @property
+    def embedder_id(self) -> str | None:
+        """The embedder the head was trained on; None when it needs none."""
+        embedder = self.manifest["embedder"]
+        return embedder["model_id"] if embedder else None
 
     @property
     def metrics(self) -> dict:
         return self.manifest.get("metrics", {})
 
-    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.head.probabilities(embeddings)
+    def predict_proba(self, embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> np.ndarray:
+        """float32 [n, classes]. Pass what the caller has: an "mlp" head scores `embeddings`, an
+        "ngram" head scores `texts` (raw or normalised: it normalises them itself); each ignores
+        the other argument, so a caller with both can treat every head alike."""
+        if self.needs_embeddings:
+            if embeddings is None:
+                raise ValueError(f"{self.model} {self.version} scores sentence embeddings: pass embeddings")
+            return self.head.probabilities(embeddings)
+        if texts is None:
+            raise ValueError(f"{self.model} {self.version} is an n-gram head and scores texts: pass texts")
+        return self.head.probabilities(texts)
 
 
-def save_weights(head: DenseHead) -> bytes:
+def save_weights(head: DenseHead | NgramHead) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **head.arrays())
     return buffer.getvalue()
 
 
-def stage_version(staging: Path, head: DenseHead, manifest: dict) -> None:
+def stage_version(staging: Path, head: DenseHead | NgramHead, manifest: dict) -> None:
     """Write the weights and the manifest (with checksums of every file already in `staging`)."""
     (staging / WEIGHTS).write_bytes(save_weights(head))
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != MANIFEST}
@@ -133,28 +158,39 @@ def load_version(
     if WEIGHTS not in manifest.get("files", {}):
         raise ArtifactError(f"{path}: the manifest lists no {WEIGHTS}")
 
-    embedder = manifest["embedder"]
-    if expected_embedder is not None and embedder["model_id"] != expected_embedder:
-        raise ArtifactError(
-            f"{path}: trained with embedder {embedder['model_id']}, but the running embedder is "
-            f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
-        )
-    if expected_dim is not None and int(embedder["dim"]) != expected_dim:
-        raise ArtifactError(
-            f"{path}: expects {embedder['dim']}-d embeddings, the running embedder gives {expected_dim}-d"
-        )
+    architecture = manifest.get("architecture", {})
+    head_type = architecture.get("type", "mlp")  # versions written before "ngram" existed have none
+    if head_type not in ("mlp", "ngram"):
+        raise ArtifactError(f"{path}: unknown head type {head_type!r}")
+    embedder = manifest.get("embedder")
+    if head_type == "mlp":
+        # An "ngram" head uses no embeddings, so no running embedder can be the wrong one for it.
+        if not isinstance(embedder, dict):
+            raise ArtifactError(f"{path}: the manifest names no embedder for a head that scores embeddings")
+        if expected_embedder is not None and embedder["model_id"] != expected_embedder:
+            raise ArtifactError(
+                f"{path}: trained with embedder {embedder['model_id']}, but the running embedder is "
+                f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
+            )
+        if expected_dim is not None and int(embedder["dim"]) != expected_dim:
+            raise ArtifactError(
+                f"{path}: expects {embedder['dim']}-d embeddings, the running embedder gives {expected_dim}-d"
+            )
 
     try:
         with np.load(path / WEIGHTS, allow_pickle=False) as arrays:
-            head = DenseHead.from_arrays(dict(arrays), manifest["architecture"]["activation"])
+            if head_type == "ngram":
+                head = NgramHead.from_arrays(dict(arrays), NgramFeaturizer.from_description(architecture))
+            else:
+                head = DenseHead.from_arrays(dict(arrays), architecture["activation"])
         labels = tuple(manifest["labels"])
         decision = manifest["decision"]
         rule = DecisionRule(labels, float(decision["threshold"]), decision.get("reject_label"))
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, OSError) as exc:
         raise ArtifactError(f"{path}: cannot build the head: {exc}") from None
     if head.num_classes != len(labels):
         raise ArtifactError(f"{path}: {head.num_classes} outputs for {len(labels)} labels")
-    if head.input_dim != int(embedder["dim"]):
+    if head_type == "mlp" and head.input_dim != int(embedder["dim"]):
         raise ArtifactError(
             f"{path}: input size {head.input_dim} differs from the embedder dimension {embedder['dim']}"
         )

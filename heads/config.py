@@ -15,6 +15,12 @@ from typing import Any, Literal
 import yaml
 
 from heads.errors import ConfigError
+from heads.ngram import DEFAULT_BUCKETS, DEFAULT_RANGE
+from heads.ngram import MAX_N as MAX_NGRAM
+
+# Far beyond any useful n-gram head (a 151-class head with 2**24 buckets is 10 GB of weights), but
+# it stops a typo from allocating the machine's memory.
+MAX_BUCKETS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -39,18 +45,45 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ArchitectureConfig:
-    """A feed-forward head on sentence embeddings (see heads/network.py)."""
+    """The head's model. "mlp": a feed-forward network on sentence embeddings (heads/network.py),
+    configured by hidden_layers, activation and dropout. "ngram": a linear model on hashed
+    character n-grams of the text (heads/ngram.py), configured by ngram_range and ngram_buckets;
+    it needs no embedder, so routers can keep answering with it while the embedder is down."""
 
+    type: Literal["mlp", "ngram"] = "mlp"
     hidden_layers: tuple[int, ...] = (1024,)
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
     dropout: float = 0.3
+    ngram_range: tuple[int, int] = DEFAULT_RANGE
+    # 2**14: a 151-class head of 9.9 MB (see heads/ngram.py for the measured trade-off).
+    ngram_buckets: int = DEFAULT_BUCKETS
+
+    def keys_for_other_types(self) -> list[str]:
+        """Keys set away from their defaults that only another model type uses: a config that
+        sets them most likely meant that other type."""
+        own = {"mlp": MLP_KEYS, "ngram": NGRAM_KEYS}[self.type]
+        defaults = ArchitectureConfig()
+        return [
+            f"model.{name}"
+            for name in sorted((MLP_KEYS | NGRAM_KEYS) - own)
+            if getattr(self, name) != getattr(defaults, name)
+        ]
+
+
+MLP_KEYS = frozenset({"hidden_layers", "activation", "dropout"})
+NGRAM_KEYS = frozenset({"ngram_range", "ngram_buckets"})
+# Adam's step size: the n-gram model's weights are sparse rows that a mini-batch rarely touches,
+# so it needs larger steps (on CLINC150, 0.01 reaches in 8 epochs what 0.001 reaches in 60).
+DEFAULT_LEARNING_RATE = {"mlp": 0.001, "ngram": 0.01}
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: int = 60
     batch_size: int = 128
-    learning_rate: float = 0.001
+    # Empty: the model type's default (DEFAULT_LEARNING_RATE), filled in by HeadConfig so the
+    # config stored with a version names the rate that was used.
+    learning_rate: float | None = None
     label_smoothing: float = 0.1
     early_stopping_patience: int = 5
     seed: int = 13
@@ -85,11 +118,23 @@ class HeadConfig:
     embedder_model: str = "var/embedders/minilm-l6-v2"
 
     def __post_init__(self) -> None:
+        if self.training.learning_rate is None:
+            rate = DEFAULT_LEARNING_RATE[self.model.type]
+            object.__setattr__(self, "training", dataclasses.replace(self.training, learning_rate=rate))
         checks = [
             (0 <= self.data.validation_fraction < 1, "data.validation_fraction must be in [0, 1)"),
             (self.data.min_examples_per_label >= 1, "data.min_examples_per_label must be >= 1"),
             (all(h > 0 for h in self.model.hidden_layers), "model.hidden_layers must be positive sizes"),
             (0 <= self.model.dropout < 1, "model.dropout must be in [0, 1)"),
+            (
+                1 <= self.model.ngram_range[0] <= self.model.ngram_range[1] <= MAX_NGRAM,
+                f"model.ngram_range must be [low, high] with 1 <= low <= high <= {MAX_NGRAM}",
+            ),
+            (1 <= self.model.ngram_buckets <= MAX_BUCKETS, f"model.ngram_buckets must be in [1, {MAX_BUCKETS}]"),
+            *[
+                (False, f"{key} does not apply to model.type {self.model.type!r}")
+                for key in self.model.keys_for_other_types()
+            ],
             (self.training.epochs >= 1, "training.epochs must be >= 1"),
             (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
             (self.training.learning_rate > 0, "training.learning_rate must be > 0"),

@@ -8,6 +8,7 @@ routers run without TensorFlow or Keras.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,6 +40,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class DenseHead:
     """Hidden Dense layers with one activation, then a linear layer and softmax."""
+
+    needs_embeddings: ClassVar[bool] = True  # it scores sentence embeddings (see heads/ngram.py for one that does not)
 
     weights: tuple[np.ndarray, ...]  # [in, out] per layer
     biases: tuple[np.ndarray, ...]

@@ -3,6 +3,9 @@
     load data -> check it -> embed (cached) -> train (Keras) -> choose the threshold on
     validation -> evaluate on test -> write reports -> commit the version folder atomically
 
+An "ngram" head (model.type) trains on the texts themselves: the embedding step is skipped and
+no embedder is created or contacted; every other step is the same.
+
 Nothing reaches the store unless every step succeeded: the version is built in a staging
 folder that is renamed into place at the very end, or removed.
 """
@@ -26,9 +29,11 @@ from heads.artifact import commit_version, discard, new_version_id, stage_versio
 from heads.config import HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
-from heads.embedding import EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
+from heads.embedding import EmbedderIdentity, EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
 from heads.errors import ConfigError, DataError
 from heads.metrics import confusion_matrix, per_class, summary
+from heads.network import DenseHead
+from heads.ngram import NgramHead
 from heads.registry import ModelStore, check_model_name
 from heads.threshold import choose_threshold, resolve_policy, tradeoff_curve
 from heads.trainer import make_trainer
@@ -108,6 +113,59 @@ def make_embedder(config: HeadConfig) -> TextEmbedder:
     return LocalEmbedder(config.embedder_model)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What the trainer and the head score for each split: embeddings, or the texts themselves
+    for a head that needs no embedder (then `embedder` is None)."""
+
+    train: np.ndarray | list[str]
+    validation: np.ndarray | list[str]
+    test: np.ndarray | list[str] | None
+    embedder: EmbedderIdentity | None
+    embedding_seconds: float
+
+
+def prepare_inputs(
+    splits: Splits, needs_embeddings: bool, config: HeadConfig, cache_dir: Path, embedder: TextEmbedder | None
+) -> Inputs:
+    if not needs_embeddings:
+        return Inputs(
+            splits.train.texts, splits.validation.texts, splits.test.texts if splits.test else None, None, 0.0
+        )
+    own_embedder = embedder is None
+    embedder = embedder or make_embedder(config)
+    try:
+        cache = EmbeddingCache(cache_dir)
+        t0 = time.perf_counter()
+        x_train = cache.embed(splits.train.texts, embedder, description="embedding train")
+        x_val = cache.embed(splits.validation.texts, embedder, description="embedding validation")
+        x_test = cache.embed(splits.test.texts, embedder, description="embedding test") if splits.test else None
+        embedding_seconds = time.perf_counter() - t0
+    finally:
+        if own_embedder:
+            embedder.close()
+    return Inputs(x_train, x_val, x_test, embedder.identity, embedding_seconds)
+
+
+def describe_architecture(config: HeadConfig, head: DenseHead | NgramHead) -> dict:
+    """The manifest's "architecture": the head type and what rebuilds its forward pass."""
+    if isinstance(head, NgramHead):
+        return {"type": "ngram", **head.featurizer.describe()}
+    return {
+        "type": "mlp",
+        "hidden_layers": list(config.model.hidden_layers),
+        "activation": config.model.activation,
+        "dropout": config.model.dropout,
+    }
+
+
+def describe_embedder(identity: EmbedderIdentity | None) -> dict | None:
+    """The manifest's "embedder": None for a head that needs no embedder."""
+    if identity is None:
+        return None
+    return {"model_id": identity.model_id, "name": identity.name, "version": identity.version, "dim": identity.dim}
+
+
 def train_head(
     config: HeadConfig,
     *,
@@ -127,31 +185,20 @@ def train_head(
     labels = tuple(sorted(set(splits.train.labels)))
     index = {label: i for i, label in enumerate(labels)}
 
-    own_embedder = embedder is None
-    embedder = embedder or make_embedder(config)
-    try:
-        cache = EmbeddingCache(cache_dir)
-        t0 = time.perf_counter()
-        x_train = cache.embed(splits.train.texts, embedder, description="embedding train")
-        x_val = cache.embed(splits.validation.texts, embedder, description="embedding validation")
-        x_test = cache.embed(splits.test.texts, embedder, description="embedding test") if splits.test else None
-        embedding_seconds = time.perf_counter() - t0
-    finally:
-        if own_embedder:
-            embedder.close()
-    identity = embedder.identity
+    trainer = make_trainer(config)
+    inputs = prepare_inputs(splits, trainer.needs_embeddings, config, cache_dir, embedder)
     y_train = np.array([index[label] for label in splits.train.labels])
     y_val = np.array([index[label] for label in splits.validation.labels])
 
-    trained = make_trainer(config).fit(x_train, y_train, x_val, y_val, len(labels))
+    trained = trainer.fit(inputs.train, y_train, inputs.validation, y_val, len(labels))
 
     policy = resolve_policy(config.threshold, set(labels), splits.validation.labels)
-    val_probs = trained.head.probabilities(x_val)
+    val_probs = trained.head.probabilities(inputs.validation)
     choice = choose_threshold(config.threshold, policy, val_probs, y_val, labels)
     rule = DecisionRule(labels, choice.threshold, config.threshold.reject_label if choice.threshold > 0 else None)
 
     evaluated = splits.test or splits.validation
-    x_eval = x_test if splits.test else x_val
+    x_eval = inputs.test if splits.test else inputs.validation
     y_eval = np.array([index[label] for label in evaluated.labels])
     eval_probs = trained.head.probabilities(x_eval)
     y_pred, _ = rule.decide(eval_probs)
@@ -191,7 +238,8 @@ def train_head(
             "threshold_policy": choice.policy,
             "epochs": trained.epochs_run,
             "best_epoch": trained.best_epoch,
-            "embedding_seconds": round(embedding_seconds, 1),
+            "head_type": config.model.type,
+            "embedding_seconds": round(inputs.embedding_seconds, 1),
             "training_seconds": round(trained.seconds, 1),
         }
         (staging / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -206,17 +254,8 @@ def train_head(
                 "policy": choice.policy,
                 "reason": choice.reason,
             },
-            "architecture": {
-                "hidden_layers": list(config.model.hidden_layers),
-                "activation": config.model.activation,
-                "dropout": config.model.dropout,
-            },
-            "embedder": {
-                "model_id": identity.model_id,
-                "name": identity.name,
-                "version": identity.version,
-                "dim": identity.dim,
-            },
+            "architecture": describe_architecture(config, trained.head),
+            "embedder": describe_embedder(inputs.embedder),
             "data": {
                 name: {"source": part.source, "rows": len(part), "sha256": part.fingerprint()}
                 for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))

@@ -1,5 +1,13 @@
-"""Training a head with Keras on precomputed embeddings. `make_trainer(config)` is the factory;
-the result is exported into the numpy `DenseHead` that serving runs."""
+"""Training heads. `make_trainer(config)` is the factory:
+
+- "mlp": Keras on precomputed embeddings, exported into the numpy `DenseHead` that serving runs;
+- "ngram": softmax regression on the hashed character n-grams of the texts themselves, trained
+  with numpy (mini-batch lazy Adam on the sparse rows) through the very forward pass that the
+  `NgramHead` serves (heads/ngram.py), so what serves is exactly what was optimised.
+
+Both take (x_train, y_train, x_val, y_val, num_classes), where x is what their head scores:
+embeddings for "mlp", texts for "ngram" (`needs_embeddings` tells the pipeline which).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +17,24 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from heads.config import ArchitectureConfig, HeadConfig, TrainingConfig
-from heads.network import DenseHead
+from heads.network import DenseHead, softmax
+from heads.ngram import NgramFeaturizer, NgramHead, SparseRows
 
 
 @dataclass(frozen=True)
 class TrainedHead:
-    head: DenseHead
+    head: DenseHead | NgramHead
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int
     seconds: float
-    keras_model: object  # kept so tests can compare Keras and numpy outputs
+    keras_model: object  # kept so tests can compare Keras and numpy outputs (None for "ngram")
+    # The trainer's own probabilities on the validation split, from its training-time forward
+    # pass with the weights it kept: tests compare them with the exported head's.
+    validation_probabilities: np.ndarray
 
 
 def balanced_class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -30,6 +43,8 @@ def balanced_class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
 
 
 class KerasTrainer:
+    needs_embeddings = True
+
     def __init__(self, architecture: ArchitectureConfig, training: TrainingConfig):
         self.architecture = architecture
         self.training = training
@@ -91,26 +106,34 @@ class KerasTrainer:
             activation=self.architecture.activation,
         )
         val_loss = history.get("val_loss", [0.0])
-        return TrainedHead(head, history, len(val_loss), int(np.argmin(val_loss)) + 1, seconds, model)
+        val_probs = softmax(np.asarray(model.predict(x_val, batch_size=1024, verbose=0), np.float64))
+        return TrainedHead(head, history, len(val_loss), int(np.argmin(val_loss)) + 1, seconds, model, val_probs)
+
+
+def _epoch_bar(epochs: int) -> tqdm:
+    """A tqdm bar on stderr, one tick per epoch, so stdout stays machine-readable."""
+    return tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+
+def _show_epoch(bar: tqdm, logs: dict) -> None:
+    bar.set_postfix(
+        loss=f"{logs.get('loss', 0):.3f}",
+        val_loss=f"{logs.get('val_loss', 0):.3f}",
+        val_acc=f"{logs.get('val_accuracy', 0):.3f}",
+    )
+    bar.update(1)
 
 
 def _progress_bar(epochs: int):
-    """A tqdm bar on stderr, one tick per epoch, so stdout stays machine-readable."""
+    """`_epoch_bar` as a Keras callback."""
     import keras
-    from tqdm import tqdm
 
     class ProgressBar(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+            self.bar = _epoch_bar(epochs)
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            self.bar.set_postfix(
-                loss=f"{logs.get('loss', 0):.3f}",
-                val_loss=f"{logs.get('val_loss', 0):.3f}",
-                val_acc=f"{logs.get('val_accuracy', 0):.3f}",
-            )
-            self.bar.update(1)
+            _show_epoch(self.bar, logs or {})
 
         def on_train_end(self, logs=None):
             self.bar.close()
@@ -118,6 +141,141 @@ def _progress_bar(epochs: int):
     return ProgressBar()
 
 
-def make_trainer(config: HeadConfig) -> KerasTrainer:
-    """The trainer the config asks for (one kind today: a Keras feed-forward head)."""
+class LazyAdam:
+    """Adam (as Keras computes it) that updates only the weight rows a mini-batch touched.
+
+    A batch of 128 texts touches a few thousand of the n-gram buckets; updating every row at every
+    step would cost most of the training time, only to let the decaying momentum of rows whose
+    gradient is zero keep moving them. This is the usual "lazy" variant for sparse inputs
+    (TensorFlow Addons' LazyAdam); the bias, which every example touches, gets plain Adam.
+    """
+
+    def __init__(self, learning_rate: float, weights: np.ndarray, bias: np.ndarray):
+        self.learning_rate = learning_rate
+        self.beta_1, self.beta_2, self.epsilon = 0.9, 0.999, 1e-7  # Keras's defaults
+        self.m, self.v = np.zeros_like(weights), np.zeros_like(weights)
+        self.m_bias, self.v_bias = np.zeros_like(bias), np.zeros_like(bias)
+        self.steps = 0
+
+    def step(self, weights: np.ndarray, rows: np.ndarray, grad: np.ndarray, bias: np.ndarray, grad_bias) -> None:
+        """One update of weights[rows] (whose gradient is `grad`) and of the bias, in place."""
+        self.steps += 1
+        t = self.steps
+        rate = self.learning_rate * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        for param, index, g, m_all, v_all in (
+            (weights, rows, grad, self.m, self.v),
+            (bias, slice(None), grad_bias, self.m_bias, self.v_bias),
+        ):
+            m = m_all[index] * self.beta_1
+            m += (1 - self.beta_1) * g
+            v = v_all[index] * self.beta_2
+            v += (1 - self.beta_2) * (g * g)
+            m_all[index], v_all[index] = m, v
+            step = np.sqrt(v)
+            step += self.epsilon
+            np.divide(m, step, out=step)
+            step *= rate
+            param[index] -= step
+
+
+def sparse_transpose_dot(rows: SparseRows, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rows.T @ g restricted to the columns the rows use: (those columns, sorted; their rows of
+    the product). The weight gradient of a batch, without a [buckets, classes] temporary; one
+    outer product per row, as in `sparse_dot` (columns are unique within a row, so `+=` on the
+    fancy index adds every term)."""
+    columns, position = np.unique(rows.indices, return_inverse=True)
+    out = np.zeros((len(columns), g.shape[1]), dtype=g.dtype)
+    bounds = rows.indptr.tolist()
+    for r in range(len(rows)):
+        lo, hi = bounds[r], bounds[r + 1]
+        out[position[lo:hi]] += rows.values[lo:hi, None] * g[r]
+    return columns, out
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's weighted cross-entropy of softmax(logits) against its target distribution,
+    the gradient of their mean with respect to the logits). Targets sum to 1 per row, so the
+    gradient of a row's loss is softmax(logits) - targets."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    losses = weights * -(targets * log_probs).sum(axis=1)
+    grad = (np.exp(log_probs) - targets) * (weights / len(logits))[:, None]
+    return losses, grad
+
+
+class NgramTrainer:
+    """Softmax regression on `NgramFeaturizer` rows, with numpy: deterministic for a seed (the
+    seed orders the mini-batches; the weights start at zero), early stopping on the validation
+    loss with the best weights restored, label smoothing and class weights as Keras applies them
+    (the class weight scales each training example's loss; the validation loss is unweighted)."""
+
+    needs_embeddings = False
+
+    def __init__(self, architecture: ArchitectureConfig, training: TrainingConfig):
+        self.featurizer = NgramFeaturizer(architecture.ngram_range, architecture.ngram_buckets)
+        self.training = training
+
+    def _targets(self, y: np.ndarray, num_classes: int) -> np.ndarray:
+        smoothing = self.training.label_smoothing
+        targets = np.full((len(y), num_classes), smoothing / num_classes, np.float32)
+        targets[np.arange(len(y)), y] += 1 - smoothing
+        return targets
+
+    def fit(
+        self, x_train: list[str], y_train: np.ndarray, x_val: list[str], y_val: np.ndarray, num_classes: int
+    ) -> TrainedHead:
+        started = time.perf_counter()
+        train, val = self.featurizer.features(x_train), self.featurizer.features(x_val)
+        t_train, t_val = self._targets(y_train, num_classes), self._targets(y_val, num_classes)
+        example_weight = np.ones(num_classes, np.float32)
+        if self.training.class_weight == "balanced":
+            for label, weight in balanced_class_weights(y_train, num_classes).items():
+                example_weight[label] = weight
+        head = NgramHead(
+            self.featurizer,
+            np.zeros((self.featurizer.buckets, num_classes), np.float32),
+            np.zeros(num_classes, np.float32),
+        )
+        optimizer = LazyAdam(self.training.learning_rate, head.weights, head.bias)
+        rng = np.random.default_rng(self.training.seed)
+        patience = self.training.early_stopping_patience
+        history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+        best_loss, best = np.inf, (head.weights.copy(), head.bias.copy())
+        bar = _epoch_bar(self.training.epochs)
+        for _ in range(self.training.epochs):
+            loss_sum = correct = 0.0
+            order = rng.permutation(len(train))
+            for start in range(0, len(order), self.training.batch_size):
+                batch = order[start : start + self.training.batch_size]
+                rows = train.take(batch)
+                logits = head.logits(rows)
+                losses, grad_logits = cross_entropy(logits, t_train[batch], example_weight[y_train[batch]])
+                loss_sum += float(losses.sum())
+                correct += float((logits.argmax(axis=1) == y_train[batch]).sum())
+                touched, grad = sparse_transpose_dot(rows, grad_logits)  # through logits = x @ W + b
+                optimizer.step(head.weights, touched, grad, head.bias, grad_logits.sum(axis=0))
+            val_logits = head.logits(val)
+            val_loss = float(cross_entropy(val_logits, t_val, np.ones(len(y_val), np.float32))[0].mean())
+            history["loss"].append(loss_sum / len(train))
+            history["accuracy"].append(correct / len(train))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(float((val_logits.argmax(axis=1) == y_val).mean()))
+            _show_epoch(bar, {k: v[-1] for k, v in history.items()})
+            if val_loss < best_loss:
+                best_loss, best = val_loss, (head.weights.copy(), head.bias.copy())
+            elif patience and len(history["val_loss"]) - 1 - int(np.argmin(history["val_loss"])) >= patience:
+                break
+        bar.close()
+        if patience:  # as Keras's EarlyStopping(restore_best_weights=True)
+            head.weights[:], head.bias[:] = best
+        seconds = time.perf_counter() - started
+        val_probs = softmax(head.logits(val))
+        epochs = len(history["val_loss"])
+        return TrainedHead(head, history, epochs, int(np.argmin(history["val_loss"])) + 1, seconds, None, val_probs)
+
+
+def make_trainer(config: HeadConfig) -> KerasTrainer | NgramTrainer:
+    """The trainer the config's model.type asks for."""
+    if config.model.type == "ngram":
+        return NgramTrainer(config.model, config.training)
     return KerasTrainer(config.model, config.training)

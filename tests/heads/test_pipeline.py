@@ -78,6 +78,7 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert manifest["embedder"] == {"model_id": "hash-encoder@1", "name": "hash-encoder", "version": "1", "dim": 32}
     assert manifest["data"]["train"]["sha256"] and manifest["training_config"]["training"]["epochs"] == 8
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
+    assert manifest["architecture"] == {"type": "mlp", "hidden_layers": [32], "activation": "relu", "dropout": 0.3}
     assert set(manifest["files"]) == names - {"manifest.json"}
     artifact = load_version(folder, expected_embedder="hash-encoder@1", expected_dim=32)
     assert artifact.labels == tuple(sorted(artifact.labels)) and len(artifact.labels) == 13
@@ -246,3 +247,37 @@ def test_sql_data_source_reads_the_inference_database(db, store, tmp_path, clinc
     broken = parse_config({"name": "broken", "data": {"train": {"query": "SELECT nope FROM corrected", "dsn": db}}})
     with pytest.raises(DataError, match="SQL query failed: .*nope"):
         train_head(broken, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder())
+
+
+def test_an_ngram_head_trains_without_any_embedder(clinc_subset, store, tmp_path, monkeypatch):
+    import heads.pipeline
+
+    def no_embedder(config):
+        raise AssertionError("an n-gram head must not create an embedder")
+
+    monkeypatch.setattr(heads.pipeline, "make_embedder", no_embedder)
+    cfg = config(clinc_subset, name="fallback", model={"type": "ngram", "ngram_buckets": 4096})
+    result = train_head(cfg, store=store, cache_dir=tmp_path / "cache")
+    assert result["head_type"] == "ngram" and result["embedding_seconds"] == 0
+    assert result["in_scope_accuracy"] > 0.5 and "oos_recall" in result and result["serving"]
+    assert not (tmp_path / "cache").exists()
+    folder = store.version_dir("fallback", result["version"])
+    assert {"head.npz", "per_class.csv", "confusion_matrix.png", "threshold_tradeoff.png", "history.png"} <= {
+        p.name for p in folder.iterdir()
+    }
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["embedder"] is None
+    assert manifest["architecture"] == {
+        "type": "ngram",
+        "scheme": "char-ngram-v1",
+        "ngram_range": [2, 4],
+        "buckets": 4096,
+    }
+    assert manifest["training_config"]["model"]["type"] == "ngram"
+    assert manifest["training_config"]["training"]["learning_rate"] == 0.01
+    artifact = store.load("fallback", expected_embedder="other@2", expected_dim=384)
+    assert artifact.embedder_id is None and not artifact.needs_embeddings
+    probs = artifact.predict_proba(texts=["what is my balance", "WHAT IS MY BALANCE "])
+    np.testing.assert_array_equal(probs[0], probs[1])
+    chosen, _ = artifact.rule.decide(probs)
+    assert artifact.rule.label_of(int(chosen[0])) in artifact.labels
