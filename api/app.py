@@ -18,10 +18,13 @@ from api.errors import ApiError, BadRequest, InvalidRequest, MethodNotAllowed, N
 from api.feedback import parse_feedback
 from api.openapi import openapi_document
 from api.predictor import PredictResult
+from api.report import build_report, parse_window
 from api.runtime import Runtime, build_runtime
 from api.settings import RouterSettings, router_settings
 from api.validation import Limits, check_request_id, parse_predict
 from embedder.errors import EmbedderError
+from heads.errors import RegistryError
+from heads.registry import check_model_name
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -85,6 +88,14 @@ def _model_summary(serving) -> dict:
         "created_at": manifest.get("created_at"),
         "serving": serving.state.to_dict(with_history=False),
     }
+
+
+def check_model_name_safely(model: str) -> str:
+    """A model name from a URL: refused (404, like an unknown model) unless it is a safe name."""
+    try:
+        return check_model_name(model)
+    except RegistryError:
+        raise NotFound(f"unknown model {model!r}") from None
 
 
 def _timeout_s(header: str | None) -> float | None:
@@ -214,6 +225,16 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
     def get_model(model: str) -> Response:
         head = runtime.heads.get(model)
         return _json({**_model_summary(head), "versions": runtime.heads.store.versions(model)})
+
+    @app.get("/v1/models/<model>/report")
+    def model_report(model: str) -> Response:
+        if not runtime.heads.store.versions(check_model_name_safely(model)):
+            raise NotFound(f"unknown model {model!r}")
+        extra = sorted(set(request.args) - {"since", "until"})
+        if extra:
+            raise InvalidRequest(f"unknown query parameter(s) {', '.join(extra)}; allowed: since, until")
+        since, until = parse_window(request.args.get("since"), request.args.get("until"))
+        return _json(build_report(runtime.database, runtime.heads.store, model, since, until))
 
     @app.get("/healthz")
     def healthz() -> Response:

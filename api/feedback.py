@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import psycopg2
-import psycopg2.pool
-
-from api.errors import ApiError, InvalidRequest, NotFound
+from api.database import Database
+from api.errors import InvalidRequest, NotFound
 
 FIND = """
 SELECT model, version FROM predictions
@@ -30,10 +28,6 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (tenant, request_id, item_index)
 DO UPDATE SET label = EXCLUDED.label, client_id = EXCLUDED.client_id, created_at = now()
 """
-
-
-class FeedbackUnavailable(ApiError):
-    status, code, retry_after_s = 503, "feedback_unavailable", 1
 
 
 @dataclass(frozen=True)
@@ -58,43 +52,15 @@ def parse_feedback(body: object) -> FeedbackRequest:
 
 
 class FeedbackStore:
-    def __init__(self, dsn: str, *, max_connections: int = 8, wait_for_row_s: float = 2.0):
-        self._dsn = dsn
-        self._max_connections = max_connections
+    def __init__(self, database: Database, *, wait_for_row_s: float = 2.0):
+        self._db = database
         self._wait_for_row_s = wait_for_row_s
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-
-    def _connection(self):
-        if self._pool is None:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(
-                0, self._max_connections, self._dsn, connect_timeout=3, options="-c statement_timeout=2000"
-            )
-        try:
-            return self._pool.getconn()
-        except psycopg2.pool.PoolError:
-            raise FeedbackUnavailable("too many feedback requests at once; retry") from None
-
-    def _run(self, sql: str, params: tuple, *, fetch: bool):
-        try:
-            conn = self._connection()
-        except psycopg2.Error as exc:
-            raise FeedbackUnavailable(f"the inference database is unavailable ({type(exc).__name__})") from None
-        broken = False
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchone() if fetch else None
-        except psycopg2.Error as exc:
-            broken = conn.closed != 0
-            raise FeedbackUnavailable(f"the inference database is unavailable ({type(exc).__name__})") from None
-        finally:
-            self._pool.putconn(conn, close=broken)
 
     def find(self, tenant: str, request_id: str, item_index: int) -> tuple[str, str]:
         """(model, version) of the answered prediction; NotFound once the wait is over."""
         deadline = time.monotonic() + self._wait_for_row_s
         while True:
-            row = self._run(FIND, (tenant, request_id, item_index), fetch=True)
+            row = self._db.run(FIND, (tenant, request_id, item_index), fetch="one")
             if row is not None:
                 return row[0], row[1]
             if time.monotonic() >= deadline:
@@ -104,8 +70,4 @@ class FeedbackStore:
     def record(
         self, tenant: str, request_id: str, item_index: int, model: str, label: str, client_id: str | None
     ) -> None:
-        self._run(UPSERT, (tenant, request_id, item_index, model, label, client_id), fetch=False)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.closeall()
+        self._db.run(UPSERT, (tenant, request_id, item_index, model, label, client_id), fetch="none")

@@ -49,6 +49,13 @@ LOG_SPOOL_FILES = Gauge(
 LOG_DB_HEALTHY = Gauge(
     "router_inference_log_db_healthy", "1 when PostgreSQL accepts writes", multiprocess_mode="livemin"
 )
+DRIFT = Gauge(
+    "router_drift",
+    "Drift of a serving version over the last hour against its training data (label_psi, confidence_psi, "
+    "centroid_cosine_distance)",
+    ["model", "version", "role", "kind"],
+    multiprocess_mode="mostrecent",
+)
 HEADS_LOADED = Gauge("router_heads_loaded", "Models with a serving head loaded", multiprocess_mode="livemax")
 HEADS_FAILED = Gauge("router_heads_failed", "Models whose serving version failed to load", multiprocess_mode="livemax")
 

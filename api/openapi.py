@@ -44,7 +44,11 @@ def openapi_document(settings: RouterSettings) -> dict:
                 "type": "object",
                 "properties": {"threshold": {"type": "number"}, "reject_label": {"type": ["string", "null"]}},
             },
-            "embedder": {"type": "object", "properties": {"model_id": {"type": "string"}, "dim": {"type": "integer"}}},
+            "embedder": {
+                "type": ["object", "null"],
+                "description": "The embedder the serving version was trained with; null for a head that needs none (ngram).",
+                "properties": {"model_id": {"type": "string"}, "dim": {"type": "integer"}},
+            },
             "metrics": {"type": "object", "description": "Evaluation of this version at training time."},
             "serving": {"type": "object", "description": "The serving state: primary, shadows, candidate, fallback."},
             "created_at": {"type": ["string", "null"]},
@@ -159,6 +163,34 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "responses": {"200": _ok("The model.", "ModelSummary"), "404": _error("Unknown model.")},
                 }
             },
+            "/v1/models/{model}/report": {
+                "get": {
+                    "summary": "Monitoring report over a window: volume, labels, confidence, feedback accuracy, shadow agreement, drift",
+                    "parameters": [
+                        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "ISO 8601 date or datetime (UTC if no zone); default: 24 hours before until.",
+                        },
+                        {
+                            "name": "until",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "ISO 8601 date or datetime, exclusive; default: now. At most 92 days after since.",
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("The report.", "Report"),
+                        "404": _error("Unknown model."),
+                        "422": _error("Invalid window or unknown query parameter."),
+                        "503": _error("The inference database is unavailable; retry."),
+                    },
+                }
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _ok("The process is up.", "Health")}}},
             "/readyz": {
                 "get": {
@@ -256,6 +288,59 @@ def openapi_document(settings: RouterSettings) -> dict:
                     },
                 },
                 "ModelSummary": model_summary,
+                "Report": {
+                    "type": "object",
+                    "required": ["model", "since", "until", "versions", "shadow_agreement"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "tenant": {"type": "string"},
+                        "since": {"type": "string"},
+                        "until": {"type": "string"},
+                        "versions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "version",
+                                    "role",
+                                    "volume",
+                                    "errors",
+                                    "label_distribution",
+                                    "confidence_histogram",
+                                    "drift",
+                                ],
+                                "properties": {
+                                    "version": {"type": "string"},
+                                    "role": {"enum": ["primary", "candidate", "fallback", "shadow"]},
+                                    "volume": {"type": "integer"},
+                                    "errors": {"type": "integer"},
+                                    "label_distribution": {
+                                        "type": "object",
+                                        "additionalProperties": {"type": "integer"},
+                                    },
+                                    "confidence_histogram": {
+                                        "type": "array",
+                                        "items": {"type": "integer"},
+                                        "minItems": 10,
+                                        "maxItems": 10,
+                                    },
+                                    "low_confidence_rate": {"type": ["number", "null"]},
+                                    "rejected_rate": {"type": ["number", "null"]},
+                                    "feedback": {"type": "object"},
+                                    "drift": {
+                                        "type": "object",
+                                        "properties": {
+                                            "label_psi": {"type": ["number", "null"]},
+                                            "confidence_psi": {"type": ["number", "null"]},
+                                            "centroid_cosine_distance": {"type": ["number", "null"]},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "shadow_agreement": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
                 "FeedbackRequest": {
                     "type": "object",
                     "required": ["label"],

@@ -109,6 +109,7 @@ class Predictor:
         embed_timeout_s: float,
         decimals: int,
         on_shadow_error: Callable[[str], None] | None = None,
+        on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
     ):
         self.heads = heads
         self._embedder = embedder
@@ -116,6 +117,7 @@ class Predictor:
         self._embed_timeout_s = embed_timeout_s
         self._decimals = decimals
         self._on_shadow_error = on_shadow_error or (lambda model: None)
+        self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
 
     # -- scoring steps
 
@@ -257,6 +259,8 @@ class Predictor:
         total_ms = (time.perf_counter() - started) * 1000
         records = self._records(head, role, request.texts, scored, chosen, top, ranked, context, (embed_ms, total_ms))
         self._sink.log_many(records)
+        if self._on_embeddings is not None and scored.embedded is not None:
+            self._on_embeddings(tenant, model, head.version, scored.embedded.vectors)
         predictions = [
             Prediction(
                 label=r.label,

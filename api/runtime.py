@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api import metrics
+from api.database import Database
 from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
 from api.live_heads import LiveHeads
 from api.migrations import apply_migrations
+from api.monitoring import CentroidAccumulator, DriftMonitor
 from api.predictor import Predictor
 from api.settings import RouterSettings
 from embedder.client import EmbedderClient
@@ -33,12 +35,16 @@ class Runtime:
     inference_log: InferenceLog
     predictor: Predictor
     feedback: FeedbackStore
+    database: Database
+    centroids: CentroidAccumulator | None = None
 
     def close(self) -> None:
         """Stop polling and flush every buffered prediction row (to PostgreSQL or the spool)."""
         self.heads.stop()
+        if self.centroids is not None:
+            self.centroids.flush(force=True)
         self.inference_log.close(timeout_s=10.0)
-        self.feedback.close()
+        self.database.close()
         self.embedder.close()
 
 
@@ -72,6 +78,8 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         batch_size=settings.log_batch_size,
         observer=metrics.on_log_event,
     ).start()
+    database = Database(settings.database_url, max_connections=settings.threads)
+    centroids = CentroidAccumulator(database)
     predictor = Predictor(
         heads,
         embedder,
@@ -79,8 +87,15 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         embed_timeout_s=settings.embed_timeout_s,
         decimals=settings.probability_decimals,
         on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
+        on_embeddings=centroids.add,
     )
-    heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
+    drift = DriftMonitor(database, heads)
+
+    def tick() -> None:
+        metrics.publish_gauges(inference_log, heads)
+        centroids.flush()
+        drift.run_if_due()
+
+    heads.start_polling(settings.reload_interval_s, on_tick=tick)
     metrics.publish_gauges(inference_log, heads)
-    feedback = FeedbackStore(settings.database_url, max_connections=settings.threads)
-    return Runtime(settings, heads, embedder, inference_log, predictor, feedback)
+    return Runtime(settings, heads, embedder, inference_log, predictor, FeedbackStore(database), database, centroids)

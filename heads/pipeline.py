@@ -166,6 +166,24 @@ def describe_embedder(identity: EmbedderIdentity | None) -> dict | None:
     return {"model_id": identity.model_id, "name": identity.name, "version": identity.version, "dim": identity.dim}
 
 
+def drift_baseline(train: Dataset, val_probs: np.ndarray, train_inputs, reject_label: str | None) -> dict:
+    """What live traffic is compared with to measure drift (api/report.py): the training label
+    counts, the histogram of top probabilities on the validation split (10 buckets of 0.1), and
+    the centroid of the training embeddings (embedding heads only)."""
+    buckets = np.minimum((val_probs.max(axis=1) * 10).astype(int), 9)
+    centroid = (
+        np.asarray(train_inputs, dtype=np.float64).mean(axis=0).tolist()
+        if isinstance(train_inputs, np.ndarray)
+        else None
+    )
+    return {
+        "label_distribution": dict(sorted(train.label_counts().items())),
+        "confidence_histogram": np.bincount(buckets, minlength=10).tolist(),
+        "centroid": centroid,
+        "reject_label": reject_label,
+    }
+
+
 def train_head(
     config: HeadConfig,
     *,
@@ -262,6 +280,7 @@ def train_head(
                 if part is not None
             },
             "metrics": result,
+            "baseline": drift_baseline(splits.train, val_probs, inputs.train, rule.reject_label),
             "training_config": config_to_dict(config),
             "code_version": code_version(),
         }

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from api.app import create_app
+from api.database import Database
 from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
 from api.live_heads import LiveHeads
+from api.monitoring import CentroidAccumulator
 from api.predictor import Predictor
 from api.runtime import Runtime
 from api.settings import router_settings
@@ -109,8 +111,8 @@ def router(store):
     heads.refresh()
     embedder, sink = FakeEmbedder(), ListSink()
     predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4)
-    nowhere = FeedbackStore(f"postgresql://127.0.0.1:{free_port()}/none", wait_for_row_s=0)  # feedback: 503
-    runtime = Runtime(settings, heads, embedder, inference_log=None, predictor=predictor, feedback=nowhere)
+    nowhere = Database(f"postgresql://127.0.0.1:{free_port()}/none")  # feedback and reports: 503
+    runtime = Runtime(settings, heads, embedder, None, predictor, FeedbackStore(nowhere, wait_for_row_s=0), nowhere)
     app = create_app(settings, runtime=runtime)
     app.testing = True
     return Router(app.test_client(), embedder, sink, runtime)
@@ -124,8 +126,12 @@ def db_router(store, db, tmp_path):
     heads.refresh()
     embedder = FakeEmbedder()
     log = InferenceLog(db, spool_dir=tmp_path / "spool", flush_interval_s=0.05).start()
-    predictor = Predictor(heads, embedder, log, embed_timeout_s=1.0, decimals=4)
-    runtime = Runtime(settings, heads, embedder, log, predictor, FeedbackStore(db, wait_for_row_s=3.0))
+    database = Database(db)
+    centroids = CentroidAccumulator(database)
+    predictor = Predictor(heads, embedder, log, embed_timeout_s=1.0, decimals=4, on_embeddings=centroids.add)
+    runtime = Runtime(
+        settings, heads, embedder, log, predictor, FeedbackStore(database, wait_for_row_s=3.0), database, centroids
+    )
     app = create_app(settings, runtime=runtime)
     yield Router(app.test_client(), embedder, None, runtime), db
     runtime.close()

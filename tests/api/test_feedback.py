@@ -82,5 +82,5 @@ def test_bad_feedback_bodies(db_router):
 
 def test_database_down_is_503(router):
     response = feedback(router, "any", {"label": "oos"})
-    assert response.status_code == 503 and response.get_json()["error"]["code"] == "feedback_unavailable"
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "database_unavailable"
     assert response.headers["Retry-After"] == "1"

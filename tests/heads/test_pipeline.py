@@ -80,6 +80,9 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
     assert manifest["architecture"] == {"type": "mlp", "hidden_layers": [32], "activation": "relu", "dropout": 0.3}
     assert set(manifest["files"]) == names - {"manifest.json"}
+    baseline = manifest["baseline"]  # for drift (api/report.py)
+    assert sum(baseline["label_distribution"].values()) == result["n_train"] and len(baseline["centroid"]) == 32
+    assert sum(baseline["confidence_histogram"]) == result["n_validation"] and baseline["reject_label"] == "oos"
     artifact = load_version(folder, expected_embedder="hash-encoder@1", expected_dim=32)
     assert artifact.labels == tuple(sorted(artifact.labels)) and len(artifact.labels) == 13
     assert not os.access(folder / "head.npz", os.W_OK) or os.geteuid() == 0  # files are read-only (root ignores modes)

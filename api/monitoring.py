@@ -1,0 +1,92 @@
+"""Periodic monitoring work of a router worker (run from the heads poller's tick):
+
+- `CentroidAccumulator`: sums of the embeddings each model version scored, written to the
+  `embedding_centroids` table once a minute (a vector per prediction row would be too big);
+- `DriftMonitor`: every few minutes, the drift figures of each serving version over the last
+  hour (api/report.py), published as Prometheus gauges.
+
+Both are best-effort statistics: a database outage delays them (sums are kept and merged into
+the next write), it never touches a prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+import numpy as np
+
+from api import metrics
+from api.database import Database, DatabaseUnavailable
+from api.report import build_report
+
+log = logging.getLogger(__name__)
+
+INSERT = "INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) VALUES (%s, %s, %s, %s, %s, %s)"
+
+
+class CentroidAccumulator:
+    def __init__(self, database: Database, *, flush_interval_s: float = 60.0):
+        self._db = database
+        self._interval = flush_interval_s
+        self._sums: dict[tuple[str, str, str], list] = {}
+        self._lock = threading.Lock()
+        self._next_flush = time.monotonic() + flush_interval_s
+
+    def add(self, tenant: str, model: str, version: str, vectors: np.ndarray) -> None:
+        total = vectors.sum(axis=0, dtype=np.float64)
+        with self._lock:
+            entry = self._sums.get((tenant, model, version))
+            if entry is None:
+                self._sums[(tenant, model, version)] = [len(vectors), total]
+            else:
+                entry[0] += len(vectors)
+                entry[1] += total
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the sums gathered since the last flush; returns the rows written."""
+        if not force and time.monotonic() < self._next_flush:
+            return 0
+        self._next_flush = time.monotonic() + self._interval
+        with self._lock:
+            pending, self._sums = self._sums, {}
+        bucket = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        written = 0
+        for (tenant, model, version), (n, total) in pending.items():
+            try:
+                self._db.run(INSERT, (bucket, tenant, model, version, n, total.tolist()), fetch="none")
+                written += 1
+            except DatabaseUnavailable:
+                with self._lock:  # keep it for the next flush
+                    entry = self._sums.setdefault((tenant, model, version), [0, np.zeros_like(total)])
+                    entry[0] += n
+                    entry[1] += total
+        return written
+
+
+class DriftMonitor:
+    def __init__(
+        self, database: Database, heads, *, interval_s: float = 300.0, window: dt.timedelta = dt.timedelta(hours=1)
+    ):
+        self._db = database
+        self._heads = heads
+        self._interval = interval_s
+        self._window = window
+        self._next_run = time.monotonic() + min(30.0, interval_s)
+
+    def run_if_due(self) -> None:
+        if time.monotonic() < self._next_run:
+            return
+        self._next_run = time.monotonic() + self._interval
+        until = dt.datetime.now(dt.UTC)
+        for model in list(self._heads.snapshot()):
+            try:
+                report = build_report(self._db, self._heads.store, model, until - self._window, until)
+            except DatabaseUnavailable:
+                return
+            for entry in report["versions"]:
+                for kind, value in entry["drift"].items():
+                    if value is not None:
+                        metrics.DRIFT.labels(model, entry["version"], entry["role"], kind).set(value)

@@ -1,0 +1,137 @@
+"""The monitoring report against the documented SQL views, on rows made by real requests."""
+
+import datetime as dt
+import json
+
+import jsonschema
+import pytest
+
+from api.errors import InvalidRequest
+from api.report import parse_window, psi
+from heads import serving
+from tests.db.helpers import query, wait_until
+
+
+def test_psi():
+    assert psi({"a": 50, "b": 50}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.0)
+    assert psi({"a": 90, "b": 10}, {"a": 50, "b": 50}) == pytest.approx(0.4 * 0.5878 + 0.4 * 1.6094, abs=1e-3)
+    assert psi({}, {"a": 1}) is None
+
+
+def test_window_parsing():
+    now = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+    assert parse_window(None, None, now=now) == (now - dt.timedelta(days=1), now)
+    since, until = parse_window("2026-11-01", "2026-11-02T00:00:00+00:00")
+    assert since == dt.datetime(2026, 11, 1, tzinfo=dt.UTC) and until - since == dt.timedelta(days=1)
+    for bad in (("nope", None), ("2026-11-03", "2026-11-02"), ("2026-01-01", "2026-12-01")):
+        with pytest.raises(InvalidRequest):
+            parse_window(*bad)
+
+
+def predict(router, text, **headers):
+    response = router.client.post(
+        "/v1/models/intents/predict", data=json.dumps({"text": text}), content_type="application/json", headers=headers
+    )
+    response.close()  # runs the shadow job
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def test_report_numbers_equal_the_views(db_router):
+    router, db = db_router
+    store = router.runtime.heads.store
+    primary = store.serving_version("intents")
+    others = [v for v in store.versions("intents") if v != primary]
+    store.change_serving(
+        "intents", lambda s: serving.set_candidate(serving.set_shadow(s, others[0], 1.0), others[1], 40), reason="test"
+    )
+    router.runtime.heads.refresh()
+    answers = [
+        predict(router, f"what is my balance {i}", **{"X-Client-ID": f"c{i}", "X-Request-ID": f"r{i}"})
+        for i in range(60)
+    ]
+    for answer in answers[:20]:
+        labels = router.runtime.heads.answer_labels("intents", answer["version"])
+        router.client.post(
+            f"/v1/predictions/{answer['request_id']}/feedback",
+            data=json.dumps({"label": sorted(labels)[0]}),
+            content_type="application/json",
+        )
+    wait_until(lambda: query(db, "SELECT count(*) FROM predictions")[0][0] == 120)  # 60 answers + 60 shadow rows
+    wait_until(lambda: query(db, "SELECT count(*) FROM feedback")[0][0] == 20)
+
+    today = dt.datetime.now(dt.UTC).date()
+    since, until = today.isoformat(), (today + dt.timedelta(days=1)).isoformat()
+    response = router.client.get(f"/v1/models/intents/report?since={since}&until={until}")
+    assert response.status_code == 200
+    report = response.get_json()
+    document = router.client.get("/openapi.json").get_json()
+    jsonschema.validate(report, {"$ref": "#/components/schemas/Report", "components": document["components"]})
+
+    by_key = {(v["version"], v["role"]): v for v in report["versions"]}
+    assert {role for _, role in by_key} == {"primary", "candidate", "shadow"}
+    assert sum(v["volume"] for v in report["versions"] if v["role"] != "shadow") == 60
+
+    labels = query(
+        db,
+        "SELECT version, label, predictions FROM label_distribution_daily WHERE day = %s AND model = 'intents'",
+        (today,),
+    )
+    from_views: dict = {}
+    for version, label, count in labels:
+        from_views.setdefault(version, {})[label] = from_views.setdefault(version, {}).get(label, 0) + count
+    from_report: dict = {}
+    for (version, _role), entry in by_key.items():
+        for label, count in entry["label_distribution"].items():
+            from_report.setdefault(version, {})[label] = from_report.setdefault(version, {}).get(label, 0) + count
+    assert from_report == from_views
+
+    histogram = query(
+        db, "SELECT version, bucket::float, predictions FROM confidence_histogram WHERE model = 'intents'"
+    )
+    for version, bucket, count in histogram:
+        assert (
+            sum(e["confidence_histogram"][round(bucket * 10)] for (v, _), e in by_key.items() if v == version) == count
+        )
+
+    agreement = query(
+        db,
+        "SELECT answered_version, shadow_version, compared, agreed FROM shadow_agreement_daily WHERE day = %s",
+        (today,),
+    )
+    assert sorted(
+        (a["answered_version"], a["shadow_version"], a["compared"], a["agreed"]) for a in report["shadow_agreement"]
+    ) == sorted(agreement)
+    assert sum(a["compared"] for a in report["shadow_agreement"]) == 60
+
+    for entry in report["versions"]:  # every version has a training baseline to compare with
+        assert entry["drift"]["label_psi"] >= 0 and entry["drift"]["confidence_psi"] >= 0
+
+    accuracy = query(
+        db, "SELECT version, role, with_feedback, correct FROM feedback_accuracy_daily WHERE day = %s", (today,)
+    )
+    assert sorted(
+        (v, r, e["feedback"]["count"], e["feedback"]["correct"])
+        for (v, r), e in by_key.items()
+        if e["feedback"]["count"]
+    ) == sorted(accuracy)
+
+
+def test_live_centroid_drift(db_router):
+    router, db = db_router
+    for i in range(10):
+        predict(router, f"please transfer {i} dollars")
+    assert router.runtime.centroids.flush(force=True) == 1
+    assert query(db, "SELECT n FROM embedding_centroids") == [(10,)]
+    report = router.client.get("/v1/models/intents/report").get_json()
+    (primary,) = [v for v in report["versions"] if v["role"] == "primary"]
+    distance = primary["drift"]["centroid_cosine_distance"]
+    assert distance is not None and 0 <= distance <= 2
+
+
+def test_report_refuses_bad_parameters(db_router):
+    router, _ = db_router
+    assert router.client.get("/v1/models/nope/report").status_code == 404
+    assert router.client.get("/v1/models/..%2Fetc/report").status_code == 404
+    assert router.client.get("/v1/models/intents/report?since=yesterday").status_code == 422
+    assert router.client.get("/v1/models/intents/report?model=x").status_code == 422
