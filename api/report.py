@@ -98,7 +98,7 @@ def psi(live: dict[str, float], baseline: dict[str, float]) -> float | None:
     live_total, base_total = sum(live.values()), sum(baseline.values())
     if not live_total or not base_total:
         return None
-    keys = set(live) | set(baseline)
+    keys = sorted(set(live) | set(baseline))  # a fixed order: the same sum in every process
     value = 0.0
     for key in keys:
         p = max(live.get(key, 0) / live_total, EPSILON)

@@ -15,6 +15,9 @@ Serving state (routers pick changes up without a restart; every change is record
     python -m heads fallback MODEL VERSION | --off        # answers when the primary cannot
     python -m heads rollback MODEL                        # back to the state before the last change
 
+Monitoring (volume, labels, confidence, feedback accuracy, shadow agreement, drift):
+    python -m heads report MODEL [--since D] [--until D] [--url http://router:8000] [--out DIR]
+
 `train` prints progress bars on stderr and the evaluation as one JSON object on the last line
 of stdout. --store defaults to the MODEL_STORE environment variable, else var/models.
 """
@@ -93,6 +96,26 @@ def _show(args: argparse.Namespace, store) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _report(args: argparse.Namespace, store) -> int:
+    from heads import report_render
+
+    if args.url:
+        report = report_render.fetch_report(args.url, args.model, args.since, args.until)
+    else:
+        report = report_render.compute_report(
+            os.environ.get("DATABASE_URL", ""), store, args.model, args.since, args.until
+        )
+    baselines = {}
+    for entry in report["versions"]:
+        try:
+            baselines[entry["version"]] = store.load(args.model, entry["version"]).manifest.get("baseline") or {}
+        except HeadsError:
+            baselines[entry["version"]] = {}  # not in this store: charts without the training side
+    page = report_render.write_report(report, baselines, Path(args.out or f"var/reports/{args.model}"))
+    print(json.dumps({"report": str(page), "versions": len(report["versions"])}))
     return 0
 
 
@@ -187,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     fallback.add_argument("--off", action="store_true")
     for cmd in (prom, shadow, ab, fallback, sub.choices["rollback"]):
         cmd.add_argument("--reason", default="", help="recorded in the history")
+    report = sub.add_parser("report", parents=[common], help="monitoring report as HTML with charts")
+    report.add_argument("model")
+    report.add_argument("--since", help="ISO 8601 date or datetime (default: 24 hours before --until)")
+    report.add_argument("--until", help="ISO 8601 date or datetime, exclusive (default: now)")
+    report.add_argument("--url", default="", help="a running router; default: compute from DATABASE_URL")
+    report.add_argument("--out", default="", help="output folder (default: var/reports/MODEL)")
     args = parser.parse_args(argv)
 
     from heads.registry import ModelStore
@@ -201,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show(args, store)
         if args.command in SERVING_COMMANDS:
             return _serving(args, store)
+        if args.command == "report":
+            return _report(args, store)
     except HeadsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

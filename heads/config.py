@@ -32,8 +32,25 @@ class SqlSource:
 
 
 @dataclass(frozen=True)
+class FeedbackSource:
+    """Corrected predictions of a model from the inference database: the text each answered
+    prediction received, with the label feedback says it should have had."""
+
+    model: str
+    since: str = ""  # ISO 8601 date or datetime of the feedback (inclusive); empty: the beginning
+    until: str = ""  # exclusive; empty: now
+    tenant: str = "default"
+    dsn: str = ""  # empty: DATABASE_URL, else libpq's PG* variables
+
+
+Source = str | SqlSource | FeedbackSource
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    train: str | SqlSource
+    # One source, or a list whose rows are concatenated (e.g. the original training file plus
+    # the feedback collected since: the next version learns from its corrections).
+    train: str | SqlSource | FeedbackSource | tuple[str | SqlSource | FeedbackSource, ...]
     validation: str | SqlSource | None = None
     test: str | SqlSource | None = None
     text_column: str = "text"

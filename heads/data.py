@@ -111,19 +111,26 @@ def read_file(path: str | Path, *, text_column: str = "text", label_column: str 
     raise DataError(f"{path}: unknown file type {path.suffix!r} (use .csv or .jsonl)")
 
 
-def read_sql(dsn: str, query: str, *, text_column: str = "text", label_column: str = "label") -> Dataset:
+def read_sql(
+    dsn: str,
+    query: str,
+    params: tuple | dict | None = None,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    source: str = "SQL query",
+) -> Dataset:
     """Rows of a SQL query (e.g. predictions joined with corrected labels from the inference
     database). The query must return the text and label columns by name."""
     import psycopg2
 
-    source = "SQL query"
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10)
     except psycopg2.Error as exc:
         raise DataError(f"{source}: cannot connect: {str(exc).strip()}") from None
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(query)
+            cur.execute(query, params)
             columns = [d.name for d in cur.description or []]
             missing = [c for c in (text_column, label_column) if c not in columns]
             if missing:
@@ -135,6 +142,16 @@ def read_sql(dsn: str, query: str, *, text_column: str = "text", label_column: s
     finally:
         conn.close()
     return _check_rows(rows, source)
+
+
+def concatenate(parts: list[Dataset]) -> Dataset:
+    if len(parts) == 1:
+        return parts[0]
+    return Dataset(
+        [t for p in parts for t in p.texts],
+        [label for p in parts for label in p.labels],
+        " + ".join(p.source for p in parts),
+    )
 
 
 def check_label_support(dataset: Dataset, minimum: int) -> None:

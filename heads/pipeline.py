@@ -26,8 +26,8 @@ import yaml
 
 from heads import reports
 from heads.artifact import commit_version, discard, new_version_id, stage_version
-from heads.config import HeadConfig, SqlSource, config_to_dict
-from heads.data import Dataset, check_label_support, read_file, read_sql, unknown_labels
+from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
+from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
 from heads.embedding import EmbedderIdentity, EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
 from heads.errors import ConfigError, DataError
@@ -48,7 +48,38 @@ class Splits:
     test: Dataset | None
 
 
-def load_source(source: str | SqlSource, config: HeadConfig) -> Dataset:
+FEEDBACK_QUERY = """
+SELECT p.input_text AS text, f.label AS label
+FROM feedback f
+JOIN predictions p ON p.tenant = f.tenant AND p.request_id = f.request_id AND p.item_index = f.item_index
+ AND p.role IN ('primary', 'candidate', 'fallback') AND p.status = 'ok'
+WHERE f.tenant = %(tenant)s AND p.model = %(model)s AND f.created_at >= %(since)s AND f.created_at < %(until)s
+ORDER BY f.created_at, f.request_id, f.item_index
+"""
+
+
+def _when(value: str, default: dt.datetime, name: str) -> dt.datetime:
+    if not value:
+        return default
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"data feedback {name} must be an ISO 8601 date or datetime, got {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def load_source(source, config: HeadConfig) -> Dataset:
+    if isinstance(source, tuple):
+        return concatenate([load_source(part, config) for part in source])
+    if isinstance(source, FeedbackSource):
+        params = {
+            "tenant": source.tenant,
+            "model": source.model,
+            "since": _when(source.since, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "since"),
+            "until": _when(source.until, dt.datetime.now(dt.UTC), "until"),
+        }
+        name = f"feedback on {source.model} ({params['since']:%Y-%m-%d} to {params['until']:%Y-%m-%d})"
+        return read_sql(source.dsn or os.environ.get("DATABASE_URL", ""), FEEDBACK_QUERY, params, source=name)
     if isinstance(source, SqlSource):
         # An empty DSN lets libpq take the connection from PGHOST, PGUSER, PGPASSWORD, ...
         dsn = source.dsn or os.environ.get("DATABASE_URL", "")

@@ -84,3 +84,35 @@ def test_database_down_is_503(router):
     response = feedback(router, "any", {"label": "oos"})
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "database_unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+def test_feedback_round_trips_into_a_retrained_version(db_router, clinc_subset, tmp_path):
+    """Corrections collected by the router become training rows of the next version."""
+    from heads.config import parse_config
+    from heads.pipeline import train_head
+    from tests.db.helpers import wait_until
+    from tests.fakes import HashTextEmbedder
+
+    router, db = db_router
+    store = router.runtime.heads.store
+    texts = ["zorblax the quarterly gizmo", "frobnicate my widget account", "wibble the sprocket please"]
+    answer = predict(router, texts, "fb-retrain")
+    for i in range(len(texts)):
+        assert feedback(router, "fb-retrain", {"label": "oos", "item_index": i}).status_code == 201
+    wait_until(lambda: query(db, "SELECT count(*) FROM feedback")[0][0] == 3)
+
+    base = {"validation": str(clinc_subset["validation"]), "test": str(clinc_subset["test"])}
+    config = parse_config(
+        {
+            "name": "intents",
+            "data": {"train": [str(clinc_subset["train"]), {"model": "intents", "dsn": db}], **base},
+            "model": {"hidden_layers": [16]},
+            "training": {"epochs": 4},
+        }
+    )
+    result = train_head(config, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder(), promote=False)
+    assert result["n_train"] == 13 * 30 + 3
+    manifest = store.load("intents", result["version"]).manifest
+    assert "feedback on intents" in manifest["data"]["train"]["source"]
+    assert manifest["training_config"]["data"]["train"][1]["model"] == "intents"
+    assert answer["version"] != result["version"]

@@ -123,6 +123,7 @@ def test_live_centroid_drift(db_router):
         predict(router, f"please transfer {i} dollars")
     assert router.runtime.centroids.flush(force=True) == 1
     assert query(db, "SELECT n FROM embedding_centroids") == [(10,)]
+    wait_until(lambda: query(db, "SELECT count(*) FROM predictions")[0][0] == 10)  # the log writes asynchronously
     report = router.client.get("/v1/models/intents/report").get_json()
     (primary,) = [v for v in report["versions"] if v["role"] == "primary"]
     distance = primary["drift"]["centroid_cosine_distance"]
@@ -135,3 +136,66 @@ def test_report_refuses_bad_parameters(db_router):
     assert router.client.get("/v1/models/..%2Fetc/report").status_code == 404
     assert router.client.get("/v1/models/intents/report?since=yesterday").status_code == 422
     assert router.client.get("/v1/models/intents/report?model=x").status_code == 422
+
+
+def test_cli_renders_the_same_report_as_html(db_router, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    router, db = db_router
+    for i in range(12):
+        predict(router, f"cancel my card {i}")
+    wait_until(lambda: query(db, "SELECT count(*) FROM predictions")[0][0] == 12)
+    today = dt.datetime.now(dt.UTC).date()
+    window = ["--since", today.isoformat(), "--until", (today + dt.timedelta(days=1)).isoformat()]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heads",
+            "report",
+            "intents",
+            *window,
+            "--store",
+            str(router.runtime.heads.store.root),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": db},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert (
+        "volume.png" in page
+        and "distributions-0.png" in page
+        and (tmp_path / "r" / "distributions-0.png").stat().st_size > 1000
+    )
+    from_cli = json.loads((tmp_path / "r" / "report.json").read_text())
+    from_api = router.client.get(f"/v1/models/intents/report?since={window[1]}&until={window[3]}").get_json()
+    assert from_cli["versions"] == from_api["versions"]  # exactly: same code, deterministic sums
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heads",
+            "report",
+            "intents",
+            "--since",
+            "soon",
+            "--store",
+            str(router.runtime.heads.store.root),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DATABASE_URL": db},
+    )
+    assert bad.returncode == 2 and "since must be an ISO 8601" in bad.stderr
