@@ -78,6 +78,10 @@ class EmbedderClient:
                         ("grpc.max_receive_message_length", 128 * 1024 * 1024),
                         ("grpc.max_send_message_length", 128 * 1024 * 1024),
                         ("grpc.keepalive_time_ms", 30_000),
+                        # Reconnect within a second or two of the embedder coming back, instead
+                        # of gRPC's default backoff that grows to two minutes during an outage.
+                        ("grpc.initial_reconnect_backoff_ms", 200),
+                        ("grpc.max_reconnect_backoff_ms", 2_000),
                     ],
                 )
                 self._stub = pb_grpc.EmbedderStub(self._channel)
