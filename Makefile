@@ -9,7 +9,7 @@ STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
 MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 
-.PHONY: setup run test lint bench-embedder bench-heads clean
+.PHONY: setup run test lint bench-embedder bench-heads loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -44,6 +44,11 @@ bench-embedder: setup
 
 bench-heads: setup
 	$(PY) loadtests/bench_heads.py
+
+# Whole-stack load test (router + embedder + PostgreSQL); ARGS passes options, e.g.
+# make loadtest ARGS="--workload batch --users 4"
+loadtest: setup
+	$(PY) loadtests/run_loadtest.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var embedder/proto/*_pb2*.py embedder/proto/*_pb2*.pyi .pytest_cache

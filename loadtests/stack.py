@@ -1,0 +1,446 @@
+"""The system under test, started for a load test: PostgreSQL, the embedder, N models, the router.
+
+Everything lives under var/loadtest/ (git-ignored) and is reused from run to run:
+
+    var/loadtest/pg/          the PostgreSQL cluster (started and stopped by each run)
+    var/loadtest/models/      the model store: `lt-intents` trained once on CLINC150
+                              (151 intents, train + validation, embeddings cached in
+                              var/cache/embeddings), and copies lt-intents-000 ... serving the
+                              same version, so "many models" costs no extra training
+    var/loadtest/spool/       the router's inference-log spool
+    var/loadtest/log/         embedder.log, router.log, train.log
+
+The router runs exactly as deployed: gunicorn with api/gunicorn_conf.py (gthread workers), with
+DATABASE_URL, EMBEDDER_ADDRESS, MODEL_STORE, API_PORT, API_WORKERS, API_THREADS, API_SPOOL_DIR.
+No access log (as in production), so the numbers are not those of a logging benchmark.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from embedder.process import EmbedderProcess
+from heads.artifact import MANIFEST
+from heads.registry import ModelStore
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = ROOT / "var" / "loadtest"
+CLINC = ROOT.parent / "shared" / "datasets" / "clinc150"
+BASE_MODEL = "lt-intents"
+COPY_NAME = re.compile(rf"^{BASE_MODEL}-(\d{{3}})$")
+log = logging.getLogger("loadtests.stack")
+
+TRAIN_CONFIG = """\
+name: {name}
+data:
+  train: {clinc}/train.csv
+  validation: {clinc}/validation.csv
+  test: {clinc}/test.csv
+model:
+  hidden_layers: [256]
+  dropout: 0.3
+training:
+  epochs: 40
+  batch_size: 64
+  early_stopping_patience: 4
+threshold:
+  reject_label: oos
+  policy: auto
+"""
+
+
+QUICK_CONFIG = """\
+name: {name}
+data:
+  train: {data}/train.csv
+  validation: {data}/validation.csv
+model:
+  hidden_layers: [32]
+training:
+  epochs: 8
+  batch_size: 32
+  early_stopping_patience: 2
+threshold:
+  reject_label: oos
+  policy: auto
+"""
+
+
+def write_quick_data(out: Path, intents: int = 10, per_label: int = 12) -> Path:
+    """A small CLINC150 cut (the first `intents` intents + oos, `per_label` rows each) for a
+    head that trains in seconds: smoke tests, not measurements of accuracy."""
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation"):
+        with open(CLINC / f"{split}.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        chosen = set(sorted({r["label"] for r in rows if r["label"] != "oos"})[:intents]) | {"oos"}
+        counts: dict[str, int] = {}
+        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(("text", "label"))
+            for r in rows:
+                if r["label"] in chosen and counts.get(r["label"], 0) < per_label:
+                    counts[r["label"]] = counts.get(r["label"], 0) + 1
+                    writer.writerow((r["text"], r["label"]))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_names(n: int) -> list[str]:
+    return [f"{BASE_MODEL}-{i:03d}" for i in range(n)]
+
+
+def ensure_base_model(store: ModelStore, embedder_address: str, *, logs: Path, quick: bool = False) -> str:
+    """Train `lt-intents` on CLINC150 through the running embedder unless it serves already;
+    returns its serving version. Training runs in a subprocess (TensorFlow stays out of here).
+    `quick`: a tiny head on a small cut of the data (seconds), for smoke tests."""
+    state = store.serving(BASE_MODEL)
+    if state is not None:
+        return state.primary
+    if not (CLINC / "train.csv").is_file():
+        raise RuntimeError(f"{CLINC}/train.csv is missing: load tests train on ../shared/datasets/clinc150")
+    config = store.root.parent / f"{BASE_MODEL}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    if quick:
+        data = write_quick_data(store.root.parent / "quick-data")
+        config.write_text(QUICK_CONFIG.format(name=BASE_MODEL, data=data))
+    else:
+        config.write_text(TRAIN_CONFIG.format(name=BASE_MODEL, clinc=CLINC))
+    what = "a small CLINC150 cut" if quick else "CLINC150 (first run only, a few minutes)"
+    print(f"training {BASE_MODEL} on {what} ...", file=sys.stderr, flush=True)
+    with open(logs / "train.log", "ab") as train_log:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "heads",
+                "train",
+                "--config",
+                str(config),
+                "--store",
+                str(store.root),
+                "--cache",
+                str(ROOT / "var" / "cache" / "embeddings"),
+                "--embedder",
+                embedder_address,
+                "--promote",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=train_log,
+            text=True,
+        )
+    if out.returncode != 0:
+        raise RuntimeError(f"training {BASE_MODEL} failed; see {logs / 'train.log'}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(
+        f"  {BASE_MODEL} {result['version']}: accuracy {result['accuracy']:.3f}, weighted F1 {result['weighted_f1']:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return store.serving_version(BASE_MODEL)
+
+
+def _manifest_names(store: ModelStore, name: str, version: str) -> bool:
+    try:
+        return json.loads((store.version_dir(name, version) / MANIFEST).read_text()).get("model") == name
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_model_copies(store: ModelStore, n: int) -> list[str]:
+    """Models lt-intents-000 .. lt-intents-{n-1}, each serving a copy of lt-intents' serving
+    version; copies numbered n and above are removed, so the router serves exactly these
+    (plus lt-intents itself, which the load does not address when n > 0)."""
+    version = store.serving_version(BASE_MODEL)
+    source = store.version_dir(BASE_MODEL, version)
+    names = copy_names(n)
+    for name in names:
+        state = store.serving(name)
+        if state is not None and state.primary == version and _manifest_names(store, name, version):
+            continue
+        shutil.rmtree(store.version_dir(name, version), ignore_errors=True)
+        target = store.version_dir(name, version)
+        if not target.is_dir():
+            tmp = target.parent / f".{version}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp)
+            # The copy is a model of its own: its manifest names it (GET /v1/models shows that name).
+            manifest_path = tmp / MANIFEST
+            manifest = json.loads(manifest_path.read_text())
+            manifest["model"] = name
+            manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            tmp.rename(target)
+        store.set_serving(name, version, reason="load-test copy of " + BASE_MODEL)
+    if store.root.is_dir():
+        for path in store.root.iterdir():
+            match = COPY_NAME.match(path.name)
+            if match and int(match.group(1)) >= n:
+                shutil.rmtree(path)
+    return names or [BASE_MODEL]
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@dataclass
+class Router:
+    """gunicorn serving api.app:create_app() with the given workers and threads."""
+
+    env: dict[str, str]
+    workers: int
+    threads: int
+    log_path: Path
+    app: str = "api.app:create_app()"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> Router:
+        env = {
+            **os.environ,
+            **self.env,
+            "API_PORT": str(self.port),
+            "API_WORKERS": str(self.workers),
+            "API_THREADS": str(self.threads),
+        }
+        env.pop("API_ACCESS_LOG", None)
+        with open(self.log_path, "ab") as router_log:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "api" / "gunicorn_conf.py"), self.app],
+                cwd=ROOT,
+                env=env,
+                stdout=router_log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the router exited with status {self.proc.returncode}; see {self.log_path}")
+            try:
+                if _get(self.url + "/readyz")[0] == 200:
+                    return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the router was not ready within {timeout_s:.0f}s; see {self.log_path}")
+
+    def pids(self) -> list[int]:
+        """The master and its workers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [self.proc.pid, *(int(p) for p in out.stdout.split())]
+
+    def stop(self, timeout_s: float = 45.0) -> None:
+        """SIGTERM: gunicorn finishes requests and each worker flushes its inference log."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Stack:
+    """PostgreSQL + embedder + models; routers are started on top with `start_router()` (a sweep
+    restarts the router with other workers/threads and keeps the rest, cache included).
+
+    `database_url` / `embedder_address`: use a server that is already running instead of
+    starting one (then nothing is started or stopped for it)."""
+
+    def __init__(
+        self,
+        *,
+        models: int = 20,
+        embedder_env: dict[str, str] | None = None,
+        base: Path = BASE,
+        database_url: str = "",
+        embedder_address: str = "",
+        quick_model: bool = False,
+    ):
+        self.base = Path(base)
+        self.logs = self.base / "log"
+        self.n_models = models
+        self.embedder_env = dict(embedder_env or {})
+        self.store = ModelStore(self.base / "models")
+        self.quick_model = quick_model
+        self.postgres = None
+        self.embedder: EmbedderProcess | None = None
+        self.external_embedder = embedder_address
+        self.router: Router | None = None
+        self.dsn = database_url
+        self.models: list[str] = []
+
+    @property
+    def embedder_address(self) -> str:
+        return self.external_embedder or self.embedder.address
+
+    def start(self) -> Stack:
+        from api.postgres_local import LocalPostgres
+
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
+        try:
+            if not self.dsn:
+                self.postgres = LocalPostgres(self.base / "pg")
+                self.dsn = self.postgres.start()
+            if not self.external_embedder:
+                self.start_embedder(self.embedder_env)
+            ensure_base_model(self.store, self.embedder_address, logs=self.logs, quick=self.quick_model)
+            self.models = ensure_model_copies(self.store, self.n_models)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _lock_state_dir(self) -> None:
+        """One stack per state dir at a time: two would share (and stop) one PostgreSQL."""
+        self._lock_file = open(self.base / ".lock", "w")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RuntimeError(
+                f"another load test is using {self.base}; wait for it, or give this one --state-dir"
+            ) from None
+
+    def start_embedder(self, env: dict[str, str]) -> EmbedderProcess:
+        """(Re)start our embedder with these settings (its phrase cache starts empty)."""
+        if self.external_embedder:
+            raise RuntimeError("the embedder is external: its settings cannot be changed from here")
+        if self.embedder is not None:
+            self.embedder.stop()
+        self.embedder_env = dict(env)
+        self.embedder = EmbedderProcess(
+            {"EMBEDDER_METRICS_PORT": "0", **env}, log_path=self.logs / "embedder.log"
+        ).start()
+        return self.embedder
+
+    def start_router(
+        self, workers: int, threads: int, extra_env: dict[str, str] | None = None, *, app: str = ""
+    ) -> Router:
+        """gunicorn with `app` (default api.app:create_app(); another WSGI factory, e.g. a patched
+        router on PYTHONPATH, makes an A/B comparison of a change)."""
+        self.stop_router()
+        env = {
+            "DATABASE_URL": self.dsn,
+            "EMBEDDER_ADDRESS": self.embedder_address,
+            "MODEL_STORE": str(self.store.root),
+            "API_SPOOL_DIR": str(self.base / "spool"),
+            **(extra_env or {}),
+        }
+        self.router = Router(env, workers, threads, self.logs / "router.log", app or Router.app).start()
+        return self.router
+
+    def stop_router(self) -> None:
+        if self.router is not None:
+            self.router.stop()
+            self.router = None
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids by component, for CPU accounting."""
+        out: dict[str, list[int]] = {}
+        if self.router is not None:
+            out["router"] = self.router.pids()
+        if self.embedder is not None and self.embedder.proc is not None and self.embedder.proc.poll() is None:
+            out["embedder"] = [self.embedder.proc.pid]
+        if self.postgres is not None:
+            from api.postgres_local import PidFile
+
+            pid_file = PidFile.read(self.postgres.cluster_dir)
+            if pid_file is not None:
+                found = subprocess.run(["pgrep", "-P", str(pid_file.pid)], capture_output=True, text=True)
+                out["postgres"] = [pid_file.pid, *(int(p) for p in found.stdout.split())]
+        return out
+
+    def stop(self) -> None:
+        self.stop_router()
+        if self.embedder is not None:
+            self.embedder.stop()
+            self.embedder = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+        if getattr(self, "_lock_file", None) is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loadtests.stack`: start the load-test stack and keep it up until Ctrl-C (for
+    locust's web UI, or several runs of run_loadtest.py --url against the same warm cache)."""
+    import argparse
+    import threading
+
+    parser = argparse.ArgumentParser(prog="python -m loadtests.stack", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--models", type=int, default=20)
+    parser.add_argument("--embedder-batch", type=int, default=64)
+    parser.add_argument("--state-dir", default=str(BASE))
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(
+        models=args.models,
+        embedder_env={"EMBEDDER_MAX_BATCH_SIZE": str(args.embedder_batch)},
+        base=Path(args.state_dir),
+    )
+    with stack:
+        router = stack.start_router(args.workers, args.threads)
+        print(
+            f"router   {router.url} ({args.workers} workers x {args.threads} threads, {len(stack.models)} models)\n"
+            f"embedder {stack.embedder_address}\nDATABASE_URL={stack.dsn}\n"
+            f"run: .venv/bin/python loadtests/run_loadtest.py --url {router.url} --database-url {stack.dsn}\n"
+            f" or: .venv/bin/locust -f loadtests/locustfile.py --host {router.url}\nCtrl-C stops everything.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if router.proc.poll() is not None:
+                print(f"the router exited; see {router.log_path}", file=sys.stderr)
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
