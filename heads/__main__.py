@@ -19,7 +19,8 @@ Monitoring (volume, labels, confidence, feedback accuracy, shadow agreement, dri
     python -m heads report MODEL [--since D] [--until D] [--url http://router:8000] [--out DIR]
 
 `train` prints progress bars on stderr and the evaluation as one JSON object on the last line
-of stdout. --store defaults to the MODEL_STORE environment variable, else var/models.
+of stdout. Models live in <store>/<tenant>/: --store defaults to MODEL_STORE, else var/models,
+and --tenant to MANYHEADS_TENANT, else "default".
 """
 
 from __future__ import annotations
@@ -123,29 +124,20 @@ SERVING_COMMANDS = ("status", "promote", "shadow", "ab", "fallback", "rollback")
 
 
 def _serving_change(args: argparse.Namespace):
-    """(change function, default reason, is_rollback) for a serving command."""
-    if args.command == "promote":
-        return (lambda s: serving.promote(s, args.version)), f"promote {args.version}", False
+    """(change function, default reason, is_rollback) for a serving command (heads/serving.py)."""
     if args.command == "shadow":
-        fraction = None if args.remove else args.fraction
-        what = "remove shadow" if args.remove else f"shadow {args.version} on {args.fraction:g} of requests"
-        return (lambda s: serving.set_shadow(s, args.version, fraction)), what, False
+        return serving.operation("unshadow" if args.remove else "shadow", version=args.version, fraction=args.fraction)
     if args.command == "ab":
         if args.off:
-            return (lambda s: serving.set_candidate(s, None)), "end A/B test", False
+            return serving.operation("ab_off")
         if not args.version or args.percent is None:
             raise ConfigError("ab needs VERSION and --percent, or --off")
-        return (
-            (lambda s: serving.set_candidate(s, args.version, args.percent, args.key)),
-            f"A/B: {args.version} on {args.percent:g}% by {args.key}",
-            False,
-        )
+        return serving.operation("ab", version=args.version, percent=args.percent, key=args.key)
     if args.command == "fallback":
         if not args.off and not args.version:
             raise ConfigError("fallback needs VERSION or --off")
-        version = None if args.off else args.version
-        return (lambda s: serving.set_fallback(s, version)), f"fallback {version or 'off'}", False
-    return serving.rollback, "rollback", True
+        return serving.operation("fallback_off" if args.off else "fallback", version=args.version)
+    return serving.operation(args.command, version=getattr(args, "version", None))
 
 
 def _serving(args: argparse.Namespace, store) -> int:
@@ -163,7 +155,14 @@ def _serving(args: argparse.Namespace, store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=os.environ.get("MODEL_STORE", DEFAULT_STORE), help="model store folder")
+    common.add_argument(
+        "--store",
+        default=os.environ.get("MODEL_STORE", DEFAULT_STORE),
+        help="model store: the folder of the tenants' folders",
+    )
+    common.add_argument(
+        "--tenant", default=os.environ.get("MANYHEADS_TENANT", "default"), help="the tenant owning the model"
+    )
     parser = argparse.ArgumentParser(prog="python -m heads", description="Train, inspect and promote classifier heads.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", parents=[common], help="train a new version of a head")
@@ -218,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default="", help="output folder (default: var/reports/MODEL)")
     args = parser.parse_args(argv)
 
-    from heads.registry import ModelStore
+    from heads.registry import ModelStore, check_tenant_name
 
-    store = ModelStore(args.store)
+    try:
+        store = ModelStore(Path(args.store) / check_tenant_name(args.tenant))
+    except HeadsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "train":
             return _train(args, store)

@@ -37,6 +37,15 @@ def check_model_name(name: str) -> str:
     return name
 
 
+TENANT_NAME = MODEL_NAME  # same safe set: a tenant is a folder of the store, like a model
+
+
+def check_tenant_name(name: str) -> str:
+    if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
+        raise RegistryError(f"invalid tenant name {name!r}: use 1-64 lower-case letters, digits, '-' or '_'")
+    return name
+
+
 def check_version_name(version: str) -> str:
     if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
         raise RegistryError(f"invalid version {version!r}: use letters, digits, '.', '-' or '_' (at most 64)")
@@ -137,7 +146,12 @@ class ModelStore:
         path = self.version_dir(model, version)
         if not path.is_dir():
             raise RegistryError(f"model {model!r} has no version {version!r}")
-        return load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
+        artifact = load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
+        # The store's folders name the model and version (a version copied to another model, or
+        # restored under a new name, answers and is logged under the name it serves as).
+        if (artifact.model, artifact.version) != (model, version):
+            artifact = dataclasses.replace(artifact, model=model, version=version)
+        return artifact
 
     def fingerprint(self) -> tuple:
         """Changes whenever a serving pointer changes or a model appears: routers poll it to

@@ -205,3 +205,40 @@ def rollback(current: ServingState | None) -> ServingState:
         raise RegistryError("nothing to roll back to: the model has no earlier serving state")
     previous = ServingState.from_dict(current.history[-1])
     return dataclasses.replace(previous, history=current.history[:-1])
+
+
+ACTIONS = ("promote", "shadow", "unshadow", "ab", "ab_off", "fallback", "fallback_off", "rollback")
+
+
+def operation(
+    action: str,
+    *,
+    version: str | None = None,
+    fraction: float = 1.0,
+    percent: float | None = None,
+    key: str = "client_id",
+) -> tuple[Callable[[ServingState | None], ServingState], str, bool]:
+    """(change, default reason, is_rollback) for one named action: the one table behind the CLI
+    and the router's operator endpoint."""
+    needs_version = {"promote", "shadow", "unshadow", "ab", "fallback"}
+    if action not in ACTIONS:
+        raise RegistryError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    if action in needs_version and not version:
+        raise RegistryError(f"{action} needs a version")
+    if action == "promote":
+        return (lambda s: promote(s, version)), f"promote {version}", False
+    if action == "shadow":
+        return (lambda s: set_shadow(s, version, fraction)), f"shadow {version} on {fraction:g} of requests", False
+    if action == "unshadow":
+        return (lambda s: set_shadow(s, version, None)), f"remove shadow {version}", False
+    if action == "ab":
+        if percent is None:
+            raise RegistryError("ab needs a percent")
+        return (lambda s: set_candidate(s, version, percent, key)), f"A/B: {version} on {percent:g}% by {key}", False
+    if action == "ab_off":
+        return (lambda s: set_candidate(s, None)), "end A/B test", False
+    if action == "fallback":
+        return (lambda s: set_fallback(s, version)), f"fallback {version}", False
+    if action == "fallback_off":
+        return (lambda s: set_fallback(s, None)), "fallback off", False
+    return rollback, "rollback", True

@@ -52,7 +52,7 @@ def test_train_with_flags_then_list_show_promote(clinc_subset, tmp_path):
     # The head answers as the numpy forward pass serves it, on the real encoder's vectors.
     from embedder.encoder import load_encoder
 
-    artifact = ModelStore(store).load("support-intents")
+    artifact = ModelStore(store / "default").load("support-intents")  # <store>/<tenant>/<model>
     encoder = load_encoder(str(ROOT / "var" / "embedders" / "minilm-l6-v2"))
     assert artifact.embedder_id == encoder.info.model_id
     probs = artifact.predict_proba(encoder.embed(["what is my account balance", "please transfer money to my savings"]))
@@ -78,3 +78,5 @@ def test_bad_input_is_reported_without_traceback(tmp_path):
     bad_name = heads("train", "--name", "../escape", "--train", str(config), "--store", str(tmp_path / "s"))
     assert bad_name.returncode == 2 and "invalid model name" in bad_name.stderr
     assert not (tmp_path / "s").exists()
+    bad_tenant = heads("list", "--store", str(tmp_path / "s"), "--tenant", "../other")
+    assert bad_tenant.returncode == 2 and "invalid tenant name" in bad_tenant.stderr

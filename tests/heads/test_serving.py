@@ -140,8 +140,10 @@ def test_concurrent_changes_are_serialised(store):
 
 
 def heads_cli(store, *args):
+    # The CLI addresses <store>/<tenant>/: here the tenant folder is the test's store itself.
+    location = ["--store", str(store.root.parent), "--tenant", store.root.name]
     return subprocess.run(
-        [sys.executable, "-m", "heads", *args, "--store", str(store.root)],
+        [sys.executable, "-m", "heads", *args, *location],
         cwd=ROOT,
         capture_output=True,
         text=True,
