@@ -17,12 +17,54 @@ from embedder.settings import describe
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _admin(args: argparse.Namespace, dsn: str) -> int:
+    import json
+
+    import psycopg2
+
+    from api import keys
+    from api.migrations import apply_migrations
+    from heads.errors import HeadsError
+
+    try:
+        apply_migrations(dsn)
+        if args.command == "tenants":
+            keys.set_limits(dsn, args.tenant, rate_rps=args.rps, burst=args.burst)
+            print(json.dumps({"tenant": args.tenant, "rate_rps": args.rps, "burst": args.burst}))
+        elif args.action == "create":
+            key = keys.create_key(dsn, tenant=None if args.operator else args.tenant, description=args.description)
+            print(key)  # shown once: only its hash is stored
+        elif args.action == "list":
+            print(json.dumps(keys.list_keys(dsn), indent=2))
+        elif not keys.revoke_key(dsn, args.key_id):
+            print(f"error: no active key {args.key_id!r}", file=sys.stderr)
+            return 2
+    except (psycopg2.Error, HeadsError) as exc:
+        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api", description="The HTTP classification router.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the router under gunicorn")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("settings", help="list the router settings")
+    keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant")
+    who.add_argument("--operator", action="store_true")
+    create.add_argument("--description", default="")
+    keys.add_parser("list")
+    revoke = keys.add_parser("revoke")
+    revoke.add_argument("key_id")
+    tenants = sub.add_parser("tenants", help="tenant rate limits").add_subparsers(dest="action", required=True)
+    limit = tenants.add_parser("limit")
+    limit.add_argument("tenant")
+    limit.add_argument("--rps", type=float, required=True)
+    limit.add_argument("--burst", type=int, default=None)
     args = parser.parse_args(argv)
     try:
         settings = router_settings()
@@ -32,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         os.execv(gunicorn, [gunicorn, "-c", os.path.join(ROOT, "api", "gunicorn_conf.py"), "api.app:create_app()"])
+    if args.command in ("keys", "tenants"):
+        return _admin(args, settings.database_url)
     if args.command == "migrate":
         from api.migrations import apply_migrations
 

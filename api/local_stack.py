@@ -4,7 +4,7 @@
 2. The embedding service (`python -m embedder serve`) on a free port.
 3. The demo models (heads/demo/*/config.yaml), trained through that embedder the first time.
 4. The router under gunicorn on 127.0.0.1:API_PORT (default 8000).
-It prints the URLs, the DATABASE_URL and a curl example, and on Ctrl-C (or SIGTERM) stops
+It prints the URLs, the DATABASE_URL, a tenant key and an operator key, and a curl example, and on Ctrl-C (or SIGTERM) stops
 everything in reverse order: the router flushes its inference log before PostgreSQL stops.
 """
 
@@ -63,7 +63,9 @@ def train_missing_demo_models(store: ModelStore, embedder_address: str, cache: P
                 "--config",
                 str(config),
                 "--store",
-                str(store.root),
+                str(store.root.parent),
+                "--tenant",
+                store.root.name,
                 "--cache",
                 str(cache),
                 "--embedder",
@@ -82,6 +84,34 @@ def train_missing_demo_models(store: ModelStore, embedder_address: str, cache: P
         )
         trained.append(name)
     return trained
+
+
+DEMO_TENANT = "default"
+DEMO_KEYS = ROOT / "var" / "demo-keys.json"
+
+
+def demo_keys(dsn: str) -> tuple[str, str]:
+    """A tenant key and an operator key for the demo: created once, kept in var/demo-keys.json
+    (mode 600, git-ignored) so every `make run` prints the same ones while they are valid."""
+    from api import keys
+    from api.migrations import apply_migrations
+
+    apply_migrations(dsn)
+    if DEMO_KEYS.is_file():
+        saved = json.loads(DEMO_KEYS.read_text())
+        ring = keys.load_ring(dsn)
+        try:
+            ring.authenticate(f"Bearer {saved['tenant']}")
+            ring.authenticate(f"Bearer {saved['operator']}")
+            return saved["tenant"], saved["operator"]
+        except keys.Unauthorized:
+            pass  # revoked, or another database: make new ones
+    tenant = keys.create_key(dsn, tenant=DEMO_TENANT, description="make run demo")
+    operator = keys.create_key(dsn, tenant=None, description="make run demo operator")
+    DEMO_KEYS.parent.mkdir(parents=True, exist_ok=True)
+    DEMO_KEYS.touch(mode=0o600)
+    DEMO_KEYS.write_text(json.dumps({"tenant": tenant, "operator": operator}))
+    return tenant, operator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             f"embedder      {embedder.address} (gRPC), metrics http://127.0.0.1:{embedder.metrics_port}/metrics",
             flush=True,
         )
-        store = ModelStore(args.store)
+        store = ModelStore(Path(args.store) / DEMO_TENANT)
         if not args.no_demo:
             train_missing_demo_models(store, embedder.address, ROOT / "var" / "cache" / "embeddings")
+        tenant_key, operator_key = demo_keys(dsn)
         env = {
             **os.environ,
             "DATABASE_URL": dsn,
             "EMBEDDER_ADDRESS": embedder.address,
-            "MODEL_STORE": str(store.root),
+            "MODEL_STORE": str(args.store),
             "API_PORT": str(args.port),
         }
         with open(logs / "router.log", "ab") as router_log:
@@ -142,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             f"router        {base}  (models: {', '.join(models) or 'none'})\n"
             f"              {base}/v1/models  {base}/openapi.json  {base}/metrics  {base}/readyz\n"
             f"DATABASE_URL={dsn}\n\n"
-            f"curl -s -X POST {base}/v1/models/{example}/predict -H 'Content-Type: application/json' "
+            f"API keys (also in {DEMO_KEYS.relative_to(ROOT)}):\n"
+            f"  export API_KEY={tenant_key}        # tenant {DEMO_TENANT!r}\n"
+            f"  export OPERATOR_KEY={operator_key}   # operator\n\n"
+            f'curl -s -X POST {base}/v1/models/{example}/predict -H "Authorization: Bearer $API_KEY" '
+            "-H 'Content-Type: application/json' "
             f'-d \'{{"text": "Thanks, but please take me off your list"}}\'\n\n'
             "Ctrl-C stops everything. Logs: var/log/",
             flush=True,

@@ -22,7 +22,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNKNOWN_MODEL = "_unknown"  # label for requests naming no served model: keeps label cardinality bounded
 
-REQUESTS = Counter("router_requests", "HTTP requests by model (predict) or endpoint, and status", ["model", "status"])
+REQUESTS = Counter("router_requests", "Predict requests by tenant/model and status", ["model", "status"])
 REQUEST_SECONDS = Histogram(
     "router_request_seconds", "Predict latency inside the router", ["model"], buckets=LATENCY_BUCKETS
 )
@@ -71,7 +71,7 @@ def publish_gauges(inference_log, heads) -> None:
     LOG_QUEUE_DEPTH.set(stats.queue_depth)
     LOG_SPOOL_FILES.set(stats.spool_files)
     LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
-    HEADS_LOADED.set(len(heads.snapshot()))
+    HEADS_LOADED.set(len(heads.all_sets()))
     HEADS_FAILED.set(len(heads.errors))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from api import metrics
 from api.database import Database, DatabaseUnavailable
 from api.report import build_report
+from api.tenant_heads import tenant_store
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,13 @@ class DriftMonitor:
             return
         self._next_run = time.monotonic() + self._interval
         until = dt.datetime.now(dt.UTC)
-        for model in list(self._heads.snapshot()):
+        for tenant, model in list(self._heads.all_sets()):
             try:
-                report = build_report(self._db, self._heads.store, model, until - self._window, until)
+                store = tenant_store(self._heads.root, tenant)
+                report = build_report(self._db, store, model, until - self._window, until, tenant=tenant)
             except DatabaseUnavailable:
                 return
             for entry in report["versions"]:
                 for kind, value in entry["drift"].items():
                     if value is not None:
-                        metrics.DRIFT.labels(model, entry["version"], entry["role"], kind).set(value)
+                        metrics.DRIFT.labels(f"{tenant}/{model}", entry["version"], entry["role"], kind).set(value)

@@ -59,7 +59,20 @@ def openapi_document(settings: RouterSettings) -> dict:
             },
         },
     }
-    return {
+    tenant_header = {
+        "name": "X-Tenant",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+        "description": "Operator keys only: the tenant the call acts for. A tenant key always acts for its own tenant.",
+    }
+    auth_errors = {
+        "401": _error("Missing, malformed, invalid or revoked API key."),
+        "403": _error(
+            "The key may not do this (an operator action with a tenant key, or X-Tenant naming another tenant)."
+        ),
+    }
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "manyheads router",
@@ -121,7 +134,9 @@ def openapi_document(settings: RouterSettings) -> dict:
                             f"or more than {settings.max_texts} texts."
                         ),
                         "422": _error("Missing or unknown fields, wrong types, empty text, top_k out of range."),
-                        "429": _error("The embedding service is overloaded; retry after Retry-After seconds."),
+                        "429": _error(
+                            "The tenant is over its rate limit, or the embedding service is overloaded; retry after Retry-After seconds."
+                        ),
                         "502": _error("The embedding service failed on this batch."),
                         "503": _error(
                             "The embedding service is unreachable, timed out, or runs another model than the head's."
@@ -191,6 +206,39 @@ def openapi_document(settings: RouterSettings) -> dict:
                     },
                 }
             },
+            "/v1/models/{model}/serving": {
+                "get": {
+                    "summary": "The serving state of a model, with its history",
+                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": _ok("The serving state.", "ServingState"), "404": _error("Unknown model.")},
+                },
+                "post": {
+                    "summary": "Operator only: change what serves (promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback)",
+                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServingChange"}}},
+                    },
+                    "responses": {
+                        "200": _ok("The new serving state.", "ServingState"),
+                        "404": _error("Unknown model."),
+                        "422": _error(
+                            "Unknown action or field, a version that does not load, another embedder, a value out of range."
+                        ),
+                    },
+                },
+            },
+            "/v1/admin/reload": {
+                "post": {
+                    "summary": "Operator only: load every changed serving state now (routers also poll)",
+                    "responses": {
+                        "200": {
+                            "description": "What was loaded or failed",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _ok("The process is up.", "Health")}}},
             "/readyz": {
                 "get": {
@@ -203,7 +251,7 @@ def openapi_document(settings: RouterSettings) -> dict:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics of all workers",
+                    "summary": "Operator only: Prometheus metrics of all workers",
                     "responses": {
                         "200": {
                             "description": "Prometheus text format",
@@ -216,7 +264,15 @@ def openapi_document(settings: RouterSettings) -> dict:
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
             },
         },
+        "security": [{"bearer": []}],
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key, `mh_<key_id>_<secret>`, from `python -m api keys create`.",
+                }
+            },
             "schemas": {
                 "PredictRequest": {
                     "type": "object",
@@ -341,6 +397,44 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "shadow_agreement": {"type": "array", "items": {"type": "object"}},
                     },
                 },
+                "ServingChange": {
+                    "type": "object",
+                    "required": ["action"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "action": {
+                            "enum": [
+                                "promote",
+                                "shadow",
+                                "unshadow",
+                                "ab",
+                                "ab_off",
+                                "fallback",
+                                "fallback_off",
+                                "rollback",
+                            ]
+                        },
+                        "version": {"type": "string"},
+                        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                        "percent": {"type": "number", "minimum": 0, "maximum": 100},
+                        "key": {"enum": ["client_id", "request_id"]},
+                        "reason": {"type": "string"},
+                    },
+                },
+                "ServingState": {
+                    "type": "object",
+                    "required": ["model", "primary", "shadows", "candidate", "fallback"],
+                    "properties": {
+                        "model": {"type": "string"},
+                        "primary": {"type": "string"},
+                        "shadows": {"type": "array", "items": {"type": "object"}},
+                        "candidate": {"type": ["object", "null"]},
+                        "fallback": {"type": ["string", "null"]},
+                        "updated_at": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "history": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
                 "FeedbackRequest": {
                     "type": "object",
                     "required": ["label"],
@@ -380,8 +474,8 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "embedder": {"type": "object"},
                         "models": {"type": "integer"},
                         "servable_models": {"type": "integer"},
-                        "embedder_mismatch": {"type": "array", "items": {"type": "string"}},
-                        "load_errors": {"type": "object"},
+                        "embedder_mismatch": {"type": "integer"},
+                        "load_errors": {"type": "integer"},
                     },
                 },
                 "Error": {
@@ -401,6 +495,15 @@ def openapi_document(settings: RouterSettings) -> dict:
                         }
                     },
                 },
-            }
+            },
         },
     }
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            if path in ("/healthz", "/readyz", "/openapi.json"):
+                operation["security"] = []  # public: load balancers and clients without a key
+                continue
+            operation["responses"].update(auth_errors)
+            if path.startswith("/v1/models") or path.startswith("/v1/predictions"):
+                operation.setdefault("parameters", []).append(tenant_header)
+    return document

@@ -24,8 +24,9 @@ from typing import Protocol
 import numpy as np
 
 from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
-from api.live_heads import LiveHeads, ServingSet
+from api.live_heads import ServingSet
 from api.prediction_record import PredictionRecord
+from api.tenant_heads import TenantHeads
 from api.validation import PredictRequest
 from embedder.errors import EmbedderError
 from embedder.normalize import normalize_text
@@ -102,7 +103,7 @@ def choose_variant(serving: ServingSet, model: str, client_id: str | None, reque
 class Predictor:
     def __init__(
         self,
-        heads: LiveHeads,
+        heads: TenantHeads,
         embedder: EmbeddingSource,
         sink: PredictionSink,
         *,
@@ -228,7 +229,7 @@ class Predictor:
     ) -> PredictResult:
         started = time.perf_counter()
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self._embed_timeout_s)
-        serving = self.heads.get(model)  # NotFound before any work
+        serving = self.heads.get(tenant, model)  # NotFound before any work, and for other tenants' models
         head, role = choose_variant(serving, model, client_id, request_id)
         texts = [normalize_text(t) for t in request.texts]
         context = (request_id, client_id, tenant)

@@ -15,13 +15,15 @@ from api import metrics
 from api.database import Database
 from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
-from api.live_heads import LiveHeads
+from api.keys import KeyStore
 from api.migrations import apply_migrations
 from api.monitoring import CentroidAccumulator, DriftMonitor
 from api.predictor import Predictor
+from api.rate_limit import TenantRateLimiter
 from api.settings import RouterSettings
+from api.tenant_heads import TenantHeads
+from api.validation import Limits
 from embedder.client import EmbedderClient
-from heads.registry import ModelStore
 
 log = logging.getLogger(__name__)
 MIGRATION_RETRY_S = 5.0
@@ -30,17 +32,25 @@ MIGRATION_RETRY_S = 5.0
 @dataclass
 class Runtime:
     settings: RouterSettings
-    heads: LiveHeads
+    heads: TenantHeads
     embedder: EmbedderClient
     inference_log: InferenceLog
     predictor: Predictor
     feedback: FeedbackStore
     database: Database
+    keys: KeyStore
+    limiter: TenantRateLimiter
     centroids: CentroidAccumulator | None = None
+
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(s.max_texts, s.max_text_chars, s.max_top_k, s.default_top_k)
 
     def close(self) -> None:
         """Stop polling and flush every buffered prediction row (to PostgreSQL or the spool)."""
         self.heads.stop()
+        self.keys.close()
         if self.centroids is not None:
             self.centroids.flush(force=True)
         self.inference_log.close(timeout_s=10.0)
@@ -63,7 +73,7 @@ def _migrate_until_done(dsn: str, stop: threading.Event) -> None:
 
 
 def build_runtime(settings: RouterSettings) -> Runtime:
-    heads = LiveHeads(ModelStore(settings.model_store))
+    heads = TenantHeads(settings.model_store)
     heads.refresh()
     embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)
     migrations = threading.Thread(
@@ -98,4 +108,10 @@ def build_runtime(settings: RouterSettings) -> Runtime:
 
     heads.start_polling(settings.reload_interval_s, on_tick=tick)
     metrics.publish_gauges(inference_log, heads)
-    return Runtime(settings, heads, embedder, inference_log, predictor, FeedbackStore(database), database, centroids)
+    keys = KeyStore(settings.database_url, snapshot=Path(settings.spool_dir) / "api-keys.json").start()
+    limiter = TenantRateLimiter(
+        rate_rps=settings.tenant_rate_rps, burst=settings.tenant_burst, workers=settings.workers, limits_for=keys.limits
+    )
+    return Runtime(
+        settings, heads, embedder, inference_log, predictor, FeedbackStore(database), database, keys, limiter, centroids
+    )

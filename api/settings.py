@@ -31,6 +31,9 @@ class RouterSettings:
     default_top_k: int = setting(3, "labels returned per text when the request does not say")
     max_top_k: int = setting(20, "largest top_k a request may ask for")
     probability_decimals: int = setting(4, "decimals of every probability in responses")
+    auth: bool = setting(True, "require an API key (Authorization: Bearer); false only for local experiments")
+    tenant_rate_rps: float = setting(500.0, "default requests per second per tenant (tenants.rate_rps overrides)")
+    tenant_burst: int = setting(1000, "default burst per tenant (tenants.burst overrides)")
     log_queue_size: int = setting(10_000, "prediction rows buffered in memory per worker before spooling")
     log_batch_size: int = setting(500, "rows per INSERT of the inference log")
 
@@ -47,6 +50,8 @@ class RouterSettings:
             "default_top_k": 1 <= self.default_top_k <= self.max_top_k,
             "probability_decimals": 1 <= self.probability_decimals <= 8,
             "log_queue_size": self.log_queue_size >= 1,
+            "tenant_rate_rps": self.tenant_rate_rps > 0,
+            "tenant_burst": self.tenant_burst >= 1,
             "log_batch_size": self.log_batch_size >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]

@@ -14,11 +14,13 @@ from api.app import create_app
 from api.database import Database
 from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
-from api.live_heads import LiveHeads
+from api.keys import KeyRecord, KeyRing, hash_secret
 from api.monitoring import CentroidAccumulator
 from api.predictor import Predictor
+from api.rate_limit import TenantRateLimiter
 from api.runtime import Runtime
 from api.settings import router_settings
+from api.tenant_heads import TenantHeads
 from embedder.client import Embeddings, RemoteModelInfo
 from embedder.errors import EmbedderError
 from heads.config import parse_config
@@ -35,7 +37,7 @@ def trained_store(tmp_path_factory, clinc_subset):
     """A model store trained on the hash embedder: `intents` (with oos and a threshold; a serving
     version and two more that do not serve) and `plain` (no reject label)."""
     root = tmp_path_factory.mktemp("store")
-    store = ModelStore(root / "models")
+    store = ModelStore(root / "models" / "default")  # MODEL_STORE/<tenant>/<model>/<version>
     data = {k: str(v) for k, v in clinc_subset.items()}
     runs = [
         ("intents", 16, {}),
@@ -53,10 +55,24 @@ def trained_store(tmp_path_factory, clinc_subset):
 
 @pytest.fixture
 def store(trained_store, tmp_path):
-    """A private copy, so tests may promote or break versions."""
+    """A private copy of the tenant "default", so tests may promote or break versions. The router
+    serves its parent folder (MODEL_STORE holds one folder per tenant)."""
     copy = tmp_path / "models"
-    shutil.copytree(trained_store.root, copy, symlinks=True)
-    return ModelStore(copy)
+    shutil.copytree(trained_store.root.parent, copy, symlinks=True)
+    return ModelStore(copy / "default")
+
+
+def static_keys(**who: str | None) -> tuple[KeyRing, dict[str, str]]:
+    """A KeyRing with one real key per name: static_keys(alice="default", op=None) gives alice a
+    key of tenant "default" and op an operator key. Returns (ring, {name: key})."""
+    records, keys = {}, {}
+    for i, (name, tenant) in enumerate(who.items()):
+        key_id, secret, salt = f"{i:012x}", f"{name:_<43}"[:43], bytes([i]) * 16
+        records[key_id] = KeyRecord(
+            key_id, tenant, "operator" if tenant is None else "tenant", salt, hash_secret(salt, secret)
+        )
+        keys[name] = f"mh_{key_id}_{secret}"
+    return KeyRing(records), keys
 
 
 class FakeEmbedder:
@@ -98,43 +114,66 @@ class ListSink:
 
 @dataclass
 class Router:
-    client: object
+    client: object  # sends the tenant key of "default" unless a request sets Authorization
     embedder: FakeEmbedder
     sink: ListSink
     runtime: Runtime
+    keys: dict[str, str]  # tenant (of "default"), other (of tenant "other"), operator
+    store: ModelStore  # the tenant "default"
+
+
+def make_runtime(
+    store: ModelStore, sink, database: Database, *, inference_log=None, feedback_wait_s=0.0, **settings_overrides
+):
+    settings = router_settings({}, model_store=str(store.root.parent), **settings_overrides)
+    heads = TenantHeads(store.root.parent)
+    heads.refresh()
+    embedder = FakeEmbedder()
+    centroids = CentroidAccumulator(database)
+    predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4, on_embeddings=centroids.add)
+    ring, keys = static_keys(tenant="default", other="other", operator=None)
+    limiter = TenantRateLimiter(
+        rate_rps=settings.tenant_rate_rps, burst=settings.tenant_burst, limits_for=ring.limits.get
+    )
+    feedback = FeedbackStore(database, wait_for_row_s=feedback_wait_s)
+    runtime = Runtime(settings, heads, embedder, inference_log, predictor, feedback, database, ring, limiter, centroids)
+    return runtime, keys
 
 
 @pytest.fixture
 def router(store):
-    settings = router_settings({}, model_store=str(store.root), max_texts=8, max_text_chars=200, max_body_bytes=4096)
-    heads = LiveHeads(store)
-    heads.refresh()
-    embedder, sink = FakeEmbedder(), ListSink()
-    predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4)
     nowhere = Database(f"postgresql://127.0.0.1:{free_port()}/none")  # feedback and reports: 503
-    runtime = Runtime(settings, heads, embedder, None, predictor, FeedbackStore(nowhere, wait_for_row_s=0), nowhere)
-    app = create_app(settings, runtime=runtime)
+    sink = ListSink()
+    runtime, keys = make_runtime(
+        store,
+        sink,
+        nowhere,
+        max_texts=8,
+        max_text_chars=200,
+        max_body_bytes=4096,
+        tenant_rate_rps=1e6,
+        tenant_burst=10**6,
+    )
+    app = create_app(runtime=runtime)
     app.testing = True
-    return Router(app.test_client(), embedder, sink, runtime)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {keys['tenant']}"
+    return Router(client, runtime.embedder, sink, runtime, keys, store)
 
 
 @pytest.fixture
 def db_router(store, db, tmp_path):
     """The router with a real inference log and feedback store on a fresh migrated database."""
-    settings = router_settings({}, model_store=str(store.root), database_url=db)
-    heads = LiveHeads(store)
-    heads.refresh()
-    embedder = FakeEmbedder()
     log = InferenceLog(db, spool_dir=tmp_path / "spool", flush_interval_s=0.05).start()
     database = Database(db)
-    centroids = CentroidAccumulator(database)
-    predictor = Predictor(heads, embedder, log, embed_timeout_s=1.0, decimals=4, on_embeddings=centroids.add)
-    runtime = Runtime(
-        settings, heads, embedder, log, predictor, FeedbackStore(database, wait_for_row_s=3.0), database, centroids
-    )
-    app = create_app(settings, runtime=runtime)
-    yield Router(app.test_client(), embedder, None, runtime), db
-    runtime.close()
+    runtime, keys = make_runtime(store, log, database, inference_log=log, feedback_wait_s=3.0, database_url=db)
+    app = create_app(runtime=runtime)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {keys['tenant']}"
+    yield Router(client, runtime.embedder, None, runtime, keys, store), db
+    runtime.heads.stop()
+    log.close()
+    database.close()
 
 
 @pytest.fixture(scope="session")
@@ -150,11 +189,12 @@ def embedder_process(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def real_store(tmp_path_factory, clinc_subset, embedder_process):
-    """A store with `intents` trained on the real encoder, through the running embedder."""
+    """A store with `intents` trained on the real encoder, through the running embedder; its
+    parent folder is a MODEL_STORE with the one tenant "default"."""
     from heads.embedding import RemoteEmbedder
 
     root = tmp_path_factory.mktemp("real-store")
-    store = ModelStore(root / "models")
+    store = ModelStore(root / "models" / "default")  # the tenant "default"
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config(
         {"name": "intents", "data": data, "model": {"hidden_layers": [64]}, "training": {"epochs": 30}}

@@ -59,7 +59,7 @@ def test_batch_keeps_order_and_logs_one_row_per_text(router):
 
 
 def test_rejected_answers_carry_the_reject_label(router):
-    head = router.runtime.heads.get("intents").primary
+    head = router.runtime.heads.get("default", "intents").primary
     assert head.rule.threshold > 0 and head.rule.reject_label == "oos"
     body = post(router, {"texts": [f"random words {i} zebra" for i in range(8)]}).get_json()
     for prediction in body["predictions"]:
@@ -156,7 +156,7 @@ def test_model_listing_and_detail(router):
     assert [m["name"] for m in listing["models"]] == ["intents", "plain"]
     detail = router.client.get("/v1/models/intents").get_json()
     jsonschema.validate(detail, schema_for(router, "ModelSummary"))
-    assert detail["versions"] == router.runtime.heads.store.versions("intents")
+    assert detail["versions"] == router.store.versions("intents")
     assert "in_scope_accuracy" in detail["metrics"] and "oos" in detail["labels"]
     assert router.client.get("/v1/models/nope").status_code == 404
 
@@ -170,25 +170,27 @@ def test_health_and_readiness(router):
 
 def test_not_ready_without_embedder(router, monkeypatch):
     router.embedder.fail_with = Unavailable("down")
-    monkeypatch.setattr("api.app.READY_CACHE_S", 0.0)
+    monkeypatch.setattr("api.routes_ops.READY_CACHE_S", 0.0)
     response = router.client.get("/readyz")
     assert response.status_code == 503 and response.get_json()["reason"] == "the embedding service is unreachable"
 
 
 def test_not_ready_when_every_head_needs_another_embedder(router, monkeypatch):
-    monkeypatch.setattr("api.app.READY_CACHE_S", 0.0)
+    monkeypatch.setattr("api.routes_ops.READY_CACHE_S", 0.0)
     router.embedder.model_id = "other@2"
     body = router.client.get("/readyz").get_json()
-    assert body["status"] == "not ready" and body["embedder_mismatch"] == ["intents", "plain"]
+    assert body["status"] == "not ready" and body["embedder_mismatch"] == 2
 
 
 def test_metrics_count_requests_by_model_and_status(router):
     post(router, {"text": "hello"})
     post(router, {"text": ""})
     post(router, {"text": "x"}, path="/v1/models/unknown-model-xyz/predict")
-    text = router.client.get("/metrics").get_data(as_text=True)
-    assert 'router_requests_total{model="intents",status="200"}' in text
-    assert 'router_requests_total{model="intents",status="422"}' in text
+    text = router.client.get("/metrics", headers={"Authorization": f"Bearer {router.keys['operator']}"}).get_data(
+        as_text=True
+    )
+    assert 'router_requests_total{model="default/intents",status="200"}' in text
+    assert 'router_requests_total{model="default/intents",status="422"}' in text
     assert 'model="unknown-model-xyz"' not in text and 'model="_unknown",status="404"' in text
     assert "router_request_seconds_bucket" in text and "router_errors_total" in text
 

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from api.keys import create_key
+from api.migrations import apply_migrations
 from heads.config import parse_config
 from heads.embedding import RemoteEmbedder
 from heads.pipeline import train_head
@@ -22,10 +24,14 @@ from tests.db.helpers import query, wait_until
 
 
 def call(
-    url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 30
+    url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 30, key: str | None = None
 ) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of a GET (no body) or POST, with `key` as the API key."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    auth = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **auth, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -41,20 +47,30 @@ def rows_for(dsn: str, request_ids: list[str]) -> list[tuple]:
 
 @pytest.fixture
 def router_env(empty_db, real_store, embedder_process, tmp_path):
+    """The router's environment: MODEL_STORE holds the tenant "default"; the database is migrated
+    so that keys can be created before the router starts."""
+    apply_migrations(empty_db)
     return {
         "DATABASE_URL": empty_db,
         "EMBEDDER_ADDRESS": embedder_process.address,
-        "MODEL_STORE": str(real_store.root),
+        "MODEL_STORE": str(real_store.root.parent),
         "API_SPOOL_DIR": str(tmp_path / "spool"),
     }
 
 
-def test_predictions_are_answered_and_logged_once(router_env, tmp_path):
+@pytest.fixture
+def api_key(router_env):
+    """An API key of the tenant "default"."""
+    return create_key(router_env["DATABASE_URL"], tenant="default", description="e2e")
+
+
+def test_predictions_are_answered_and_logged_once(router_env, tmp_path, api_key):
     with RouterProcess(router_env, tmp_path / "router.log") as router:
         status, body, headers = call(
             f"{router.url}/v1/models/intents/predict",
             {"texts": ["what is my account balance", "tell me a joke about fish"]},
             {"X-Request-ID": "e2e-1"},
+            key=api_key,
         )
         assert status == 200 and headers["X-Request-ID"] == "e2e-1"
         assert [p["label"] for p in body["predictions"]][0] == "balance"
@@ -65,21 +81,27 @@ def test_predictions_are_answered_and_logged_once(router_env, tmp_path):
         assert applied >= 3  # the router migrated an empty database at start
 
 
-def test_metrics_add_up_all_workers(router_env, tmp_path):
+def test_metrics_add_up_all_workers(router_env, tmp_path, api_key):
+    operator = create_key(router_env["DATABASE_URL"], tenant=None, description="e2e operator")
     with RouterProcess(router_env, tmp_path / "router.log") as router:
         for i in range(30):
-            assert call(f"{router.url}/v1/models/intents/predict", {"text": f"check balance {i}"})[0] == 200
-        with urllib.request.urlopen(f"{router.url}/metrics", timeout=10) as response:
+            assert (
+                call(f"{router.url}/v1/models/intents/predict", {"text": f"check balance {i}"}, key=api_key)[0] == 200
+            )
+        request = urllib.request.Request(f"{router.url}/metrics", headers={"Authorization": f"Bearer {operator}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
         line = next(
-            row for row in text.splitlines() if row.startswith('router_requests_total{model="intents",status="200"}')
+            row
+            for row in text.splitlines()
+            if row.startswith('router_requests_total{model="default/intents",status="200"}')
         )
         assert float(line.split()[-1]) == 30.0
 
 
-def test_router_workers_never_load_tensorflow(router_env, tmp_path):
+def test_router_workers_never_load_tensorflow(router_env, tmp_path, api_key):
     with RouterProcess(router_env, tmp_path / "router.log") as router:
-        assert call(f"{router.url}/v1/models/intents/predict", {"text": "hello"})[0] == 200
+        assert call(f"{router.url}/v1/models/intents/predict", {"text": "hello"}, key=api_key)[0] == 200
         workers = router.workers()
         assert len(workers) == 2
         for pid in workers:
@@ -90,7 +112,7 @@ def test_router_workers_never_load_tensorflow(router_env, tmp_path):
             assert rss_kb < 250_000, f"worker {pid} uses {rss_kb} kB"
 
 
-def test_postgres_outage_during_a_burst_loses_no_row(router_env, postgres, tmp_path):
+def test_postgres_outage_during_a_burst_loses_no_row(router_env, postgres, tmp_path, api_key):
     """Every answered request ends up as exactly one row, though PostgreSQL stops mid-burst."""
     with RouterProcess(router_env, tmp_path / "router.log") as router:
         answered: list[str] = []
@@ -103,7 +125,7 @@ def test_postgres_outage_during_a_burst_loses_no_row(router_env, postgres, tmp_p
             if i == restart_at:
                 postgres.start()
             status, body, _ = call(
-                f"{router.url}/v1/models/intents/predict", {"text": f"what is my balance number {i}"}
+                f"{router.url}/v1/models/intents/predict", {"text": f"what is my balance number {i}"}, key=api_key
             )
             assert status == 200, body
             with lock:
@@ -117,16 +139,22 @@ def test_postgres_outage_during_a_burst_loses_no_row(router_env, postgres, tmp_p
         assert len(rows) == total and len({r[0] for r in rows}) == total  # exactly one row each
 
 
-def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, postgres, tmp_path):
+def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, postgres, tmp_path, api_key):
+    with RouterProcess(router_env, tmp_path / "router0.log"):
+        pass  # a router that reached the database once keeps a snapshot of the keys beside its spool
+    assert (tmp_path / "spool" / "api-keys.json").is_file()
     postgres.stop()
     try:
         with RouterProcess(router_env, tmp_path / "router.log", ready_path="/healthz") as router:
             answered = []
             for i in range(40):
-                status, body, _ = call(f"{router.url}/v1/models/intents/predict", {"text": f"transfer money {i}"})
+                status, body, _ = call(
+                    f"{router.url}/v1/models/intents/predict", {"text": f"transfer money {i}"}, key=api_key
+                )
                 assert status == 200
                 answered.append(body["request_id"])
-        # The router stopped gracefully with PostgreSQL down: its queue is in the spool.
+        # It started with PostgreSQL down (keys from the snapshot) and stopped gracefully: its
+        # queue is in the spool.
         assert list((tmp_path / "spool").glob("spool-*"))
     finally:
         postgres.start()
@@ -136,10 +164,10 @@ def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, post
         assert len(rows_for(router_env["DATABASE_URL"], answered)) == 40
 
 
-def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_path):
+def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_path, api_key):
     store_copy = tmp_path / "models"
-    shutil.copytree(real_store.root, store_copy)
-    store = ModelStore(store_copy)
+    shutil.copytree(real_store.root.parent, store_copy)
+    store = ModelStore(store_copy / "default")
     old = store.serving_version("intents")
     config = parse_config(store.load("intents").manifest["training_config"] | {"name": "intents"})
     new = train_head(
@@ -155,7 +183,9 @@ def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_pa
 
         def traffic():
             while not stop.is_set():
-                status, body, _ = call(f"{router.url}/v1/models/intents/predict", {"text": "freeze my account"})
+                status, body, _ = call(
+                    f"{router.url}/v1/models/intents/predict", {"text": "freeze my account"}, key=api_key
+                )
                 statuses.append(status)
                 if status == 200:
                     seen.append(body["version"])
@@ -174,13 +204,13 @@ def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_pa
     assert seen[0] == old and seen[-1] == new
 
 
-def test_unreachable_embedder_gives_503_and_logs_the_failure(router_env, tmp_path):
+def test_unreachable_embedder_gives_503_and_logs_the_failure(router_env, tmp_path, api_key):
     env = {**router_env, "EMBEDDER_ADDRESS": f"127.0.0.1:{free_port()}", "API_EMBED_TIMEOUT_S": "0.5"}
     with RouterProcess(env, tmp_path / "router.log", ready_path="/healthz") as router:
         ready_status, ready, _ = call(f"{router.url}/readyz")
         assert ready_status == 503 and ready["reason"] == "the embedding service is unreachable"
         status, body, headers = call(
-            f"{router.url}/v1/models/intents/predict", {"text": "hello"}, {"X-Request-ID": "down-1"}
+            f"{router.url}/v1/models/intents/predict", {"text": "hello"}, {"X-Request-ID": "down-1"}, key=api_key
         )
         assert status == 503 and body["error"]["code"] == "embedder_unavailable" and headers["Retry-After"] == "1"
         wait_until(

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from api.keys import create_key
+from api.migrations import apply_migrations
 from embedder.process import EmbedderProcess
 from heads import serving
 from heads.config import parse_config
@@ -22,15 +24,17 @@ from tests.db.helpers import query, wait_until
 class Traffic:
     """Threads posting single-text predictions until stopped; keeps every status and variant."""
 
-    def __init__(self, url: str, threads: int = 4):
-        self.url, self.results, self._stop = url, [], threading.Event()
+    def __init__(self, url: str, key: str, threads: int = 4):
+        self.url, self.key, self.results, self._stop = url, key, [], threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
 
     def _run(self, worker: int) -> None:
         i = 0
         while not self._stop.is_set():
             status, body, _ = call(
-                f"{self.url}/v1/models/intents/predict", {"text": f"what is my account balance {worker} {i}"}
+                f"{self.url}/v1/models/intents/predict",
+                {"text": f"what is my account balance {worker} {i}"},
+                key=self.key,
             )
             self.results.append((time.monotonic(), status, body.get("variant"), body.get("version")))
             i += 1
@@ -52,8 +56,8 @@ class Traffic:
 @pytest.fixture
 def store(real_store, clinc_subset, tmp_path):
     """A copy of the real store, plus an n-gram fallback version of `intents` (no embedder)."""
-    copy = ModelStore(tmp_path / "models")
-    shutil.copytree(real_store.root, copy.root)
+    copy = ModelStore(tmp_path / "models" / "default")
+    shutil.copytree(real_store.root.parent, copy.root.parent)
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config({"name": "intents", "data": data, "model": {"type": "ngram"}, "training": {"epochs": 20}})
     fallback = train_head(config, store=copy, cache_dir=tmp_path / "cache", promote=False)["version"]
@@ -62,18 +66,20 @@ def store(real_store, clinc_subset, tmp_path):
 
 
 def test_embedder_outage_switches_to_the_fallback_and_back(store, empty_db, tmp_path):
+    apply_migrations(empty_db)
+    key = create_key(empty_db, tenant="default")
     port = free_port()
     embedder_env = {"EMBEDDER_ADDRESS": f"127.0.0.1:{port}", "EMBEDDER_METRICS_PORT": "-1"}
     embedder = EmbedderProcess(embedder_env, log_path=tmp_path / "embedder.log").start()
     env = {
         "DATABASE_URL": empty_db,
         "EMBEDDER_ADDRESS": embedder.address,
-        "MODEL_STORE": str(store.root),
+        "MODEL_STORE": str(store.root.parent),
         "API_SPOOL_DIR": str(tmp_path / "spool"),
         "API_EMBED_TIMEOUT_S": "0.5",
     }
     try:
-        with RouterProcess(env, tmp_path / "router.log") as router, Traffic(router.url) as traffic:
+        with RouterProcess(env, tmp_path / "router.log") as router, Traffic(router.url, key) as traffic:
             traffic.wait_for("primary", after=0)
             killed_at = time.monotonic()
             embedder.proc.kill()  # no graceful drain: the embedder just disappears
@@ -100,6 +106,8 @@ def test_embedder_outage_switches_to_the_fallback_and_back(store, empty_db, tmp_
 def test_rollback_under_traffic_fails_no_request(store, empty_db, embedder_process, clinc_subset, tmp_path):
     from heads.embedding import RemoteEmbedder
 
+    apply_migrations(empty_db)
+    key = create_key(empty_db, tenant="default")
     old = store.serving_version("intents")
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config(
@@ -115,10 +123,10 @@ def test_rollback_under_traffic_fails_no_request(store, empty_db, embedder_proce
     env = {
         "DATABASE_URL": empty_db,
         "EMBEDDER_ADDRESS": embedder_process.address,
-        "MODEL_STORE": str(store.root),
+        "MODEL_STORE": str(store.root.parent),
         "API_SPOOL_DIR": str(tmp_path / "spool"),
     }
-    with RouterProcess(env, tmp_path / "router.log") as router, Traffic(router.url) as traffic:
+    with RouterProcess(env, tmp_path / "router.log") as router, Traffic(router.url, key) as traffic:
         wait_until(lambda: len(traffic.results) > 10)
         store.set_serving("intents", new, reason="release")
         wait_until(lambda: traffic.results[-1][3] == new, timeout_s=20)

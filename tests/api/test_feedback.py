@@ -30,7 +30,7 @@ def feedback(router, request_id, body, **headers):
 def test_feedback_round_trip_and_upsert(db_router):
     router, db = db_router
     answer = predict(router, ["what is my balance", "book a flight to oslo"], "fb-1")
-    labels = router.runtime.heads.get("intents").primary.labels
+    labels = router.runtime.heads.get("default", "intents").primary.labels
     wrong = next(label for label in labels if label != answer["predictions"][1]["label"])
     response = feedback(router, "fb-1", {"label": wrong, "item_index": 1}, **{"X-Client-ID": "reviewer-3"})
     assert response.status_code == 201
@@ -94,7 +94,7 @@ def test_feedback_round_trips_into_a_retrained_version(db_router, clinc_subset, 
     from tests.fakes import HashTextEmbedder
 
     router, db = db_router
-    store = router.runtime.heads.store
+    store = router.store
     texts = ["zorblax the quarterly gizmo", "frobnicate my widget account", "wibble the sprocket please"]
     answer = predict(router, texts, "fb-retrain")
     for i in range(len(texts)):

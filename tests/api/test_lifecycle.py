@@ -17,7 +17,7 @@ PREDICT = "/v1/models/intents/predict"
 @pytest.fixture
 def versions(router):
     """(primary, two versions of `intents` that do not serve), from tests/api/conftest.py."""
-    store = router.runtime.heads.store
+    store = router.store
     primary = store.serving_version("intents")
     others = [v for v in store.versions("intents") if v != primary]
     assert len(others) == 2
@@ -37,7 +37,7 @@ def break_head(monkeypatch, target) -> None:
 
 
 def change(router, fn):
-    router.runtime.heads.store.change_serving("intents", fn, reason="test")
+    router.store.change_serving("intents", fn, reason="test")
     router.runtime.heads.refresh()
 
 
@@ -64,7 +64,7 @@ def test_shadow_scores_after_the_answer_and_never_changes_it(router, versions):
 def test_a_failing_shadow_is_invisible_to_the_caller(router, versions, monkeypatch):
     _, shadow, _ = versions
     change(router, lambda s: serving.set_shadow(s, shadow, 1.0))
-    break_head(monkeypatch, router.runtime.heads.get("intents").shadows[0][0].head)
+    break_head(monkeypatch, router.runtime.heads.get("default", "intents").shadows[0][0].head)
     response = post(router, {"text": "hello"})
     assert response.status_code == 200
     assert [r.role for r in router.sink.records] == ["primary"]
@@ -100,7 +100,7 @@ def test_ab_split_matches_its_percentage_and_is_sticky(router, versions):
 def test_fallback_answers_when_the_primary_head_fails(router, versions, monkeypatch):
     primary, fallback, _ = versions
     change(router, lambda s: serving.set_fallback(s, fallback))
-    break_head(monkeypatch, router.runtime.heads.get("intents").primary.head)
+    break_head(monkeypatch, router.runtime.heads.get("default", "intents").primary.head)
     body = post(router, {"text": "cancel my card"}).get_json()
     assert body["fallback"] is True and body["variant"] == "fallback" and body["version"] == fallback
     assert [(r.role, r.version, r.status) for r in router.sink.records] == [("fallback", fallback, "ok")]

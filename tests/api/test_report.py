@@ -39,7 +39,7 @@ def predict(router, text, **headers):
 
 def test_report_numbers_equal_the_views(db_router):
     router, db = db_router
-    store = router.runtime.heads.store
+    store = router.store
     primary = store.serving_version("intents")
     others = [v for v in store.versions("intents") if v != primary]
     store.change_serving(
@@ -51,7 +51,7 @@ def test_report_numbers_equal_the_views(db_router):
         for i in range(60)
     ]
     for answer in answers[:20]:
-        labels = router.runtime.heads.answer_labels("intents", answer["version"])
+        labels = router.runtime.heads.tenant("default").answer_labels("intents", answer["version"])
         router.client.post(
             f"/v1/predictions/{answer['request_id']}/feedback",
             data=json.dumps({"label": sorted(labels)[0]}),
@@ -160,7 +160,7 @@ def test_cli_renders_the_same_report_as_html(db_router, tmp_path):
             "intents",
             *window,
             "--store",
-            str(router.runtime.heads.store.root),
+            str(router.store.root.parent),
             "--out",
             str(tmp_path / "r"),
         ],
@@ -190,7 +190,7 @@ def test_cli_renders_the_same_report_as_html(db_router, tmp_path):
             "--since",
             "soon",
             "--store",
-            str(router.runtime.heads.store.root),
+            str(router.store.root.parent),
         ],
         cwd=ROOT,
         capture_output=True,
