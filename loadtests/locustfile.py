@@ -44,6 +44,8 @@ Environment (all optional):
     LOADTEST_FEEDBACK        1 enables the feedback calls of the feedback workload   [0]
     LOADTEST_FEEDBACK_SHARE  share of predictions followed by feedback               [0.1]
     LOADTEST_FEEDBACK_DELAY_S  seconds between a prediction and its feedback          [2]
+    LOADTEST_API_KEY         the tenant's API key, sent as "Authorization: Bearer <key>" (the
+                             models are those of its tenant)                          [none]
 
 Counts kept in this process (`COUNTS`): requests and texts answered 200, cache hits reported by
 the router, feedback sent/answered; the runner compares `ok_texts` with the rows in PostgreSQL.
@@ -101,8 +103,15 @@ class Config:
         self.feedback = _env("LOADTEST_FEEDBACK", "0").lower() in ("1", "true", "yes", "on")
         self.feedback_share = float(_env("LOADTEST_FEEDBACK_SHARE", "0.1"))
         self.feedback_delay_s = float(_env("LOADTEST_FEEDBACK_DELAY_S", "2"))
+        self.api_key = _env("LOADTEST_API_KEY", "")
         if not 1 <= self.batch_min <= self.batch_max:
             raise ValueError("need 1 <= LOADTEST_BATCH_MIN <= LOADTEST_BATCH_MAX")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """JSON content type and, with a key, its Authorization header."""
+        auth = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return {"Content-Type": "application/json", **auth}
 
     @property
     def salt(self) -> int:
@@ -182,7 +191,7 @@ class _RouterUser(FastHttpUser):
         with self.client.post(
             f"/v1/models/{model}/predict",
             data=json.dumps(body),
-            headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+            headers={**CONFIG.headers, "X-Request-ID": request_id},
             name=f"/v1/models/[model]/{name}",
             catch_response=True,
         ) as response:
@@ -273,7 +282,7 @@ class FeedbackUser(_RouterUser):
         with self.client.post(
             f"/v1/predictions/{request_id}/feedback",
             data=json.dumps({"label": label}),
-            headers={"Content-Type": "application/json", "X-Request-ID": f"{request_id}-fb"},
+            headers={**CONFIG.headers, "X-Request-ID": f"{request_id}-fb"},
             name="/v1/predictions/[request_id]/feedback",
             catch_response=True,
         ) as response:
@@ -291,7 +300,7 @@ USER_CLASSES = {cls.workload: cls for cls in (SingleTextUser, BatchUser, Feedbac
 
 def _http_json(url: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=data, headers=CONFIG.headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}")

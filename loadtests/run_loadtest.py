@@ -81,12 +81,19 @@ def http_json(url: str, body: dict | None = None, headers: dict | None = None, t
         return error.code, {}
 
 
-def scrape_metrics(url: str) -> dict[str, float]:
-    """The router's /metrics as {'name{label="v",...}': value} (labels sorted), {} on failure."""
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def scrape_metrics(url: str, operator_key: str = "") -> dict[str, float]:
+    """The router's /metrics (an operator endpoint) as {'name{label="v",...}': value} (labels
+    sorted), {} on failure or without a key."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    if not operator_key:
+        return {}
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=bearer(operator_key)), timeout=5) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError, TimeoutError):
         return {}
@@ -196,9 +203,11 @@ class Target:
     url: str
     dsn: str = ""
     pids: dict[str, list[int]] = field(default_factory=dict)  # component -> pids (own stack only)
+    api_key: str = ""  # the tenant whose models are loaded
+    operator_key: str = ""  # for /metrics (queue depth, inference-log counters); none: not scraped
 
 
-def prefill_cache(url: str, models: list[str], phrases: list[str], run_id: str) -> dict:
+def prefill_cache(url: str, models: list[str], phrases: list[str], run_id: str, api_key: str = "") -> dict:
     """Every phrase through the router once (batch requests), so the phrase cache holds them."""
     chunks = [phrases[i : i + PREFILL_CHUNK] for i in range(0, len(phrases), PREFILL_CHUNK)]
     state = {"ok_texts": 0, "hits": 0, "failed_requests": 0}
@@ -209,7 +218,7 @@ def prefill_cache(url: str, models: list[str], phrases: list[str], run_id: str) 
             status, body = http_json(
                 f"{url}/v1/models/{models[i % len(models)]}/predict",
                 {"texts": chunks[i]},
-                {"X-Request-ID": f"{run_id}-warm-{i}-{attempt}"},
+                {"X-Request-ID": f"{run_id}-warm-{i}-{attempt}", **bearer(api_key)},
             )
             if status == 200:
                 state["ok_texts"] += len(chunks[i])
@@ -309,7 +318,7 @@ def measure(target: Target, settings: Settings, out_dir: Path, label: str = "", 
     from locust.env import Environment
 
     run_id = "lt" + secrets.token_hex(4)
-    os.environ.update(settings.environ(run_id))
+    os.environ.update(settings.environ(run_id), LOADTEST_API_KEY=target.api_key)
     import loadtests.locustfile as lf
 
     lf.reload()
@@ -317,13 +326,13 @@ def measure(target: Target, settings: Settings, out_dir: Path, label: str = "", 
     lf._load_models(target.url)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     metrics_url = f"{target.url}/metrics"
-    before = scrape_metrics(metrics_url)
+    before = scrape_metrics(metrics_url, target.operator_key)
 
     prefill = None
     if not settings.cold and settings.workload != "cache_hostile":
         from loadtests.generator import vocabulary
 
-        prefill = prefill_cache(target.url, lf.MODELS, list(vocabulary(settings.vocabulary)), run_id)
+        prefill = prefill_cache(target.url, lf.MODELS, list(vocabulary(settings.vocabulary)), run_id, target.api_key)
         print(
             f"cache warm-up: {prefill['ok_texts']} phrases in {prefill['seconds']} s "
             f"({prefill['hit_rate_before']:.0%} were cached already)",
@@ -343,7 +352,7 @@ def measure(target: Target, settings: Settings, out_dir: Path, label: str = "", 
 
     def sample_queue():
         while not stop_sampling.wait(METRICS_INTERVAL_S):
-            m = scrape_metrics(metrics_url)
+            m = scrape_metrics(metrics_url, target.operator_key)
             if "router_inference_log_queue_depth" in m:
                 queue_depths.append(m["router_inference_log_queue_depth"])
 
@@ -379,7 +388,7 @@ def measure(target: Target, settings: Settings, out_dir: Path, label: str = "", 
         cpu1 = {name: proc_cpu_seconds(pids) for name, pids in target.pids.items()}
         self1, machine1 = self_cpu_seconds(), machine_busy_seconds()
         texts1 = lf.COUNTS["ok_texts"]
-        depth = scrape_metrics(metrics_url).get("router_inference_log_queue_depth")
+        depth = scrape_metrics(metrics_url, target.operator_key).get("router_inference_log_queue_depth")
         if depth is not None:  # at least one sample, however short the run
             queue_depths.append(depth)
         window = [s for s in samples if s[0] <= t1]
@@ -428,7 +437,7 @@ def measure(target: Target, settings: Settings, out_dir: Path, label: str = "", 
                 break
             gevent.sleep(0.5)
     rows_ok = rows["answered"] if rows else None
-    after = scrape_metrics(metrics_url)
+    after = scrape_metrics(metrics_url, target.operator_key)
 
     def delta(event: str) -> int | None:
         if not after:
@@ -681,6 +690,16 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL of the router, for the row count (--url mode; default DATABASE_URL); "
         "with the own stack: use this server instead of starting var/loadtest/pg",
     )
+    target.add_argument(
+        "--api-key",
+        default=os.environ.get("LOADTEST_API_KEY", ""),
+        help="--url mode: the tenant key whose models are loaded (default LOADTEST_API_KEY)",
+    )
+    target.add_argument(
+        "--operator-key",
+        default=os.environ.get("LOADTEST_OPERATOR_KEY", ""),
+        help="--url mode: an operator key, to scrape /metrics (default LOADTEST_OPERATOR_KEY; none: not scraped)",
+    )
     target.add_argument("--embedder", default="", help="own stack: use this running embedder (host:port)")
     target.add_argument(
         "--workers", type=int, help="own stack: gunicorn workers (API_WORKERS, default 2); --url: recorded only"
@@ -760,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not args.database_url:
             print("note: no --database-url or DATABASE_URL: rows are not counted", file=sys.stderr)
-        result = measure(Target(url, args.database_url), settings, out / f"{stamp}-{args.workload}-url", args.label)
+        target_ = Target(url, args.database_url, api_key=args.api_key, operator_key=args.operator_key)
+        result = measure(target_, settings, out / f"{stamp}-{args.workload}-url", args.label)
         print(summary_line(result))
         print(json.dumps(result))
         return 0 if result["failures"] == 0 and result["integrity"]["ok"] else 1
@@ -794,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                         "models": len(stack.models),
                         "router_app": args.router_app or "api.app:create_app()",
                     }
-                    target_ = Target(router.url, stack.dsn, stack.pids())
+                    target_ = Target(router.url, stack.dsn, stack.pids(), stack.api_key, stack.operator_key)
                     name = f"{stamp}-{args.workload}-{workers}x{threads}-b{batch}-u{users}"
                     print(f"measuring {name} ...", file=sys.stderr, flush=True)
                     result = measure(target_, settings, out / name, args.label, profile=args.profile)

@@ -3,20 +3,26 @@
 Everything lives under var/loadtest/ (git-ignored) and is reused from run to run:
 
     var/loadtest/pg/          the PostgreSQL cluster (started and stopped by each run)
-    var/loadtest/models/      the model store: `lt-intents` trained once on CLINC150
-                              (151 intents, train + validation, embeddings cached in
-                              var/cache/embeddings), and copies lt-intents-000 ... serving the
-                              same version, so "many models" costs no extra training
+    var/loadtest/models/      the model store (MODEL_STORE); the models are the tenant
+                              `loadtest`'s: `lt-intents` trained once on CLINC150 (151 intents,
+                              train + validation, embeddings cached in var/cache/embeddings), and
+                              copies lt-intents-000 ... serving the same version, so "many
+                              models" costs no extra training
+    var/loadtest/train/       the training config (and the quick-model data)
     var/loadtest/spool/       the router's inference-log spool
     var/loadtest/log/         embedder.log, router.log, train.log
 
 The router runs exactly as deployed: gunicorn with api/gunicorn_conf.py (gthread workers), with
 DATABASE_URL, EMBEDDER_ADDRESS, MODEL_STORE, API_PORT, API_WORKERS, API_THREADS, API_SPOOL_DIR.
 No access log (as in production), so the numbers are not those of a logging benchmark.
+Authentication is on, as deployed: each start creates a key for the tenant (whose rate limit is
+lifted, so the limiter does not cap what is measured) and an operator key for /metrics, and
+revokes both when it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -42,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "var" / "loadtest"
 CLINC = ROOT.parent / "shared" / "datasets" / "clinc150"
 BASE_MODEL = "lt-intents"
+TENANT = "loadtest"
 COPY_NAME = re.compile(rf"^{BASE_MODEL}-(\d{{3}})$")
 log = logging.getLogger("loadtests.stack")
 
@@ -110,7 +117,7 @@ def copy_names(n: int) -> list[str]:
     return [f"{BASE_MODEL}-{i:03d}" for i in range(n)]
 
 
-def ensure_base_model(store: ModelStore, embedder_address: str, *, logs: Path, quick: bool = False) -> str:
+def ensure_base_model(store: ModelStore, embedder_address: str, *, work: Path, logs: Path, quick: bool = False) -> str:
     """Train `lt-intents` on CLINC150 through the running embedder unless it serves already;
     returns its serving version. Training runs in a subprocess (TensorFlow stays out of here).
     `quick`: a tiny head on a small cut of the data (seconds), for smoke tests."""
@@ -119,10 +126,10 @@ def ensure_base_model(store: ModelStore, embedder_address: str, *, logs: Path, q
         return state.primary
     if not (CLINC / "train.csv").is_file():
         raise RuntimeError(f"{CLINC}/train.csv is missing: load tests train on ../shared/datasets/clinc150")
-    config = store.root.parent / f"{BASE_MODEL}.yaml"
+    config = work / f"{BASE_MODEL}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     if quick:
-        data = write_quick_data(store.root.parent / "quick-data")
+        data = write_quick_data(work / "quick-data")
         config.write_text(QUICK_CONFIG.format(name=BASE_MODEL, data=data))
     else:
         config.write_text(TRAIN_CONFIG.format(name=BASE_MODEL, clinc=CLINC))
@@ -138,7 +145,9 @@ def ensure_base_model(store: ModelStore, embedder_address: str, *, logs: Path, q
                 "--config",
                 str(config),
                 "--store",
-                str(store.root),
+                str(store.root.parent),
+                "--tenant",
+                store.root.name,
                 "--cache",
                 str(ROOT / "var" / "cache" / "embeddings"),
                 "--embedder",
@@ -294,7 +303,7 @@ class Stack:
         self.logs = self.base / "log"
         self.n_models = models
         self.embedder_env = dict(embedder_env or {})
-        self.store = ModelStore(self.base / "models")
+        self.store = ModelStore(self.base / "models" / TENANT)
         self.quick_model = quick_model
         self.postgres = None
         self.embedder: EmbedderProcess | None = None
@@ -302,6 +311,8 @@ class Stack:
         self.router: Router | None = None
         self.dsn = database_url
         self.models: list[str] = []
+        self.api_key = ""
+        self.operator_key = ""
 
     @property
     def embedder_address(self) -> str:
@@ -316,14 +327,35 @@ class Stack:
             if not self.dsn:
                 self.postgres = LocalPostgres(self.base / "pg")
                 self.dsn = self.postgres.start()
+            self._create_keys()
             if not self.external_embedder:
                 self.start_embedder(self.embedder_env)
-            ensure_base_model(self.store, self.embedder_address, logs=self.logs, quick=self.quick_model)
+            ensure_base_model(
+                self.store, self.embedder_address, work=self.base / "train", logs=self.logs, quick=self.quick_model
+            )
             self.models = ensure_model_copies(self.store, self.n_models)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _create_keys(self) -> None:
+        from api.keys import create_key, set_limits
+        from api.migrations import apply_migrations
+
+        apply_migrations(self.dsn)
+        self.api_key = create_key(self.dsn, tenant=TENANT, description="load test")
+        self.operator_key = create_key(self.dsn, tenant=None, description="load test: /metrics")
+        set_limits(self.dsn, TENANT, rate_rps=1_000_000, burst=1_000_000)
+
+    def _revoke_keys(self) -> None:
+        from api.keys import revoke_key
+
+        for key in (self.api_key, self.operator_key):
+            if key:
+                with contextlib.suppress(Exception):  # a stopped or unreachable server: nothing to revoke
+                    revoke_key(self.dsn, key.split("_")[1])
+        self.api_key = self.operator_key = ""
 
     def _lock_state_dir(self) -> None:
         """One stack per state dir at a time: two would share (and stop) one PostgreSQL."""
@@ -358,7 +390,7 @@ class Stack:
         env = {
             "DATABASE_URL": self.dsn,
             "EMBEDDER_ADDRESS": self.embedder_address,
-            "MODEL_STORE": str(self.store.root),
+            "MODEL_STORE": str(self.store.root.parent),
             "API_SPOOL_DIR": str(self.base / "spool"),
             **(extra_env or {}),
         }
@@ -388,6 +420,8 @@ class Stack:
 
     def stop(self) -> None:
         self.stop_router()
+        if self.dsn:
+            self._revoke_keys()
         if self.embedder is not None:
             self.embedder.stop()
             self.embedder = None
@@ -431,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"router   {router.url} ({args.workers} workers x {args.threads} threads, {len(stack.models)} models)\n"
             f"embedder {stack.embedder_address}\nDATABASE_URL={stack.dsn}\n"
-            f"run: .venv/bin/python loadtests/run_loadtest.py --url {router.url} --database-url {stack.dsn}\n"
+            f"LOADTEST_API_KEY={stack.api_key}\nLOADTEST_OPERATOR_KEY={stack.operator_key}\n"
+            f"run (with those two exported): .venv/bin/python loadtests/run_loadtest.py --url {router.url} "
+            f"--database-url {stack.dsn}\n"
             f" or: .venv/bin/locust -f loadtests/locustfile.py --host {router.url}\nCtrl-C stops everything.",
             flush=True,
         )
