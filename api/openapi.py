@@ -311,7 +311,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "top_k": {"type": "array", "items": labelled},
                         "cache_hit": {
                             "type": "boolean",
-                            "description": "The embedding came from the embedder's phrase cache.",
+                            "description": "The embedding came from a cache: the router worker's or the embedder's.",
                         },
                     },
                 },

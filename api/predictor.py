@@ -23,11 +23,13 @@ from typing import Protocol
 
 import numpy as np
 
+from api.embedding_cache import LocalEmbeddingCache
 from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
 from api.live_heads import ServingSet
 from api.prediction_record import PredictionRecord
 from api.tenant_heads import TenantHeads
 from api.validation import PredictRequest
+from embedder.client import Embeddings
 from embedder.errors import EmbedderError
 from embedder.normalize import normalize_text
 from heads.artifact import HeadArtifact
@@ -111,6 +113,7 @@ class Predictor:
         decimals: int,
         on_shadow_error: Callable[[str], None] | None = None,
         on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
+        embedding_cache: LocalEmbeddingCache | None = None,
     ):
         self.heads = heads
         self._embedder = embedder
@@ -119,6 +122,7 @@ class Predictor:
         self._decimals = decimals
         self._on_shadow_error = on_shadow_error or (lambda model: None)
         self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
+        self._cache = embedding_cache
 
     # -- scoring steps
 
@@ -133,7 +137,31 @@ class Predictor:
         finally:
             spent.append((time.perf_counter() - started) * 1000)
 
-    def _call_embedder(self, head: HeadArtifact, texts: list[str], deadline: float):
+    def _call_embedder(self, head: HeadArtifact, texts: list[str], deadline: float) -> Embeddings:
+        """The texts' vectors: those in this worker's cache, the others from the embedder."""
+        if self._cache is None:
+            return self._ask_embedder(head, texts, deadline)
+        found = self._cache.lookup(head.embedder_id, texts)
+        missing = [i for i, vector in enumerate(found) if vector is None]
+        if not missing:
+            hits = np.ones(len(texts), dtype=bool)
+            return Embeddings(np.stack(found), hits, head.embedder_id, self._cache.lowercase(head.embedder_id))
+        asked = [texts[i] for i in missing]
+        embedded = self._ask_embedder(head, asked, deadline)
+        self._cache.store(embedded.model_id, asked, embedded.vectors, lowercase=embedded.lowercase)
+        if len(missing) == len(texts):
+            return embedded
+        vectors = np.empty((len(texts), embedded.vectors.shape[1]), dtype=embedded.vectors.dtype)
+        hits = np.ones(len(texts), dtype=bool)
+        for i, vector in enumerate(found):
+            if vector is not None:
+                vectors[i] = vector
+        vectors[missing] = embedded.vectors
+        hits[missing] = embedded.cache_hits
+        vectors.setflags(write=False)
+        return Embeddings(vectors, hits, embedded.model_id, embedded.lowercase)
+
+    def _ask_embedder(self, head: HeadArtifact, texts: list[str], deadline: float) -> Embeddings:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise EmbedderUnavailable("the request's deadline passed before the embedding call")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from api import metrics
 from api.database import Database
+from api.embedding_cache import LocalEmbeddingCache
 from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
 from api.keys import KeyStore
@@ -98,6 +99,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         decimals=settings.probability_decimals,
         on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
         on_embeddings=centroids.add,
+        embedding_cache=LocalEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
     )
     drift = DriftMonitor(database, heads)
 

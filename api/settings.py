@@ -19,6 +19,9 @@ class RouterSettings:
     )
     embedder_address: str = setting("127.0.0.1:50051", "gRPC address of the embedding service", env="EMBEDDER_ADDRESS")
     embed_timeout_s: float = setting(2.0, "deadline of one embedding call; past it the request gets 503")
+    embedding_cache_size: int = setting(
+        10_000, "embeddings each worker keeps of the phrases it saw most recently (0: none; about 2 KB each)"
+    )
     database_url: str = setting(
         "", "PostgreSQL DSN of the inference database; empty uses libpq's PG* variables", env="DATABASE_URL"
     )
@@ -43,6 +46,7 @@ class RouterSettings:
             "workers": self.workers >= 1,
             "threads": self.threads >= 1,
             "embed_timeout_s": self.embed_timeout_s > 0,
+            "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
             "max_texts": self.max_texts >= 1,
             "max_text_chars": self.max_text_chars >= 1,
