@@ -26,6 +26,7 @@ and --tenant to MANYHEADS_TENANT, else "default".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -41,9 +42,13 @@ DEFAULT_STORE = "var/models"
 def _config_from_args(args: argparse.Namespace):
     if args.config:
         config = load_config(args.config)
-        overrides = {k: v for k, v in (("name", args.name),) if v}
-        if overrides or args.train or args.validation or args.test:
+        if args.name or args.train or args.validation or args.test:
             raise ConfigError("give either --config or --name/--train/--validation/--test, not both")
+        # --embedder and --seed say how to run this training, so they apply to a config too.
+        if args.embedder:
+            config = dataclasses.replace(config, embedder_address=args.embedder)
+        if args.seed is not None:
+            config = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=args.seed))
         return config
     if not (args.name and args.train):
         raise ConfigError("train needs --config FILE, or --name NAME and --train FILE")

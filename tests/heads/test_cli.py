@@ -80,3 +80,19 @@ def test_bad_input_is_reported_without_traceback(tmp_path):
     assert not (tmp_path / "s").exists()
     bad_tenant = heads("list", "--store", str(tmp_path / "s"), "--tenant", "../other")
     assert bad_tenant.returncode == 2 and "invalid tenant name" in bad_tenant.stderr
+
+
+def test_embedder_and_seed_flags_apply_to_a_config_file(tmp_path):
+    import argparse
+
+    from heads.__main__ import _config_from_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\ndata:\n  train: train.csv\n")
+    args = argparse.Namespace(
+        config=str(config), name=None, train=None, validation=None, test=None, embedder="10.0.0.5:50051", seed=7
+    )
+    parsed = _config_from_args(args)
+    assert parsed.embedder_address == "10.0.0.5:50051" and parsed.training.seed == 7
+    plain = _config_from_args(argparse.Namespace(**{**vars(args), "embedder": "", "seed": None}))
+    assert plain.embedder_address == "" and plain.training.seed == 13
