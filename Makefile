@@ -9,7 +9,7 @@ STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
 MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 
-.PHONY: setup run test lint bench-embedder bench-heads loadtest clean
+.PHONY: setup run test lint bench-embedder bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -45,8 +45,14 @@ bench-embedder: setup
 bench-heads: setup
 	$(PY) loadtests/bench_heads.py
 
-# Whole-stack load test (router + embedder + PostgreSQL); ARGS passes options, e.g.
-# make loadtest ARGS="--workload batch --users 4"
+# One embedder + one router for N heads against N standalone services with their own encoder
+# (memory and cache-miss throughput, N = 3, 21, 100); ARGS passes options, e.g. ARGS="--n 3,21"
+bench-central: setup
+	$(PY) loadtests/bench_central.py $(ARGS)
+
+# Whole-stack load test (router + embedder + PostgreSQL), short by default (single texts, warm
+# cache, 8 users, 20 s); ARGS replaces the options, e.g. make loadtest ARGS="--workload batch --users 4"
+loadtest: ARGS ?= --workload single --users 8 --duration 20 --warmup 5
 loadtest: setup
 	$(PY) loadtests/run_loadtest.py $(ARGS)
 

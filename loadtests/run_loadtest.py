@@ -55,9 +55,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from loadtests.procfs import machine_busy_seconds, proc_cpu_seconds, self_cpu_seconds  # noqa: E402
+
 RESULTS = ROOT / "loadtests" / "results"
 WORKLOADS = ("single", "batch", "feedback", "cache_hostile")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PREFILL_CHUNK = 32
 PREFILL_CONCURRENCY = 2
 # /metrics is scraped this often during a run for the inference-log queue depth. Each scrape
@@ -107,32 +109,6 @@ def scrape_metrics(url: str, operator_key: str = "") -> dict[str, float]:
 
 def log_rows(metrics: dict[str, float], event: str) -> float:
     return metrics.get(f'router_inference_log_rows_total{{event="{event}"}}', 0.0)
-
-
-def proc_cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError, OSError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-    return total
-
-
-def machine_busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores), from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def self_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def code_version() -> str:

@@ -381,6 +381,13 @@ class Stack:
         ).start()
         return self.embedder
 
+    def stop_embedder(self) -> None:
+        """Stop our embedder (e.g. to measure something else on a quiet machine); start_embedder()
+        brings it back."""
+        if self.embedder is not None:
+            self.embedder.stop()
+            self.embedder = None
+
     def start_router(
         self, workers: int, threads: int, extra_env: dict[str, str] | None = None, *, app: str = ""
     ) -> Router:
@@ -422,9 +429,7 @@ class Stack:
         self.stop_router()
         if self.dsn:
             self._revoke_keys()
-        if self.embedder is not None:
-            self.embedder.stop()
-            self.embedder = None
+        self.stop_embedder()
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
