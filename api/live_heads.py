@@ -47,8 +47,6 @@ class LiveHeads:
         self._errors: dict[str, str] = {}
         self._fingerprint: tuple | None = None
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def get(self, model: str) -> ServingSet:
         serving = self._sets.get(model)
@@ -125,27 +123,6 @@ class LiveHeads:
             kept = "kept the previous state" if model in fresh else "not served"
             log.error("model %s: serving state not loaded, %s: %s", model, kept, why)
         return report
-
-    def start_polling(self, interval_s: float, on_tick=None) -> None:
-        """Refresh every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
-        each refresh (the metrics use it to publish gauges)."""
-
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.refresh()
-                    if on_tick is not None:
-                        on_tick()
-                except Exception:  # noqa: BLE001 - the poller must outlive any one bad refresh
-                    log.exception("refreshing heads failed")
-
-        self._thread = threading.Thread(target=loop, name="heads-reload", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
 
 
 def describe(state: ServingState) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from embedder.process import EmbedderProcess
 from heads.registry import ModelStore
+from heads.train_job import summary, train_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "heads" / "demo"
@@ -54,34 +55,8 @@ def train_missing_demo_models(store: ModelStore, embedder_address: str, cache: P
         if store.serving(name) is not None:
             continue
         print(f"training demo model {name} (first start only) ...", flush=True)
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "heads",
-                "train",
-                "--config",
-                str(config),
-                "--store",
-                str(store.root.parent),
-                "--tenant",
-                store.root.name,
-                "--cache",
-                str(cache),
-                "--embedder",
-                embedder_address,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"training {name} failed:\n{out.stderr[-2000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(
-            f"  {name} {result['version']}: accuracy {result['accuracy']:.3f}, weighted F1 {result['weighted_f1']:.3f}",
-            flush=True,
-        )
+        result = train_in_subprocess(config, store, cache=cache, embedder_address=embedder_address)
+        print(f"  {summary(result)}", flush=True)
         trained.append(name)
     return trained
 

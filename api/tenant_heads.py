@@ -64,6 +64,9 @@ class TenantHeads:
         return {t: heads.refresh(force=force) for t, heads in tenants.items()}
 
     def start_polling(self, interval_s: float, on_tick=None) -> None:
+        """Refresh every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
+        each refresh (the metrics use it to publish gauges)."""
+
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:

@@ -43,6 +43,7 @@ from pathlib import Path
 from embedder.process import EmbedderProcess
 from heads.artifact import MANIFEST
 from heads.registry import ModelStore
+from heads.train_job import summary, train_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "var" / "loadtest"
@@ -135,38 +136,15 @@ def ensure_base_model(store: ModelStore, embedder_address: str, *, work: Path, l
         config.write_text(TRAIN_CONFIG.format(name=BASE_MODEL, clinc=CLINC))
     what = "a small CLINC150 cut" if quick else "CLINC150 (first run only, a few minutes)"
     print(f"training {BASE_MODEL} on {what} ...", file=sys.stderr, flush=True)
-    with open(logs / "train.log", "ab") as train_log:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "heads",
-                "train",
-                "--config",
-                str(config),
-                "--store",
-                str(store.root.parent),
-                "--tenant",
-                store.root.name,
-                "--cache",
-                str(ROOT / "var" / "cache" / "embeddings"),
-                "--embedder",
-                embedder_address,
-                "--promote",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=train_log,
-            text=True,
-        )
-    if out.returncode != 0:
-        raise RuntimeError(f"training {BASE_MODEL} failed; see {logs / 'train.log'}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(
-        f"  {BASE_MODEL} {result['version']}: accuracy {result['accuracy']:.3f}, weighted F1 {result['weighted_f1']:.3f}",
-        file=sys.stderr,
-        flush=True,
+    result = train_in_subprocess(
+        config,
+        store,
+        cache=ROOT / "var" / "cache" / "embeddings",
+        embedder_address=embedder_address,
+        promote=True,
+        log=logs / "train.log",
     )
+    print(f"  {summary(result)}", file=sys.stderr, flush=True)
     return store.serving_version(BASE_MODEL)
 
 

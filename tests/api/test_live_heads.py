@@ -4,6 +4,7 @@ import pytest
 
 from api.errors import NotFound
 from api.live_heads import LiveHeads
+from api.tenant_heads import TenantHeads
 from heads.config import parse_config
 from heads.pipeline import train_head
 from tests.api.conftest import FAST
@@ -56,7 +57,7 @@ def test_a_broken_new_version_keeps_the_old_one_serving(store, clinc_subset, tmp
 
 
 def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
-    heads = LiveHeads(store)
+    heads = TenantHeads(store.root.parent)  # what a router worker polls: every tenant's LiveHeads
     heads.refresh()
     ticks = []
     heads.start_polling(0.05, on_tick=lambda: ticks.append(1))
@@ -64,8 +65,8 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         new_version = _second_version(store, clinc_subset, tmp_path)
         store.set_serving("intents", new_version)
         deadline = time.monotonic() + 10
-        while heads.get("intents").primary.version != new_version and time.monotonic() < deadline:
+        while heads.get("default", "intents").primary.version != new_version and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert heads.get("intents").primary.version == new_version and ticks
+        assert heads.get("default", "intents").primary.version == new_version and ticks
     finally:
         heads.stop()
