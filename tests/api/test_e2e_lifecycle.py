@@ -88,7 +88,8 @@ def test_embedder_outage_switches_to_the_fallback_and_back(store, empty_db, tmp_
             embedder = EmbedderProcess(embedder_env, log_path=tmp_path / "embedder.log").start()
             back_at = time.monotonic()
             traffic.wait_for("primary", after=back_at, timeout_s=30)
-            time.sleep(0.5)
+            # Each worker reconnects on its own (gRPC backoff): wait until all of them answer again.
+            wait_until(lambda: {v for _, _, v, _ in traffic.results[-20:]} == {"primary"}, timeout_s=30)
     finally:
         embedder.stop()
     statuses = {status for _, status, _, _ in traffic.results}
