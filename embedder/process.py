@@ -18,6 +18,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def read_ready_line(proc: subprocess.Popen, timeout_s: float, *, what: str, log_path: Path | None = None) -> dict:
+    """The JSON line a child prints on stdout once it serves; RuntimeError (naming `what` and
+    the log) when none comes within `timeout_s`. The caller stops the child on error."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not line or not line[0].strip():
+        hint = f"; see {log_path}" if log_path else ""
+        raise RuntimeError(f"{what} did not become ready in {timeout_s:.0f}s{hint}")
+    return json.loads(line[0])
+
+
+def stop_child(proc: subprocess.Popen | None, timeout_s: float) -> int | None:
+    """SIGTERM (the child drains and exits), SIGKILL after `timeout_s`; its exit status."""
+    if proc is None or proc.poll() is not None:
+        return proc.returncode if proc else None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
 class EmbedderProcess:
     def __init__(
         self,
@@ -52,26 +77,17 @@ class EmbedderProcess:
             stderr=stderr,
             text=True,
         )
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(self._startup_timeout_s)
-        if not line or not line[0].strip():
+        try:
+            self.ready = read_ready_line(
+                self.proc, self._startup_timeout_s, what="the embedder", log_path=self._log_path
+            )
+        except RuntimeError:
             self.stop()
-            hint = f"; see {self._log_path}" if self._log_path else ""
-            raise RuntimeError(f"the embedder did not become ready in {self._startup_timeout_s:.0f}s{hint}")
-        self.ready = json.loads(line[0])
+            raise
         return self
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
+        return stop_child(self.proc, timeout_s)
 
     def __enter__(self) -> EmbedderProcess:
         return self.start()

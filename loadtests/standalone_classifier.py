@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from embedder.errors import EmbedderError, InvalidInput  # noqa: E402
+from embedder.process import read_ready_line, stop_child  # noqa: E402
 from embedder.service import EmbeddingService  # noqa: E402
 from heads.artifact import HeadArtifact  # noqa: E402
 
@@ -291,15 +292,13 @@ class StandaloneProcess:
 
     def wait_ready(self) -> StandaloneProcess:
         """Wait for the ready line; stops the child and raises RuntimeError if none comes."""
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(self.startup_timeout_s)
-        if not line or not line[0].strip():
+        try:
+            self.ready = read_ready_line(
+                self.proc, self.startup_timeout_s, what="the standalone classifier", log_path=self.log_path
+            )
+        except RuntimeError:
             self.stop()
-            hint = f"; see {self.log_path}" if self.log_path else ""
-            raise RuntimeError(f"the standalone classifier was not ready in {self.startup_timeout_s:.0f}s{hint}")
-        self.ready = json.loads(line[0])
+            raise
         return self
 
     def terminate(self) -> None:
@@ -308,14 +307,7 @@ class StandaloneProcess:
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None:
-            return
-        self.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_child(self.proc, timeout_s)
 
     def __enter__(self) -> StandaloneProcess:
         return self.start()
