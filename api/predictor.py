@@ -102,6 +102,23 @@ def choose_variant(serving: ServingSet, model: str, client_id: str | None, reque
     return serving.primary, "primary"
 
 
+def _record(head: HeadArtifact, role: str, context, index: int, text: str, **outcome) -> PredictionRecord:
+    """One row of the inference log: who asked (context: request id, client id, tenant), which
+    head in which role, which item, and what came of it."""
+    request_id, client_id, tenant = context
+    return PredictionRecord(
+        request_id=request_id,
+        item_index=index,
+        tenant=tenant,
+        model=head.model,
+        version=head.version,
+        role=role,
+        input_text=text,
+        client_id=client_id,
+        **outcome,
+    )
+
+
 class Predictor:
     def __init__(
         self,
@@ -193,52 +210,35 @@ class Predictor:
     # -- records
 
     def _records(self, head, role, texts, scored, chosen, top, ranked, context, timings) -> list[PredictionRecord]:
-        request_id, client_id, tenant = context
         embed_ms, total_ms = timings
-        records = []
-        for i, text in enumerate(texts):
-            records.append(
-                PredictionRecord(
-                    request_id=request_id,
-                    item_index=i,
-                    tenant=tenant,
-                    model=head.model,
-                    version=head.version,
-                    role=role,
-                    input_text=text,
-                    model_input=scored.model_inputs[i],
-                    label=head.rule.label_of(int(chosen[i])),
-                    probability=float(top[i]),
-                    top_k=[(head.labels[j], round(float(scored.probs[i, j]), self._decimals)) for j in ranked[i]],
-                    embed_ms=embed_ms,
-                    head_ms=scored.head_ms,
-                    total_ms=total_ms,
-                    cache_hit=bool(scored.embedded.cache_hits[i]) if scored.embedded is not None else None,
-                    client_id=client_id,
-                    status="ok",  # a rejection is an answer: the reject label, served
-                    embedding_model=scored.embedded.model_id if scored.embedded is not None else None,
-                )
+        return [
+            _record(
+                head,
+                role,
+                context,
+                i,
+                text,
+                model_input=scored.model_inputs[i],
+                label=head.rule.label_of(int(chosen[i])),
+                probability=float(top[i]),
+                top_k=[(head.labels[j], round(float(scored.probs[i, j]), self._decimals)) for j in ranked[i]],
+                embed_ms=embed_ms,
+                head_ms=scored.head_ms,
+                total_ms=total_ms,
+                cache_hit=bool(scored.embedded.cache_hits[i]) if scored.embedded is not None else None,
+                status="ok",  # a rejection is an answer: the reject label, served
+                embedding_model=scored.embedded.model_id if scored.embedded is not None else None,
             )
-        return records
+            for i, text in enumerate(texts)
+        ]
 
     def _log_failure(
         self, head: HeadArtifact, role: str, texts: list[str], error: ApiError, context, started: float
     ) -> None:
-        request_id, client_id, tenant = context
         total_ms = (time.perf_counter() - started) * 1000
         self._sink.log_many(
-            PredictionRecord(
-                request_id=request_id,
-                item_index=i,
-                tenant=tenant,
-                model=head.model,
-                version=head.version,
-                role=role,
-                input_text=text,
-                total_ms=total_ms,
-                client_id=client_id,
-                status=error.code,
-                embedding_model=head.embedder_id,
+            _record(
+                head, role, context, i, text, total_ms=total_ms, status=error.code, embedding_model=head.embedder_id
             )
             for i, text in enumerate(texts)
         )
