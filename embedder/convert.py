@@ -29,7 +29,8 @@ METADATA_ASSET = "encoder.json"
 TOKENIZER_ASSET = "tokenizer.json"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (also the checksum of head artifacts)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -47,7 +48,7 @@ def wheel_model_dir() -> Path:
 
 def describe_source(source: Path) -> dict:
     """The metadata that identifies a build: a change in any of it changes the model version."""
-    weights_sha = _sha256(source / "model.safetensors")
+    weights_sha = sha256_file(source / "model.safetensors")
     max_seq_length = json.loads((source / "sentence_bert_config.json").read_text())["max_seq_length"]
     tokenizer = json.loads((source / "tokenizer.json").read_text())
     pooling = json.loads((source / "1_Pooling" / "config.json").read_text())

@@ -17,7 +17,6 @@ every checksum, so a partial or corrupted version is refused whole, never half-l
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.convert import sha256_file
 from heads.decision import DecisionRule
 from heads.errors import ArtifactError
 from heads.network import DenseHead
@@ -44,14 +44,6 @@ def new_version_id(now: dt.datetime | None = None) -> str:
     """Sorts by creation time (UTC, millisecond) with a random suffix against collisions."""
     now = now or dt.datetime.now(dt.UTC)
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(2)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
