@@ -1,7 +1,9 @@
 """API keys: creation and revocation (for the CLI), and authentication (for the router).
 
-A key is `mh_<key_id>_<secret>`: `key_id` (12 hex characters) is public, the secret (32 random
-bytes, URL-safe base64) is shown once. PostgreSQL stores only sha256(salt || secret); keys are
+A key is `mh_<key_id>_<secret>`: `key_id` (12 hex characters) is public, the secret (43 random
+letters and digits, 256 bits) is shown once. The secret has no `_`, so the key splits on `_` into
+exactly three parts; keys issued before that (URL-safe base64 secrets, which may hold `_` and `-`)
+still authenticate. Parse a key with `split_key`, never with a split of your own. PostgreSQL stores only sha256(salt || secret); keys are
 high-entropy tokens, not passwords, so one salted hash is as strong as a slow one and costs
 microseconds per request. Comparisons are constant-time, unknown key ids included.
 
@@ -16,7 +18,6 @@ database is back; a key revoked during that outage works there until then.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ import os
 import re
 import secrets
 import select
+import string
 import threading
 import time
 from dataclasses import dataclass
@@ -37,7 +39,10 @@ from heads.registry import check_tenant_name
 
 log = logging.getLogger(__name__)
 
+# The secret's group also admits "_" and "-": secrets issued before the alphabet lost them.
 KEY = re.compile(r"^mh_([a-f0-9]{12})_([A-Za-z0-9_-]{43})$")
+SECRET_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 43  # 43 characters of 62: 256 bits
 CHANNEL = "api_keys"
 _DUMMY_SALT = b"\0" * 16
 
@@ -76,6 +81,19 @@ class TenantLimits:
     burst: int | None
 
 
+def split_key(key: str) -> tuple[str, str] | None:
+    """(key_id, secret) of a well-formed key, or None."""
+    match = KEY.fullmatch(key)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def new_key() -> tuple[str, str, str]:
+    """A fresh (key, key_id, secret)."""
+    key_id = secrets.token_hex(6)
+    secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+    return f"mh_{key_id}_{secret}", key_id, secret
+
+
 def hash_secret(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode()).digest()
 
@@ -112,10 +130,10 @@ class KeyRing:
         if not authorization:
             raise Unauthorized("missing API key: send Authorization: Bearer <key>")
         scheme, _, token = authorization.partition(" ")
-        match = KEY.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
-        if match is None:
+        parts = split_key(token.strip()) if scheme.lower() == "bearer" else None
+        if parts is None:
             raise Unauthorized("malformed API key: send Authorization: Bearer <key>")
-        key_id, secret = match.groups()
+        key_id, secret = parts
         record = self.records.get(key_id)
         salt, expected = (record.salt, record.secret_hash) if record else (_DUMMY_SALT, self._dummy_hash)
         valid = hmac.compare_digest(hash_secret(salt, secret), expected)  # same work for unknown ids
@@ -262,8 +280,7 @@ def ensure_tenant(cur, name: str, *, rate_rps: float | None = None, burst: int |
 
 def create_key(dsn: str, *, tenant: str | None, description: str = "") -> str:
     """A new key for `tenant` (None: an operator key). The secret is returned once, never stored."""
-    key_id = secrets.token_hex(6)
-    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    key, key_id, secret = new_key()
     salt = secrets.token_bytes(16)
     conn = psycopg2.connect(dsn, connect_timeout=5)
     try:
@@ -276,7 +293,7 @@ def create_key(dsn: str, *, tenant: str | None, description: str = "") -> str:
             )
     finally:
         conn.close()
-    return f"mh_{key_id}_{secret}"
+    return key
 
 
 def list_keys(dsn: str) -> list[dict]:

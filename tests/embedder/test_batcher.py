@@ -30,7 +30,8 @@ def results(tickets, timeout=5):
 
 def test_concurrent_submissions_share_one_model_call():
     rec = Recorder()
-    batcher = MicroBatcher(rec, max_batch_size=64, max_wait_s=0.2, max_queue=128)
+    # The batch closes when the tenth text arrives, however slowly the threads start.
+    batcher = MicroBatcher(rec, max_batch_size=10, max_wait_s=30.0, max_queue=128)
     try:
         tickets = []
         threads = [threading.Thread(target=lambda i=i: tickets.extend(batcher.submit([i]))) for i in range(10)]

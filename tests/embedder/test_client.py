@@ -39,7 +39,7 @@ def test_retries_until_the_server_comes_up():
     thread = threading.Thread(target=start_later)
     thread.start()
     try:
-        client = EmbedderClient(f"127.0.0.1:{port}", retries=8, backoff_s=0.1, max_backoff_s=0.3, timeout_s=10)
+        client = EmbedderClient(f"127.0.0.1:{port}", retries=40, backoff_s=0.1, max_backoff_s=0.3, timeout_s=10)
         assert client.embed(["eventually"]).vectors.shape == (1, 8)
     finally:
         thread.join()

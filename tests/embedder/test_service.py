@@ -119,11 +119,11 @@ def test_model_failure_fails_the_batch_and_the_service_goes_on(make_service):
 
 
 def test_deadline_is_honoured(make_service):
-    service = make_service(HashEncoder(delay_s=0.5), max_wait_s=0.0)
+    service = make_service(HashEncoder(delay_s=2.0), max_wait_s=0.0)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         service.embed(["slow"], timeout=0.05)
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 1.5  # well before the model would have answered
 
 
 def test_full_queue_is_overloaded(make_service):
