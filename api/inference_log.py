@@ -5,18 +5,20 @@ Three promises, in this order:
 1. Never on the request path. `log()` puts the record on a bounded in-memory queue and returns;
    one background thread per process writes batches (one transaction each).
 2. Never fails a request. `log()` and `log_many()` never raise and never block on the database.
-3. Never loses a row. When PostgreSQL is unreachable (restart, failover, network) the batch is
-   appended to a local spool file (api/spool.py) and the writer keeps accepting records; when
-   the queue is full, `log()` appends the record to the spool itself. The writer replays spool
-   files once the database answers again, and at start for files a previous process left.
-   Rows carry their own key (row_id, created_at) and are inserted with ON CONFLICT DO NOTHING,
-   so a batch that was committed but whose acknowledgement was lost (and was therefore spooled
-   too) still ends up in the table exactly once. Rows PostgreSQL refuses for their content go to
-   a `rejected-*.jsonl` file with the error, never silently away; a row that can be written
-   neither to PostgreSQL nor to disk is counted and logged at ERROR.
+3. Never loses a row, even when the process dies. `log()` first appends the row to this
+   process's journal on local disk (api/journal.py: one `write`, no fsync), so it is there
+   before the answer leaves; only then is it queued for PostgreSQL. A journal segment whose
+   rows were all committed is deleted; one with rows the database did not take (unreachable,
+   queue full, shutdown) is left as a spool file (api/spool.py), and so are the segments of a
+   process that died. The writer replays spool files once the database answers, and at start
+   for files other processes left. Rows carry their own key (row_id, created_at) and are
+   inserted with ON CONFLICT DO NOTHING, so rows committed before a crash or whose
+   acknowledgement was lost end up in the table exactly once. Rows PostgreSQL refuses for their
+   content go to a `rejected-*.jsonl` file with the error, never silently away; a row that can
+   be written neither to the journal nor to PostgreSQL is counted and logged at ERROR.
 
-What is still in memory when a process is SIGKILLed is lost (at most the queue); `close()` at
-shutdown writes everything out, to the database or to the spool.
+The queue is bounded in rows and in bytes (`queue_size`, `queue_max_bytes`): past either, a row
+stays in the journal only and is replayed from there.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
+from api.journal import Journal, Segment
 from api.prediction_record import COLUMNS, PredictionRecord, record_to_row, row_values
-from api.spool import REJECTED_PREFIX, SPOOL_PREFIX, ClaimedSpoolFile, SpoolWriter, claim_next, spool_files
+from api.spool import REJECTED_PREFIX, ClaimedSpoolFile, SpoolWriter, claim_next, encode_lines, waiting_files
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +58,16 @@ class InferenceLogStats:
     """Counters since start (rows unless named otherwise) and gauges, for Prometheus."""
 
     queue_depth: int  # records waiting in memory
+    queue_bytes: int  # their size as journal lines
     written: int  # rows from the queue committed to PostgreSQL
-    spooled: int  # rows appended to spool files (overflow included)
-    overflow_spooled: int  # of which by log() because the queue was full (or the writer not running)
+    spooled: int  # rows left in the journal for replay, not committed by this process (overflow included)
+    overflow_spooled: int  # of which never queued: the queue was full (or the writer not running)
     replayed: int  # rows from spool files sent and committed (rows already there count, and are skipped)
     failed_batches: int  # database attempts that failed (each sent its rows to the spool)
     rejected: int  # rows PostgreSQL refused for their content, kept in rejected-*.jsonl
     skipped_lines: int  # unreadable spool lines (a truncated last line after a crash)
-    lost: int  # rows written nowhere (disk full on top of a database outage), logged at ERROR
-    spool_files: int  # spool files waiting in spool_dir, all processes
+    lost: int  # rows written nowhere (journal not writable, and the database did not take them)
+    spool_files: int  # files waiting for replay in spool_dir, all processes
     db_healthy: bool
     last_error: str | None
 
@@ -85,6 +89,15 @@ class _DatabaseUnavailable(Exception):
 
 class _StopReplay(Exception):
     """Replay gives way: the process is closing, or the database failed for the live queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A queued row, its journal segment (None if the journal could not take it) and its size."""
+
+    row: dict
+    segment: Segment | None
+    size: int
 
 
 def _is_data_error(error: BaseException) -> bool:
@@ -116,6 +129,7 @@ class InferenceLog:
         *,
         spool_dir: Path,
         queue_size: int = 10_000,
+        queue_max_bytes: int = 32 << 20,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
         retry_backoff_s: float = 0.1,
@@ -134,7 +148,10 @@ class InferenceLog:
         self._dsn = dsn
         self.spool_dir = Path(spool_dir)
         self.name = name
-        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Entry] = queue.Queue(maxsize=queue_size)
+        self._queue_max_bytes = queue_max_bytes
+        self._queued_bytes = 0
+        self._queued_bytes_lock = threading.Lock()
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._retry_backoff_s = retry_backoff_s
@@ -145,7 +162,7 @@ class InferenceLog:
         self._connect_timeout_s = connect_timeout_s
         self._statement_timeout_s = statement_timeout_s
         self._observer = observer
-        self._spool = SpoolWriter(self.spool_dir, prefix=SPOOL_PREFIX, fsync_interval_s=fsync_interval_s)
+        self._journal = Journal(self.spool_dir, fsync_interval_s=fsync_interval_s)
         self._rejected_file = SpoolWriter(self.spool_dir, prefix=REJECTED_PREFIX, fsync_interval_s=0.0)
 
         self._counts = dict.fromkeys(COUNTERS, 0)
@@ -157,7 +174,7 @@ class InferenceLog:
         self._retry_at = 0.0
         self._next_replay = 0.0
         self._next_partitions = 0.0
-        self._in_flight: list[dict] = []
+        self._in_flight: list[_Entry] = []
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._closing = threading.Event()
@@ -178,20 +195,10 @@ class InferenceLog:
         return self
 
     def log(self, record: PredictionRecord) -> None:
-        """Hand over one record. Never blocks on the database, never raises."""
+        """Hand over one record: on disk when this returns, in PostgreSQL soon. Never blocks on the
+        database, never raises."""
         try:
-            if os.getpid() != self._pid:
-                self._in_forked_child()
-                self._spool_directly([record])
-                return
-            if self._closed:
-                self._spool_directly([record])
-                return
-            self._queue.put_nowait(record)
-            if self._closed:  # close() finished between our check and our put: nobody will drain it
-                self._spool_directly(self._drain_nowait(None))
-        except queue.Full:
-            self._spool_directly([record])
+            self._accept(record)
         except Exception:  # noqa: BLE001 - promise 2: a request never fails because of logging
             log.exception("%s: could not accept a record", self.name)
 
@@ -204,27 +211,24 @@ class InferenceLog:
             log.exception("%s: could not accept records", self.name)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write out everything queued (to PostgreSQL, or to the spool if it is down), then stop.
-
-        If the writer is stuck past `timeout_s` (a database call hanging), what is queued and the
-        batch in flight are appended to the spool from here: a row that ends up both committed and
-        spooled is harmless, replay skips it.
-        """
+        """Write out what is queued to PostgreSQL within `timeout_s`, then stop; whatever is not
+        committed by then (database down or hanging) stays in the journal for replay. A row that
+        ends up both committed and replayed is harmless: replay skips it."""
         if self._closed:
             return
         self._closing.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout_s)
-        # From here log() spools by itself; a record it queued just before is drained below.
+        # From here log() leaves rows in the journal by itself; one it queued just before is drained below.
         self._closed = True
         stuck = self._thread is not None and self._thread.is_alive()
         leftovers = list(self._in_flight) if stuck else []
-        leftovers += [row for row in map(self._safe_row, self._drain_nowait(None)) if row is not None]
+        leftovers += self._drain_nowait(None)
         if leftovers:
             why = f"writer still busy after {timeout_s:g} s" if stuck else "writer not running"
-            log.warning("%s: %s, spooling %d rows", self.name, why, len(leftovers))
-            self._spool_rows(leftovers)
-        self._spool.close()
+            log.warning("%s: %s, leaving %d rows in the journal for replay", self.name, why, len(leftovers))
+            self._leave_for_replay(leftovers)
+        self._journal.close()
         self._rejected_file.close()
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
@@ -235,7 +239,8 @@ class InferenceLog:
             counts = dict(self._counts)
         return InferenceLogStats(
             queue_depth=self._queue.qsize(),
-            spool_files=len(spool_files(self.spool_dir)),
+            queue_bytes=self._queued_bytes,
+            spool_files=len(waiting_files(self.spool_dir)) + self._journal.dirty_segments,
             db_healthy=self._healthy,
             last_error=self._last_error,
             **counts,
@@ -274,36 +279,72 @@ class InferenceLog:
 
     def _in_forked_child(self) -> None:
         """We were forked after start(): the writer thread stayed in the parent, and any lock a
-        parent thread held at fork time stays held here forever. Fresh locks; spool from now on."""
+        parent thread held at fork time stays held here forever. Fresh locks; from now on every
+        row stays in this process's journal, replayed by the parent once this process is gone."""
         if self._child_pid != os.getpid():
             self._child_pid = os.getpid()
             self._counts_lock = threading.Lock()
-            log.warning("%s: used in a forked child without its own start(): spooling every record", self.name)
+            self._queued_bytes_lock = threading.Lock()
+            log.warning("%s: used in a forked child without its own start(): journaling every record", self.name)
 
-    def _spool_directly(self, records: list[PredictionRecord]) -> None:
-        """log()'s path when the queue is full (or the writer is gone): append synchronously."""
-        rows = [row for row in map(self._safe_row, records) if row is not None]
-        if self._spool_rows(rows):
-            self._count("overflow_spooled", len(rows))
-
-    def _spool_rows(self, rows: list[dict]) -> bool:
-        if not rows:
-            return True
+    def _accept(self, record: PredictionRecord) -> None:
+        row = self._safe_row(record)
+        if row is None:
+            return
+        line = encode_lines([row])
+        entry = _Entry(row, self._journal_append(line), len(line))
+        if os.getpid() != self._pid:
+            self._in_forked_child()
+            self._leave_for_replay([entry], overflow=True)
+            return
+        if self._closed or not self._reserve(entry.size):
+            self._leave_for_replay([entry], overflow=True)
+            return
         try:
-            self._spool.append(rows)
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self._release(entry.size)
+            self._leave_for_replay([entry], overflow=True)
+            return
+        if self._closed:  # close() finished between our check and our put: nobody will drain it
+            self._leave_for_replay(self._drain_nowait(None))
+
+    def _journal_append(self, line: bytes) -> Segment | None:
+        try:
+            return self._journal.append(line)
         except OSError as e:
-            self._count("lost", len(rows))
             self._set_error(e)
+            log.error("%s: journal %s not writable (%s): this row is in memory only", self.name, self.spool_dir, e)
+            return None
+
+    def _reserve(self, size: int) -> bool:
+        with self._queued_bytes_lock:
+            if self._queued_bytes + size > self._queue_max_bytes:
+                return False
+            self._queued_bytes += size
+            return True
+
+    def _release(self, size: int) -> None:
+        with self._queued_bytes_lock:
+            self._queued_bytes -= size
+
+    def _leave_for_replay(self, entries: list[_Entry], *, overflow: bool = False) -> None:
+        """These rows will not be committed by this process's queue: they wait in the journal."""
+        journaled = [e.segment for e in entries if e.segment is not None]
+        self._journal.resolve(journaled, committed=False)
+        self._count("spooled", len(journaled))
+        if overflow:
+            self._count("overflow_spooled", len(journaled))
+        lost = len(entries) - len(journaled)
+        if lost:
+            self._count("lost", lost)
             log.error(
-                "%s: LOST %d prediction rows: PostgreSQL unavailable and spool %s not writable (%s)",
+                "%s: LOST %d prediction rows: PostgreSQL did not take them and the journal %s is not writable (%s)",
                 self.name,
-                len(rows),
+                lost,
                 self.spool_dir,
-                e,
+                self._last_error,
             )
-            return False
-        self._count("spooled", len(rows))
-        return True
 
     def _reject(self, rows: list[dict], error: BaseException) -> None:
         message = redact(f"{type(error).__name__}: {error}".strip())[:500]
@@ -454,8 +495,8 @@ class InferenceLog:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        self._journal.maintain()
         if not self._db_worth_trying():
-            self._spool.sync()
             return
         if not self._healthy:
             self._probe()  # no batch may come to find out that the database is back
@@ -464,26 +505,30 @@ class InferenceLog:
         if self._healthy and now >= self._next_replay:
             self._next_replay = now + self._replay_interval_s
             self._replay_spool()
-        self._spool.sync()
 
-    def _drain_nowait(self, limit: int | None) -> list[PredictionRecord]:
-        records: list[PredictionRecord] = []
-        while limit is None or len(records) < limit:
+    def _dequeue(self, timeout: float | None = None) -> _Entry:
+        entry = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get_nowait()
+        self._release(entry.size)
+        return entry
+
+    def _drain_nowait(self, limit: int | None) -> list[_Entry]:
+        entries: list[_Entry] = []
+        while limit is None or len(entries) < limit:
             try:
-                records.append(self._queue.get_nowait())
+                entries.append(self._dequeue())
             except queue.Empty:
                 break
-        return records
+        return entries
 
-    def _take_batch(self, *, linger: bool) -> list[PredictionRecord]:
+    def _take_batch(self, *, linger: bool) -> list[_Entry]:
         """Up to batch_size records: waits up to flush_interval_s for the first, then (lingering)
         gathers more until the batch is full or flush_interval_s has passed since the first.
         Waits are sliced (_WAKE_S) so that close() is noticed at once whatever the interval."""
-        batch: list[PredictionRecord] = []
+        batch: list[_Entry] = []
         deadline = time.monotonic() + self._flush_interval_s
         while not batch:
             try:
-                batch.append(self._queue.get(timeout=min(_WAKE_S, max(0.001, deadline - time.monotonic()))))
+                batch.append(self._dequeue(timeout=min(_WAKE_S, max(0.001, deadline - time.monotonic()))))
             except queue.Empty:
                 if not linger or self._closing.is_set() or time.monotonic() >= deadline:
                     return []
@@ -494,16 +539,16 @@ class InferenceLog:
             if len(batch) >= self._batch_size or not linger or remaining <= 0 or self._closing.is_set():
                 break
             try:
-                batch.append(self._queue.get(timeout=min(_WAKE_S, remaining)))
+                batch.append(self._dequeue(timeout=min(_WAKE_S, remaining)))
             except queue.Empty:
                 pass
         return batch
 
-    def _write(self, records: list[PredictionRecord]) -> None:
-        rows = [row for row in map(self._safe_row, records) if row is not None]
-        if not rows:
+    def _write(self, entries: list[_Entry]) -> None:
+        if not entries:
             return
-        self._in_flight = rows
+        rows = [e.row for e in entries]
+        self._in_flight = entries
         try:
             if self._db_worth_trying():
                 try:
@@ -516,16 +561,16 @@ class InferenceLog:
                 else:
                     self._count("written", written)
                     self._mark_success()
+                    self._journal.resolve([e.segment for e in entries], committed=True)
                     return
-            self._spool_rows(rows)
+            self._leave_for_replay(entries)
         finally:
             self._in_flight = []
 
     def _replay_spool(self) -> None:
-        """Replay every claimable spool file, ours included (closed first so it can be claimed)."""
-        self._spool.rotate()
+        """Replay every claimable spool file: those our journal let go of, and other processes'."""
         while self._healthy and not self._closing.is_set():
-            claimed = claim_next(self.spool_dir, prefix=SPOOL_PREFIX)
+            claimed = claim_next(self.spool_dir)
             if claimed is None:
                 return
             self._replay_file(claimed)

@@ -1,7 +1,8 @@
 """Append-only JSON-lines spool files on local disk, shared by the processes of one router.
 
-When PostgreSQL cannot take prediction rows, the inference log appends them here and replays
-them later. Several gunicorn workers share one folder, so:
+Prediction rows that PostgreSQL has not taken wait here for replay: the journal files of
+api/journal.py (every row is written there before its answer leaves), and spool files. Several
+gunicorn workers share one folder, so:
 
 * each process writes its own file, `spool-<pid>-<random>.jsonl`, and holds an exclusive
   `flock` on it while it is open. The file is created under a hidden temporary name, locked, and
@@ -35,6 +36,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SPOOL_PREFIX = "spool"
+JOURNAL_PREFIX = "journal"  # api/journal.py: a live process's rows, replayable once its owner lets go
+REPLAYABLE = (SPOOL_PREFIX, JOURNAL_PREFIX)
 REJECTED_PREFIX = "rejected"
 CLAIM_MARK = ".replaying-"
 SUFFIX = ".jsonl"
@@ -64,6 +67,27 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def create_locked_file(directory: Path, prefix: str, *, sync_dir: bool = True) -> tuple[int, Path]:
+    """A new, empty, append-only `<prefix>-<pid>-<random>.jsonl` in `directory`, exclusively
+    flocked by this process before any other process can see its public name; `sync_dir` makes
+    the new name itself survive a power loss."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+    hidden = directory / f".{name}.new"
+    fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(hidden, directory / name)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            hidden.unlink()
+        raise
+    if sync_dir:
+        _fsync_dir(directory)
+    return fd, directory / name
 
 
 class SpoolWriter:
@@ -140,23 +164,10 @@ class SpoolWriter:
     def _open_locked(self) -> int:
         if self._fd is not None:
             return self._fd
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        hidden = self.directory / f".{name}.new"
-        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.rename(hidden, self.directory / name)
-        except OSError:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                hidden.unlink()
-            raise
-        _fsync_dir(self.directory)
-        self._fd, self._path = fd, self.directory / name
+        self._fd, self._path = create_locked_file(self.directory, self.prefix)
         self._last_sync = time.monotonic()
         log.info("spooling to %s", self._path)
-        return fd
+        return self._fd
 
     def _sync_locked(self) -> None:
         with contextlib.suppress(OSError):
@@ -177,14 +188,14 @@ def _base_name(name: str) -> str:
     return name.split(CLAIM_MARK, 1)[0]
 
 
-def _is_spool_name(name: str, prefix: str) -> bool:
-    return name.startswith(f"{prefix}-") and _base_name(name).endswith(SUFFIX)
+def _is_spool_name(name: str, prefixes: tuple[str, ...]) -> bool:
+    return name.startswith(tuple(f"{prefix}-" for prefix in prefixes)) and _base_name(name).endswith(SUFFIX)
 
 
-def spool_files(directory: Path, *, prefix: str = SPOOL_PREFIX) -> list[Path]:
-    """Spool files waiting in `directory` (open, closed or being replayed), oldest first."""
+def spool_files(directory: Path, *, prefixes: tuple[str, ...] = REPLAYABLE) -> list[Path]:
+    """Spool and journal files in `directory` (open, closed or being replayed), oldest first."""
     try:
-        entries = [e for e in os.scandir(directory) if _is_spool_name(e.name, prefix)]
+        entries = [e for e in os.scandir(directory) if _is_spool_name(e.name, prefixes)]
     except OSError:  # missing, or not a folder: nothing to replay
         return []
     found = []
@@ -231,10 +242,35 @@ class ClaimedSpoolFile:
         self._file.close()
 
 
-def claim_next(directory: Path, *, prefix: str = SPOOL_PREFIX) -> ClaimedSpoolFile | None:
-    """Claim the oldest spool file nobody holds (its owner closed it or died), or None."""
-    _remove_abandoned_new_files(directory, prefix)
-    for path in spool_files(directory, prefix=prefix):
+def waiting_files(directory: Path) -> list[Path]:
+    """The files whose rows wait for replay: every spool file, and the journal files of processes
+    that died (a live owner holds its journal's lock)."""
+    return [p for p in spool_files(directory) if not _is_live_journal(p)]
+
+
+def _is_live_journal(path: Path) -> bool:
+    return path.name.startswith(f"{JOURNAL_PREFIX}-") and CLAIM_MARK not in path.name and _is_locked(path)
+
+
+def _is_locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases our probe lock, if we got it
+    return False
+
+
+def claim_next(directory: Path, *, prefixes: tuple[str, ...] = REPLAYABLE) -> ClaimedSpoolFile | None:
+    """Claim the oldest spool or journal file nobody holds (its owner let go of it or died), or None."""
+    for prefix in prefixes:
+        _remove_abandoned_new_files(directory, prefix)
+    for path in spool_files(directory, prefixes=prefixes):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
