@@ -60,7 +60,10 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
         if error.code == 404:
             return error_response(NotFound(f"no route for {request.method} {request.path}"))
         if error.code == 405:
-            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
+            allowed = tuple(getattr(error, "valid_methods", None) or ())  # werkzeug's MethodNotAllowed knows them
+            return error_response(
+                MethodNotAllowed(f"{request.method} is not allowed on {request.path}", allowed=allowed)
+            )
         return error_response(BadRequest(error.description or error.name))
 
     @app.errorhandler(Exception)

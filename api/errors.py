@@ -3,11 +3,14 @@
 Every failure becomes `{"error": {"code", "message", "request_id"}}` with the status below; the
 Flask adapter (api/app.py) does the rendering, the rest of the router only raises.
 
-    400 bad_request        malformed JSON, wrong content type
+    400 bad_request        malformed JSON (any failure to parse), wrong content type
     404 not_found          unknown model or route
-    405 method_not_allowed
+    405 method_not_allowed the Allow header lists the methods the route has
+    409 conflict           a serving change the model's versions or serving state does not allow
     413 payload_too_large  body, text or text count over a limit (the message names it)
     422 invalid_request    missing / extra fields, wrong types, empty text (the message names the field)
+    422 invalid_window     a report window that is inverted, too long or outside the calendar
+    422 unknown_label      feedback with a label the answering version does not have
     429 overloaded         the embedder's queue is full (Retry-After)
     502 embedder_error     the embedder failed on this batch
     503 embedder_unavailable / embedder_mismatch / not_ready
@@ -49,6 +52,14 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, code = 405, "method_not_allowed"
 
+    def __init__(self, message: str, *, allowed: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.allowed = allowed  # the methods the resource has (the Allow header, RFC 9110)
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
 
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
@@ -56,6 +67,19 @@ class PayloadTooLarge(ApiError):
 
 class InvalidRequest(ApiError):
     status, code = 422, "invalid_request"
+
+
+class InvalidWindow(InvalidRequest):
+    """Well-formed dates that make no window: since not before until, a span over the limit, or
+    an instant outside the calendar the router can count in."""
+
+    code = "invalid_window"
+
+
+class UnknownLabel(InvalidRequest):
+    """Feedback naming a label that the version which answered the prediction does not have."""
+
+    code = "unknown_label"
 
 
 class EmbedderOverloaded(ApiError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from api.database import Database
 from api.errors import InvalidRequest, NotFound
+from api.validation import integer, json_type
 
 FIND = """
 SELECT model, version FROM predictions
@@ -38,17 +39,19 @@ class FeedbackRequest:
 
 def parse_feedback(body: object) -> FeedbackRequest:
     if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {type(body).__name__}")
+        raise InvalidRequest(f"the body must be a JSON object, got {json_type(body)}")
     extra = sorted(set(body) - {"label", "item_index"})
     if extra:
         raise InvalidRequest(f"unknown field(s) {', '.join(extra)}; allowed: label, item_index")
-    label = body.get("label")
-    if not isinstance(label, str) or not label.strip():
-        raise InvalidRequest("label must be a non-empty string")
-    index = body.get("item_index", 0)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise InvalidRequest("item_index must be an integer >= 0")
-    return FeedbackRequest(label.strip(), index)
+    if "label" not in body:
+        raise InvalidRequest("the field label is required")
+    label = body["label"]
+    if not isinstance(label, str) or not label:
+        raise InvalidRequest(f"label must be a non-empty string, got {json_type(label)}")
+    index = integer(body.get("item_index", 0), "item_index")
+    if index < 0:
+        raise InvalidRequest(f"item_index must be >= 0, got {index}")
+    return FeedbackRequest(label, index)
 
 
 class FeedbackStore:

@@ -1,9 +1,16 @@
-"""The OpenAPI 3 description of the router, built from the running settings so the limits it
-states are the limits enforced. tests/api/test_openapi.py checks real responses against it."""
+"""The OpenAPI 3 description of the router, built from the running settings and from the rules the
+code enforces (validation patterns, rate-limit costs), so what it states is what is enforced.
+tests/api/test_app.py checks real responses against it; tests/api/test_fuzz_contract.py fuzzes a
+real router with it."""
 
 from __future__ import annotations
 
+from api.rate_limit import FEEDBACK_COST, PREDICT_COST, REPORT_COST_PER_DAY
+from api.report import MAX_WINDOW
 from api.settings import RouterSettings
+from api.validation import MAX_REASON_CHARS, REQUEST_ID, SERVING_REQUIRED, not_blank_pattern
+from heads.registry import TENANT_NAME, VERSION_NAME
+from heads.serving import CANDIDATE_KEYS
 
 
 def _error(description: str) -> dict:
@@ -25,7 +32,12 @@ def openapi_document(settings: RouterSettings) -> dict:
         "type": "string",
         "minLength": 1,
         "maxLength": settings.max_text_chars,
-        "description": "Not empty or whitespace-only.",
+        "pattern": not_blank_pattern(),
+        "description": "Not empty, and not only whitespace, control and format characters.",
+    }
+    instant = {
+        "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+        "examples": ["2026-11-01", "2026-11-01T12:00:00Z"],
     }
     labelled = {
         "type": "object",
@@ -59,40 +71,24 @@ def openapi_document(settings: RouterSettings) -> dict:
             },
         },
     }
-    tenant_header = {
-        "name": "X-Tenant",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
-        "description": "Operator keys only: the tenant the call acts for. A tenant key always acts for its own tenant.",
-    }
-    auth_errors = {
-        "401": _error("Missing, malformed, invalid or revoked API key."),
-        "403": _error(
-            "The key may not do this (an operator action with a tenant key, or X-Tenant naming another tenant)."
-        ),
-    }
     document = {
         "openapi": "3.1.0",
         "info": {
             "title": "manyheads router",
             "version": "1.0.0",
             "description": "Text classification endpoints, one per model, on a shared embedding service. "
-            "Every prediction is written to the inference database.",
+            "Every prediction is written to the inference database. A tenant's rate limit counts requests; "
+            "feedback and reports count as more than one, as their descriptions say (429 with Retry-After "
+            "beyond the limit).",
         },
         "paths": {
             "/v1/models/{model}/predict": {
                 "post": {
                     "summary": "Classify one text or a batch of texts with a model's serving version",
+                    "description": f"Counts as {PREDICT_COST:g} request of the tenant's rate limit, whatever the "
+                    "number of texts.",
                     "parameters": [
                         {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
-                        {
-                            "name": "X-Request-ID",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-                            "description": "Your id for this request; echoed back and stored with every row. Generated if absent.",
-                        },
                         {
                             "name": "X-Client-ID",
                             "in": "header",
@@ -127,13 +123,15 @@ def openapi_document(settings: RouterSettings) -> dict:
                                 )
                             },
                         },
-                        "400": _error("Malformed JSON or a Content-Type other than application/json."),
                         "404": _error("Unknown model."),
                         "413": _error(
                             f"Body over {settings.max_body_bytes} bytes, a text over {settings.max_text_chars} characters, "
                             f"or more than {settings.max_texts} texts."
                         ),
-                        "422": _error("Missing or unknown fields, wrong types, empty text, top_k out of range."),
+                        "422": _error(
+                            "Missing or unknown fields, wrong types, empty text, top_k out of range, "
+                            "an invalid X-Request-Timeout-Ms."
+                        ),
                         "429": _error(
                             "The tenant is over its rate limit, or the embedding service is overloaded; retry after Retry-After seconds."
                         ),
@@ -159,11 +157,19 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
                     },
+                    "description": f"Counts as {FEEDBACK_COST:g} requests of the tenant's rate limit "
+                    "(a lookup of the prediction and an upsert).",
                     "responses": {
                         "201": _ok("Stored.", "FeedbackResponse"),
-                        "400": _error("Malformed JSON or a Content-Type other than application/json."),
                         "404": _error("No answered prediction with that request id and item_index."),
-                        "422": _error("Missing or unknown fields, or a label the answering version does not know."),
+                        "409": _error(
+                            "The version that answered no longer loads from the model store, so the label cannot be checked."
+                        ),
+                        "422": _error(
+                            "Missing or unknown fields, wrong types (invalid_request); a label the answering version "
+                            "does not have (unknown_label)."
+                        ),
+                        "429": _error("The tenant is over its rate limit; retry after Retry-After seconds."),
                         "503": _error("The inference database is unavailable; retry."),
                     },
                 }
@@ -187,21 +193,28 @@ def openapi_document(settings: RouterSettings) -> dict:
                             "name": "since",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string"},
-                            "description": "ISO 8601 date or datetime (UTC if no zone); default: 24 hours before until.",
+                            "schema": instant,
+                            "description": "RFC 3339 date (midnight UTC) or date-time with an offset; default: 24 hours before until.",
                         },
                         {
                             "name": "until",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string"},
-                            "description": "ISO 8601 date or datetime, exclusive; default: now. At most 92 days after since.",
+                            "schema": instant,
+                            "description": f"RFC 3339 date or date-time, exclusive; default: now. At most {MAX_WINDOW.days} days after since.",
                         },
                     ],
+                    "description": f"Counts as {REPORT_COST_PER_DAY:g} requests of the tenant's rate limit per day "
+                    "of the window (a started day counts whole): it scans every prediction of the model in it.",
                     "responses": {
                         "200": _ok("The report.", "Report"),
                         "404": _error("Unknown model."),
-                        "422": _error("Invalid window or unknown query parameter."),
+                        "422": _error(
+                            "A date that is not RFC 3339 or an unknown query parameter (invalid_request); a window "
+                            f"whose since is not before its until, longer than {MAX_WINDOW.days} days, or outside "
+                            "the years 1-9999 (invalid_window)."
+                        ),
+                        "429": _error("The tenant is over its rate limit; retry after Retry-After seconds."),
                         "503": _error("The inference database is unavailable; retry."),
                     },
                 }
@@ -222,8 +235,12 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "responses": {
                         "200": _ok("The new serving state.", "ServingState"),
                         "404": _error("Unknown model."),
+                        "409": _error(
+                            "A change the model's versions or serving state do not allow: an unknown version or one "
+                            "that does not load, another embedder, not a shadow, nothing to roll back to."
+                        ),
                         "422": _error(
-                            "Unknown action or field, a version that does not load, another embedder, a value out of range."
+                            "Unknown action or field, a field the action needs missing, a value out of range."
                         ),
                     },
                 },
@@ -311,7 +328,9 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "top_k": {"type": "array", "items": labelled},
                         "cache_hit": {
                             "type": "boolean",
-                            "description": "The embedding came from a cache: the router worker's or the embedder's.",
+                            "description": "The embedding came from a cache (the router worker's or the embedder's) "
+                            "filled by this tenant's own requests, unless the operator shares caches between tenants "
+                            "(API_SHARE_EMBEDDING_CACHE).",
                         },
                     },
                 },
@@ -350,8 +369,8 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "properties": {
                         "model": {"type": "string"},
                         "tenant": {"type": "string"},
-                        "since": {"type": "string"},
-                        "until": {"type": "string"},
+                        "since": {"type": "string", "format": "date-time"},
+                        "until": {"type": "string", "format": "date-time"},
                         "versions": {
                             "type": "array",
                             "items": {
@@ -402,24 +421,17 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "required": ["action"],
                     "additionalProperties": False,
                     "properties": {
-                        "action": {
-                            "enum": [
-                                "promote",
-                                "shadow",
-                                "unshadow",
-                                "ab",
-                                "ab_off",
-                                "fallback",
-                                "fallback_off",
-                                "rollback",
-                            ]
-                        },
-                        "version": {"type": "string"},
+                        "action": {"enum": list(SERVING_REQUIRED)},
+                        "version": {"type": "string", "pattern": VERSION_NAME.pattern},
                         "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                         "percent": {"type": "number", "minimum": 0, "maximum": 100},
-                        "key": {"enum": ["client_id", "request_id"]},
-                        "reason": {"type": "string"},
+                        "key": {"enum": list(CANDIDATE_KEYS)},
+                        "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
                     },
+                    "oneOf": [
+                        {"properties": {"action": {"const": action}}, "required": ["action", *needs]}
+                        for action, needs in SERVING_REQUIRED.items()
+                    ],
                 },
                 "ServingState": {
                     "type": "object",
@@ -476,6 +488,24 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "servable_models": {"type": "integer"},
                         "embedder_mismatch": {"type": "integer"},
                         "load_errors": {"type": "integer"},
+                        "failed_models": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["tenant", "model", "reason", "serving"],
+                                "properties": {
+                                    "tenant": {"type": "string"},
+                                    "model": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                    "serving": {
+                                        "type": ["string", "null"],
+                                        "description": "The version still answering from before the failure, or null.",
+                                    },
+                                },
+                            },
+                            "description": "Only when the request carries an operator key (optional on this "
+                            "endpoint): the models that do not load, and why. A bad model never makes the router unready.",
+                        },
                     },
                 },
                 "Error": {
@@ -500,10 +530,52 @@ def openapi_document(settings: RouterSettings) -> dict:
     }
     for path, operations in document["paths"].items():
         for operation in operations.values():
-            if path in ("/healthz", "/readyz", "/openapi.json"):
-                operation["security"] = []  # public: load balancers and clients without a key
-                continue
-            operation["responses"].update(auth_errors)
-            if path.startswith("/v1/models") or path.startswith("/v1/predictions"):
-                operation.setdefault("parameters", []).append(tenant_header)
+            _add_common(path, operation, settings)
     return document
+
+
+PUBLIC = ("/healthz", "/readyz", "/openapi.json")
+REQUEST_ID_HEADER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": REQUEST_ID.pattern},
+    "description": "Your id for this request; echoed back in every response (and stored with every row of a "
+    "prediction). Generated if absent.",
+}
+TENANT_HEADER = {
+    "name": "X-Tenant",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": TENANT_NAME.pattern},
+    "description": "Operator keys only, and required with them: the tenant the call acts for. A tenant key "
+    "always acts for its own tenant (another tenant here: 403).",
+}
+
+
+def _add_common(path: str, operation: dict, settings: RouterSettings) -> None:
+    """What every operation shares: the request id, the body errors, authentication and, on
+    tenant-scoped routes, the X-Tenant header."""
+    parameters, responses = operation.setdefault("parameters", []), operation["responses"]
+    parameters.insert(0, REQUEST_ID_HEADER)
+    _add_422(responses, "an X-Request-ID that is not 1-128 letters, digits, '.', '_', ':' or '-'")
+    if "requestBody" in operation:
+        responses["400"] = _error("Malformed JSON or a Content-Type other than application/json.")
+        responses.setdefault("413", _error(f"Body over {settings.max_body_bytes} bytes."))
+    if path in PUBLIC:
+        operation["security"] = []  # public: load balancers and clients without a key
+        return
+    responses["401"] = _error("Missing, malformed, invalid or revoked API key.")
+    responses["403"] = _error(
+        "The key may not do this (an operator action with a tenant key, or X-Tenant naming another tenant)."
+    )
+    if path.startswith(("/v1/models", "/v1/predictions")):
+        parameters.append(TENANT_HEADER)
+        _add_422(responses, "an operator key without a valid X-Tenant")
+
+
+def _add_422(responses: dict, why: str) -> None:
+    if "422" in responses:
+        responses["422"]["description"] = f"{responses['422']['description'].rstrip('.')}; or {why}."
+    else:
+        responses["422"] = _error(f"Invalid request: {why}.")

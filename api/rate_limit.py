@@ -1,19 +1,38 @@
 """Per-tenant rate limits: a token bucket per tenant, refilled at `rate_rps`, holding `burst`.
 
-Each gunicorn worker keeps its own buckets with 1/workers of the tenant's rate and burst, so the
-whole router allows about the configured rate without any shared state on the request path (the
-load balancer spreads a tenant's requests over the workers). Over the limit: 429 with the
-Retry-After that the bucket needs to refill one request.
+A call counts as a number of requests (tokens) by the work it causes; the table is also in the
+OpenAPI description and the README:
+
+    predict    1 (one embedding call for up to max_texts texts)
+    feedback   2 (a lookup of the prediction and an upsert)
+    report     10 per day of the window, started days counted whole (six aggregate queries,
+               each scanning every prediction of the model in the window)
+
+A cost larger than a bucket takes the whole bucket, so every call can eventually pass. Each
+gunicorn worker keeps its own buckets with 1/workers of the tenant's rate and burst, so the whole
+router allows about the configured rate without any shared state on the request path (the load
+balancer spreads a tenant's requests over the workers). Over the limit: 429 with the Retry-After
+that the bucket needs to refill the call's cost.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 import time
 from collections.abc import Callable
 
 from api.errors import ApiError
+
+PREDICT_COST = 1.0
+FEEDBACK_COST = 2.0
+REPORT_COST_PER_DAY = 10.0
+
+
+def report_cost(since: dt.datetime, until: dt.datetime) -> float:
+    """Tokens for a report over [since, until): every started day of the window counts whole."""
+    return REPORT_COST_PER_DAY * max(1, math.ceil((until - since) / dt.timedelta(days=1)))
 
 
 class RateLimited(ApiError):
@@ -42,16 +61,20 @@ class TenantRateLimiter:
         burst = max(1.0, (getattr(custom, "burst", None) or self._burst) / self._workers)
         return rate, burst
 
-    def acquire(self, tenant: str) -> None:
+    def acquire(self, tenant: str, cost: float = PREDICT_COST) -> None:
+        """Take `cost` tokens from the tenant's bucket, or raise RateLimited (429, Retry-After)."""
         rate, burst = self._limits(tenant)
+        needed = min(cost, burst)
         now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(tenant, (burst, now))
             tokens = min(burst, tokens + (now - last) * rate)
-            if tokens < 1.0:
+            if tokens < needed:
                 self._buckets[tenant] = [tokens, now]
-                retry = max(1, math.ceil((1.0 - tokens) / rate))
-                error = RateLimited(f"tenant {tenant!r} is over its rate limit of {rate * self._workers:g} requests/s")
-                error.retry_after_s = retry
+                error = RateLimited(
+                    f"tenant {tenant!r} is over its rate limit of {rate * self._workers:g} requests/s "
+                    f"(this call counts as {cost:g})"
+                )
+                error.retry_after_s = max(1, math.ceil((needed - tokens) / rate))
                 raise error
-            self._buckets[tenant] = [tokens - 1.0, now]
+            self._buckets[tenant] = [tokens - needed, now]

@@ -14,18 +14,27 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
 
 from api.database import Database
-from api.errors import InvalidRequest
+from api.errors import InvalidRequest, InvalidWindow
 from heads.errors import HeadsError
 from heads.registry import ModelStore
 
 BUCKETS = 10
 ANSWERED = ("primary", "candidate", "fallback")
 MAX_WINDOW = dt.timedelta(days=92)
+DEFAULT_WINDOW = dt.timedelta(days=1)
+# RFC 3339 section 5.6: full-date, or full-date "T" partial-time time-offset ("T" and "Z" in
+# either case, any number of fraction digits; only the first six count).
+INSTANT = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?",
+    re.ASCII,
+)
 EPSILON = 1e-4  # floor for shares in PSI, so a label absent on one side does not give infinity
 
 COUNTS = """
@@ -72,24 +81,56 @@ WHERE tenant = %(tenant)s AND model = %(model)s AND bucket_start >= %(since)s AN
 """
 
 
+def parse_instant(value: str, name: str) -> dt.datetime:
+    """An RFC 3339 full-date (midnight UTC) or date-time (with its offset), as UTC: exactly what
+    `format: date` and `format: date-time` promise in the contract. 422 for anything else."""
+    match = INSTANT.fullmatch(value)
+    if match is None:
+        raise InvalidRequest(
+            f"{name} must be an RFC 3339 date (2026-11-01) or date-time with an offset "
+            f"(2026-11-01T12:00:00Z, 2026-11-01T12:00:00+02:00), got {value!r}"
+        )
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if year == "0000":
+        raise InvalidWindow(f"{name} is outside the years 1-9999: {value!r}")
+    try:
+        date = dt.date(int(year), int(month), int(day))
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} is not a date of the calendar ({exc}): {value!r}") from None
+    if hour is None:
+        return dt.datetime.combine(date, dt.time(), dt.UTC)
+    if zone.upper() == "Z":
+        offset = dt.timedelta(0)
+    else:
+        sign = -1 if zone[0] == "-" else 1
+        offset = sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    if int(hour) > 23 or int(minute) > 59 or int(second) > 60 or abs(offset) >= dt.timedelta(days=1):
+        raise InvalidRequest(f"{name} is not a time of day: {value!r}")
+    micro = int((fraction or ".")[1:7].ljust(6, "0"))
+    if int(second) == 60:  # a leap second: the last instant of its minute
+        second, micro = "59", 999_999
+    local = dt.datetime.combine(date, dt.time(int(hour), int(minute), int(second), micro), dt.timezone(offset))
+    try:
+        return local.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidWindow(f"{name} is outside the years 1-9999 once converted to UTC: {value!r}") from None
+
+
 def parse_window(
     since: str | None, until: str | None, *, now: dt.datetime | None = None
 ) -> tuple[dt.datetime, dt.datetime]:
-    """ISO 8601 dates or datetimes (UTC when no zone is given); default: the last 24 hours."""
-
-    def parse(value: str, name: str) -> dt.datetime:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidRequest(f"{name} must be an ISO 8601 date or datetime, got {value!r}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-    end = parse(until, "until") if until else (now or dt.datetime.now(dt.UTC))
-    start = parse(since, "since") if since else end - dt.timedelta(days=1)
+    """The report's window [since, until) in UTC; default: the 24 hours before until (now)."""
+    end = parse_instant(until, "until") if until is not None else (now or dt.datetime.now(dt.UTC))
+    if since is not None:
+        start = parse_instant(since, "since")
+    elif end - dt.datetime.min.replace(tzinfo=dt.UTC) < DEFAULT_WINDOW:
+        raise InvalidWindow(f"until is too early for the default window of 24 hours before it: {until!r}")
+    else:
+        start = end - DEFAULT_WINDOW
     if start >= end:
-        raise InvalidRequest("since must be earlier than until")
+        raise InvalidWindow(f"since ({start.isoformat()}) must be earlier than until ({end.isoformat()})")
     if end - start > MAX_WINDOW:
-        raise InvalidRequest(f"the window is limited to {MAX_WINDOW.days} days")
+        raise InvalidWindow(f"the window is limited to {MAX_WINDOW.days} days; it spans {end - start}")
     return start, end
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, request
 
 from api.auth import request_tenant, require_operator
-from api.errors import InvalidRequest, NotFound
+from api.errors import Conflict, InvalidRequest, NotFound
 from api.http import json_body, json_response, runtime
+from api.rate_limit import report_cost
 from api.report import build_report, parse_window
 from api.tenant_heads import tenant_store
+from api.validation import parse_serving_change
 from heads import serving
 from heads.errors import HeadsError, RegistryError
 from heads.registry import check_model_name
@@ -67,6 +69,7 @@ def model_report(model: str) -> Response:
     if extra:
         raise InvalidRequest(f"unknown query parameter(s) {', '.join(extra)}; allowed: since, until")
     since, until = parse_window(request.args.get("since"), request.args.get("until"))
+    rt.limiter.acquire(tenant, report_cost(since, until))
     return json_response(build_report(rt.database, store, model, since, until, tenant=tenant))
 
 
@@ -79,31 +82,23 @@ def get_serving(model: str) -> Response:
     return json_response({"model": model, **state.to_dict()})
 
 
-SERVING_FIELDS = {"action", "version", "fraction", "percent", "key", "reason"}
-
-
 @routes.post("/v1/models/<model>/serving")
 def change_serving(model: str) -> Response:
-    """Operator only: promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback."""
+    """Operator only: promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback.
+    A well-formed change that the model's versions or serving state do not allow is a 409."""
     rt = runtime()
     require_operator()
     tenant = request_tenant()
-    body = json_body()
-    if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    extra = sorted(set(body) - SERVING_FIELDS)
-    if extra:
-        raise InvalidRequest(f"unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(SERVING_FIELDS))}")
+    parsed = parse_serving_change(json_body())
     store = tenant_store(rt.heads.root, tenant)
     if not store.versions(_model_name(model)):
         raise NotFound(f"unknown model {model!r}")
     try:
-        kwargs = {k: body[k] for k in ("version", "fraction", "percent", "key") if k in body}
-        change, reason, is_rollback = serving.operation(str(body.get("action")), **kwargs)
-        why = f"{body.get('reason') or reason} (HTTP, operator key {g.principal.key_id})"  # the audit trail
+        change, reason, is_rollback = serving.operation(parsed.action, **parsed.options)
+        why = f"{parsed.reason or reason} (HTTP, operator key {g.principal.key_id})"  # the audit trail
         state = store.change_serving(model, change, reason=why, rollback=is_rollback)
-    except (HeadsError, TypeError, ValueError) as exc:
-        raise InvalidRequest(str(exc)) from None
+    except HeadsError as exc:
+        raise Conflict(str(exc)) from None
     rt.heads.refresh()  # this worker serves the new state at once; the others within the reload interval
     return json_response({"model": model, **state.to_dict(with_history=False)})
 

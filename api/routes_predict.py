@@ -8,22 +8,14 @@ from flask import Blueprint, Response, g, request
 
 from api import metrics
 from api.auth import request_tenant
-from api.errors import ApiError, InvalidRequest
+from api.errors import ApiError, UnknownLabel
 from api.feedback import parse_feedback
 from api.http import json_body, json_response, runtime
 from api.predictor import PredictResult
-from api.validation import check_request_id, parse_predict
+from api.rate_limit import FEEDBACK_COST, PREDICT_COST
+from api.validation import check_request_id, parse_predict, request_timeout_s
 
 routes = Blueprint("predict", __name__)
-
-
-def _timeout_s(header: str | None) -> float | None:
-    """X-Request-Timeout-Ms: the caller's deadline for this request (1-60000 ms)."""
-    if header is None:
-        return None
-    if not header.isdigit() or not 1 <= int(header) <= 60_000:
-        raise InvalidRequest("header X-Request-Timeout-Ms must be an integer between 1 and 60000")
-    return int(header) / 1000
 
 
 def _render(result: PredictResult) -> Response:
@@ -66,7 +58,7 @@ def predict(model: str) -> Response:
     known = model in rt.heads.snapshot(tenant)
     label = f"{tenant}/{model}" if known else metrics.UNKNOWN_MODEL
     try:
-        rt.limiter.acquire(tenant)
+        rt.limiter.acquire(tenant, PREDICT_COST)
         parsed = parse_predict(json_body(), rt.limits)
         result = rt.predictor.predict(
             model,
@@ -74,7 +66,7 @@ def predict(model: str) -> Response:
             request_id=g.request_id,
             client_id=request.headers.get("X-Client-ID"),
             tenant=tenant,
-            timeout_s=_timeout_s(request.headers.get("X-Request-Timeout-Ms")),
+            timeout_s=request_timeout_s(request.headers.get("X-Request-Timeout-Ms")),
         )
     except ApiError as error:
         metrics.REQUESTS.labels(label, str(error.status)).inc()
@@ -95,14 +87,14 @@ def feedback(request_id: str) -> Response:
     rt = runtime()
     check_request_id(request_id)
     tenant = request_tenant()
-    rt.limiter.acquire(tenant)
+    rt.limiter.acquire(tenant, FEEDBACK_COST)
     parsed = parse_feedback(json_body())
     model, version = rt.feedback.find(tenant, request_id, parsed.item_index)
     heads = rt.heads.tenant(tenant)
     allowed = heads.answer_labels(model, version) if heads else set()
     if parsed.label not in allowed:
         shown = ", ".join(sorted(allowed)[:20]) + (" ..." if len(allowed) > 20 else "")
-        raise InvalidRequest(f"label {parsed.label!r} is not a label of {model} version {version} (labels: {shown})")
+        raise UnknownLabel(f"label {parsed.label!r} is not a label of {model} version {version} (labels: {shown})")
     rt.feedback.record(tenant, request_id, parsed.item_index, model, parsed.label, request.headers.get("X-Client-ID"))
     body = {
         "request_id": request_id,

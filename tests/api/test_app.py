@@ -5,6 +5,8 @@ import json
 import jsonschema
 import pytest
 
+from api.errors import BadRequest
+from api.http import parse_json
 from embedder.errors import DeadlineExceeded, ModelFailure, Overloaded, Unavailable
 
 PREDICT = "/v1/models/intents/predict"
@@ -84,6 +86,16 @@ def test_rejected_answers_carry_the_reject_label(router):
         ({"data": json.dumps({"text": "x" * 201})}, 413, "payload_too_large", "the limit is 200"),
         ({"data": json.dumps({"texts": ["a"] * 9})}, 413, "payload_too_large", "the limit is 8"),
         ({"data": json.dumps({"text": "y" * 5000})}, 413, "payload_too_large", "limit of 4096 bytes"),
+        # every way of not being JSON is one 400, never a 500
+        ({"data": "[" * 1500 + "]" * 1500}, 400, "bad_request", "malformed JSON: nested too deeply"),
+        ({"data": '{"text": "x", "top_k": NaN}'}, 400, "bad_request", "NaN is not a JSON value"),
+        ({"data": '{"text": "x", "top_k": -Infinity}'}, 400, "bad_request", "-Infinity is not a JSON value"),
+        ({"data": b'{"text": "\xff"}'}, 400, "bad_request", "malformed JSON"),
+        ({"data": '{"text": "a\\ud800b"}'}, 400, "bad_request", "unpaired UTF-16 surrogate"),
+        ({"data": '{"texts": ["ok", "\\udc00"]}'}, 400, "bad_request", "unpaired UTF-16 surrogate"),
+        ({"data": json.dumps({"text": "x", "top_k": 2.5})}, 422, "invalid_request", "top_k must be an integer"),
+        ({"data": json.dumps({"text": "x", "top_k": True})}, 422, "invalid_request", "top_k must be an integer"),
+        ({"data": json.dumps({"text": "\u200b\x00"})}, 422, "invalid_request", "text is empty"),
     ],
 )
 def test_error_mapping(router, kwargs, status, code, message):
@@ -97,6 +109,22 @@ def test_error_mapping(router, kwargs, status, code, message):
     assert router.sink.records == []  # refused before any work: nothing to log
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),  # once a RecursionError: 500
+        (b'{"item_index": ' + b"9" * 5000 + b"}", "Exceeds the limit (4300 digits)"),  # a ValueError
+        (b'{"a": Infinity}', "Infinity is not a JSON value"),
+        (b"\xfe\xff", "malformed JSON"),
+        (b"", "malformed JSON"),
+    ],
+)
+def test_parse_json_turns_every_failure_into_one_400(data, message):
+    with pytest.raises(BadRequest) as caught:
+        parse_json(data)
+    assert caught.value.status == 400 and message in caught.value.message
+
+
 def test_unknown_model_route_and_method(router):
     assert post(router, {"text": "x"}, path="/v1/models/nope/predict").get_json()["error"]["code"] == "not_found"
     response = router.client.get("/v2/anything")
@@ -105,9 +133,57 @@ def test_unknown_model_route_and_method(router):
     assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", PREDICT, {"POST", "OPTIONS"}),
+        ("DELETE", "/v1/models/intents", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/v1/models/intents/serving", {"GET", "HEAD", "POST", "OPTIONS"}),
+        ("TRACE", "/healthz", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_every_405_lists_the_allowed_methods(router, method, path, allowed):
+    """RFC 9110: a 405 carries Allow, the methods the target resource has."""
+    response = router.client.open(path, method=method)
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+
+
+def test_integral_top_k_is_an_integer(router):
+    """2.0 is an integer by JSON Schema's rules, so the contract accepts it; so does the code."""
+    response = post(router, {"text": "what is my balance", "top_k": 2.0})
+    assert response.status_code == 200
+    assert len(response.get_json()["predictions"][0]["top_k"]) == 2
+
+
 def test_invalid_request_id_header(router):
     response = post(router, {"text": "x"}, headers={"X-Request-ID": "bad id"})
     assert response.status_code == 422 and "X-Request-ID" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("value", ["0", "60001", "1.5", "\u00b2"])  # "²" passed str.isdigit(): once a 500
+def test_invalid_timeout_header(router, value):
+    response = post(router, {"text": "x"}, headers={"X-Request-Timeout-Ms": value})
+    assert response.status_code == 422 and "X-Request-Timeout-Ms" in response.get_json()["error"]["message"]
+    assert router.sink.records == []
+
+
+def test_serving_changes_over_http(router):
+    """422 for a body the contract refuses, 409 for a well-formed change the model's state refuses,
+    200 for a change that applies."""
+    operator = {"Authorization": f"Bearer {router.keys['operator']}", "X-Tenant": "default"}
+    path = "/v1/models/intents/serving"
+    for body in ({"action": {}}, {"action": "promote"}, {"action": "shadow", "version": "v", "fraction": True}):
+        response = post(router, body, path=path, headers=operator)
+        assert response.status_code == 422 and response.get_json()["error"]["code"] == "invalid_request", body
+    primary = router.store.serving_version("intents")
+    other = next(v for v in router.store.versions("intents") if v != primary)
+    for body in ({"action": "unshadow", "version": other}, {"action": "promote", "version": "no-such-version"}):
+        response = post(router, body, path=path, headers=operator)
+        assert response.status_code == 409 and response.get_json()["error"]["code"] == "conflict", body
+    assert router.store.serving_version("intents") == primary  # refused changes change nothing
+    response = post(router, {"action": "shadow", "version": other, "fraction": 0.5}, path=path, headers=operator)
+    assert response.status_code == 200 and response.get_json()["shadows"] == [{"version": other, "fraction": 0.5}]
 
 
 @pytest.mark.parametrize(
@@ -206,5 +282,30 @@ def test_openapi_lists_every_route(router):
     assert routes == set(document["paths"])
     request_schema = {"$ref": "#/components/schemas/PredictRequest", "components": document["components"]}
     jsonschema.validate({"texts": ["a"], "top_k": 2}, request_schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"text": "a", "extra": 1}, request_schema)
+    jsonschema.validate({"texts": ["a"], "top_k": 2.0}, request_schema)  # what the code accepts too
+    for refused in ({"text": "a", "extra": 1}, {"text": " \t"}, {"text": "a", "top_k": 2.5}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(refused, request_schema)
+
+
+def test_openapi_documents_what_every_operation_shares(router):
+    document = router.client.get("/openapi.json").get_json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            names = [p["name"] for p in operation.get("parameters", [])]
+            assert names.count("X-Request-ID") == 1 and "422" in operation["responses"], where
+            if "requestBody" in operation:
+                assert {"400", "413"} <= set(operation["responses"]), where
+            if path not in ("/healthz", "/readyz", "/openapi.json"):
+                assert {"401", "403"} <= set(operation["responses"]), where
+            if path.startswith(("/v1/models/", "/v1/predictions/")):
+                assert "X-Tenant" in names, where
+    costs = {
+        "/v1/models/{model}/predict": ("post", "Counts as 1 request"),
+        "/v1/predictions/{request_id}/feedback": ("post", "Counts as 2 requests"),
+        "/v1/models/{model}/report": ("get", "Counts as 10 requests of the tenant's rate limit per day"),
+    }
+    for path, (method, cost) in costs.items():
+        operation = document["paths"][path][method]
+        assert cost in operation["description"] and "429" in operation["responses"], path

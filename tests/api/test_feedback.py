@@ -45,7 +45,9 @@ def test_feedback_round_trip_and_upsert(db_router):
         "version": answer["version"],
         "label": wrong,
     }
-    feedback(router, "fb-1", {"label": "oos", "item_index": 1})  # a correction of the correction
+    # a correction of the correction; 1.0 is the integer 1 (JSON Schema's rule, the contract's type)
+    response = feedback(router, "fb-1", {"label": "oos", "item_index": 1.0})
+    assert response.status_code == 201 and response.get_json()["item_index"] == 1
     rows = query(db, "SELECT request_id, item_index, model, label FROM feedback")
     assert rows == [("fb-1", 1, "intents", "oos")]
 
@@ -63,10 +65,11 @@ def test_label_outside_the_model_is_422(db_router):
     router, db = db_router
     predict(router, ["what is my balance"], "fb-3")
     response = feedback(router, "fb-3", {"label": "astrology"})
-    assert (
-        response.status_code == 422
-        and "'astrology' is not a label of intents" in response.get_json()["error"]["message"]
-    )
+    error = response.get_json()["error"]
+    assert response.status_code == 422 and error["code"] == "unknown_label"
+    assert "'astrology' is not a label of intents" in error["message"]
+    response = feedback(router, "fb-3", {"label": " oos "})  # labels are compared exactly
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "unknown_label"
     assert query(db, "SELECT count(*) FROM feedback") == [(0,)]
 
 
@@ -75,6 +78,12 @@ def test_bad_feedback_bodies(db_router):
     assert feedback(router, "x", {"label": ""}).status_code == 422
     assert feedback(router, "x", {"label": "a", "extra": 1}).status_code == 422
     assert feedback(router, "x", {"label": "a", "item_index": -1}).status_code == 422
+    for index in (0.5, True, "0", None):
+        response = feedback(router, "x", {"label": "a", "item_index": index})
+        assert (
+            response.status_code == 422 and "item_index must be an integer" in response.get_json()["error"]["message"]
+        )
+    assert feedback(router, "x", {"item_index": 0}).get_json()["error"]["message"] == "the field label is required"
     assert feedback(router, "bad id", {"label": "a"}).status_code == 422
     response = router.client.post("/v1/predictions/x/feedback", data="{", content_type="application/json")
     assert response.status_code == 400

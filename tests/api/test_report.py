@@ -6,8 +6,8 @@ import json
 import jsonschema
 import pytest
 
-from api.errors import InvalidRequest
-from api.report import parse_window, psi
+from api.errors import InvalidRequest, InvalidWindow
+from api.report import parse_instant, parse_window, psi
 from heads import serving
 from tests.db.helpers import query, wait_until
 
@@ -23,9 +23,86 @@ def test_window_parsing():
     assert parse_window(None, None, now=now) == (now - dt.timedelta(days=1), now)
     since, until = parse_window("2026-11-01", "2026-11-02T00:00:00+00:00")
     assert since == dt.datetime(2026, 11, 1, tzinfo=dt.UTC) and until - since == dt.timedelta(days=1)
-    for bad in (("nope", None), ("2026-11-03", "2026-11-02"), ("2026-01-01", "2026-12-01")):
-        with pytest.raises(InvalidRequest):
-            parse_window(*bad)
+    assert parse_window(None, "2026-11-02") == (dt.datetime(2026, 11, 1, tzinfo=dt.UTC), until)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-01", dt.datetime(2026, 11, 1, tzinfo=dt.UTC)),
+        ("2026-11-01T12:30:00Z", dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt.UTC)),
+        ("2026-11-01t12:30:00z", dt.datetime(2026, 11, 1, 12, 30, tzinfo=dt.UTC)),  # RFC 3339 allows lower case
+        ("2026-11-01T12:30:00+02:00", dt.datetime(2026, 11, 1, 10, 30, tzinfo=dt.UTC)),
+        ("2026-11-01T00:00:00-23:59", dt.datetime(2026, 11, 1, 23, 59, tzinfo=dt.UTC)),
+        ("2026-11-01T12:30:00.1234567Z", dt.datetime(2026, 11, 1, 12, 30, 0, 123456, tzinfo=dt.UTC)),
+        ("2026-12-31T23:59:60Z", dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)),  # leap second
+        ("0001-01-01", dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
+        ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
+    ],
+)
+def test_instants_are_rfc_3339_dates_and_date_times(value, expected):
+    assert parse_instant(value, "since") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "message"),
+    [
+        ("yesterday", "invalid_request", "since must be an RFC 3339 date"),
+        ("2026-11-01T12:30:00", "invalid_request", "with an offset"),  # no zone: not a date-time
+        ("20261101", "invalid_request", "RFC 3339"),  # ISO 8601 basic format
+        ("2026-W44-1", "invalid_request", "RFC 3339"),
+        ("2026-11-01 12:30:00Z", "invalid_request", "RFC 3339"),
+        ("\u0662\u0660\u0662\u0666-11-01", "invalid_request", "RFC 3339"),  # non-ASCII digits
+        ("2026-02-30", "invalid_request", "not a date of the calendar"),
+        ("2026-11-01T24:00:00Z", "invalid_request", "not a time of day"),
+        ("2026-11-01T12:00:00+24:00", "invalid_request", "not a time of day"),
+        ("0000-01-01", "invalid_window", "outside the years 1-9999"),
+        ("0001-01-01T00:00:00+00:01", "invalid_window", "outside the years 1-9999 once converted to UTC"),
+        ("9999-12-31T23:59:59-00:01", "invalid_window", "outside the years 1-9999 once converted to UTC"),
+    ],
+)
+def test_bad_instants_are_422_naming_the_parameter(value, code, message):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_instant(value, "since")
+    assert caught.value.status == 422 and caught.value.code == code and message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        (None, "0001-01-01", "until is too early for the default window"),  # once an OverflowError: 500
+        ("2026-11-03", "2026-11-02", "must be earlier than until"),
+        ("2026-11-02", "2026-11-02", "must be earlier than until"),
+        ("2026-01-01", "2026-12-01", "limited to 92 days"),
+    ],
+)
+def test_windows_that_make_no_sense_are_invalid_window(since, until, message):
+    with pytest.raises(InvalidWindow) as caught:
+        parse_window(since, until)
+    assert caught.value.code == "invalid_window" and message in caught.value.message
+
+
+def test_report_window_errors_over_http(router):
+    """Answered before any database work (the `router` fixture has no database: that would be 503)."""
+    for query_string, code in (
+        ("until=0001-01-01", "invalid_window"),
+        ("since=0001-01-01T00:00:00%2B01:00", "invalid_window"),
+        ("since=2026-11-01T00:00:00", "invalid_request"),
+        ("since=", "invalid_request"),
+    ):
+        response = router.client.get(f"/v1/models/intents/report?{query_string}")
+        assert response.status_code == 422, query_string
+        assert response.get_json()["error"]["code"] == code, query_string
+
+
+def test_the_contract_declares_the_date_formats(router):
+    document = router.client.get("/openapi.json").get_json()
+    parameters = document["paths"]["/v1/models/{model}/report"]["get"]["parameters"]
+    for name in ("since", "until"):
+        (schema,) = [p["schema"] for p in parameters if p["name"] == name]
+        assert sorted(s["format"] for s in schema["anyOf"]) == ["date", "date-time"]
+    properties = document["components"]["schemas"]["Report"]["properties"]
+    assert properties["since"]["format"] == properties["until"]["format"] == "date-time"
 
 
 def predict(router, text, **headers):
@@ -198,4 +275,4 @@ def test_cli_renders_the_same_report_as_html(db_router, tmp_path):
         timeout=120,
         env={**os.environ, "DATABASE_URL": db},
     )
-    assert bad.returncode == 2 and "since must be an ISO 8601" in bad.stderr
+    assert bad.returncode == 2 and "since must be an RFC 3339 date" in bad.stderr

@@ -235,7 +235,7 @@ def test_traversal_and_injection_are_refused_and_change_nothing(stack):
         status, _, _ = get(router, f"/v1/models/billing/report?since={quoted}", acme)
         assert status == 422, attack
         status, _, _ = post(router, "/v1/models/billing/serving", {"action": "promote", "version": attack}, op, OP_ACME)
-        assert status == 422, attack
+        assert status == (409 if attack == "INTENTS" else 422), attack  # a well-formed name, but no such version
         status, _, _ = post(router, "/v1/predictions/acme-req-1/feedback", {"label": attack}, acme)
         assert status in (404, 422), attack
         status, _, _ = post(router, "/v1/models/billing/serving", {"action": attack, "version": "x"}, op, OP_ACME)
