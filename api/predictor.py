@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingSource(Protocol):
-    def embed(self, texts, *, timeout: float | None = None): ...
+    def embed(self, texts, *, timeout: float | None = None, scope: str = ""): ...
 
 
 class PredictionSink(Protocol):
@@ -131,6 +131,7 @@ class Predictor:
         on_shadow_error: Callable[[str], None] | None = None,
         on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
         embedding_cache: LocalEmbeddingCache | None = None,
+        share_embedding_cache: bool = False,
     ):
         self.heads = heads
         self._embedder = embedder
@@ -140,32 +141,36 @@ class Predictor:
         self._on_shadow_error = on_shadow_error or (lambda model: None)
         self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
         self._cache = embedding_cache
+        # Cache scope of every embedding: the tenant, so that no tenant sees a cache hit (or its
+        # latency) earned by another's text; "" (one namespace for all) when the operator shares.
+        self._share_cache = share_embedding_cache
 
     # -- scoring steps
 
-    def _embed(self, head: HeadArtifact, texts: list[str], deadline: float, spent: list[float]):
+    def _embed(self, head: HeadArtifact, texts: list[str], deadline: float, spent: list[float], scope: str):
         """Embeddings for a head that needs them (None otherwise); ApiError on any failure.
         The time of the call is appended to `spent` (milliseconds), failed calls included."""
         if not needs_embeddings(head):
             return None
         started = time.perf_counter()
         try:
-            return self._call_embedder(head, texts, deadline)
+            return self._call_embedder(head, texts, deadline, scope)
         finally:
             spent.append((time.perf_counter() - started) * 1000)
 
-    def _call_embedder(self, head: HeadArtifact, texts: list[str], deadline: float) -> Embeddings:
-        """The texts' vectors: those in this worker's cache, the others from the embedder."""
+    def _call_embedder(self, head: HeadArtifact, texts: list[str], deadline: float, scope: str) -> Embeddings:
+        """The texts' vectors: those in this worker's cache, the others from the embedder; both
+        caches answer from texts sent in the same `scope` only."""
         if self._cache is None:
-            return self._ask_embedder(head, texts, deadline)
-        found = self._cache.lookup(head.embedder_id, texts)
+            return self._ask_embedder(head, texts, deadline, scope)
+        found = self._cache.lookup(head.embedder_id, texts, scope=scope)
         missing = [i for i, vector in enumerate(found) if vector is None]
         if not missing:
             hits = np.ones(len(texts), dtype=bool)
             return Embeddings(np.stack(found), hits, head.embedder_id, self._cache.lowercase(head.embedder_id))
         asked = [texts[i] for i in missing]
-        embedded = self._ask_embedder(head, asked, deadline)
-        self._cache.store(embedded.model_id, asked, embedded.vectors, lowercase=embedded.lowercase)
+        embedded = self._ask_embedder(head, asked, deadline, scope)
+        self._cache.store(embedded.model_id, asked, embedded.vectors, scope=scope, lowercase=embedded.lowercase)
         if len(missing) == len(texts):
             return embedded
         vectors = np.empty((len(texts), embedded.vectors.shape[1]), dtype=embedded.vectors.dtype)
@@ -178,12 +183,12 @@ class Predictor:
         vectors.setflags(write=False)
         return Embeddings(vectors, hits, embedded.model_id, embedded.lowercase)
 
-    def _ask_embedder(self, head: HeadArtifact, texts: list[str], deadline: float) -> Embeddings:
+    def _ask_embedder(self, head: HeadArtifact, texts: list[str], deadline: float, scope: str) -> Embeddings:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise EmbedderUnavailable("the request's deadline passed before the embedding call")
         try:
-            embedded = self._embedder.embed(texts, timeout=remaining)
+            embedded = self._embedder.embed(texts, timeout=remaining, scope=scope)
         except EmbedderError as exc:
             raise from_embedder_error(exc) from None
         if embedded.model_id != head.embedder_id:
@@ -261,10 +266,11 @@ class Predictor:
         head, role = choose_variant(serving, model, client_id, request_id)
         texts = [normalize_text(t) for t in request.texts]
         context = (request_id, client_id, tenant)
+        scope = "" if self._share_cache else tenant
 
         embedded, spent = None, []
         try:
-            embedded = self._embed(head, texts, deadline, spent)
+            embedded = self._embed(head, texts, deadline, spent, scope)
             scored = self._apply(head, texts, embedded)
         except ApiError as error:
             fallback = serving.fallback
@@ -276,7 +282,7 @@ class Predictor:
             )
             try:
                 reuse = embedded if embedded is not None and embedded.model_id == fallback.embedder_id else None
-                scored = self._apply(fallback, texts, reuse or self._embed(fallback, texts, deadline, spent))
+                scored = self._apply(fallback, texts, reuse or self._embed(fallback, texts, deadline, spent, scope))
             except ApiError:
                 self._log_failure(head, role, request.texts, error, context, started)
                 raise error from None

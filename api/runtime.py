@@ -107,6 +107,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         metrics.publish_gauges(inference_log, heads)
         centroids.flush()
         drift.run_if_due()
+        share_embedding_cache=settings.share_embedding_cache,
 
     heads.start_polling(settings.reload_interval_s, on_tick=tick)
     metrics.publish_gauges(inference_log, heads)

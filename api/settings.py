@@ -20,7 +20,15 @@ class RouterSettings:
     embedder_address: str = setting("127.0.0.1:50051", "gRPC address of the embedding service", env="EMBEDDER_ADDRESS")
     embed_timeout_s: float = setting(2.0, "deadline of one embedding call; past it the request gets 503")
     embedding_cache_size: int = setting(
-        10_000, "embeddings each worker keeps of the phrases it saw most recently (0: none; about 2 KB each)"
+        10_000,
+        "embeddings each worker keeps of the phrases it saw most recently (0: none); at most 4 x dim + 512 "
+        "bytes each whatever the text's length (2 KB at dim 384)",
+    )
+    share_embedding_cache: bool = setting(
+        False,
+        "share the phrase caches (this worker's and the embedder's) between tenants: texts common to "
+        "tenants are embedded once, but a tenant can then tell from cache_hit or the embedding time "
+        "whether another tenant recently sent a text; false keeps one cache namespace per tenant",
     )
     database_url: str = setting(
         "", "PostgreSQL DSN of the inference database; empty uses libpq's PG* variables", env="DATABASE_URL"

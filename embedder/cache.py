@@ -1,4 +1,9 @@
-"""The phrase cache: a thread-safe LRU from (model id, normalised text) to a vector."""
+"""The phrase cache: a thread-safe LRU from (scope, model id, normalised text) to a vector.
+
+The scope is a cache namespace: texts sent in different scopes never share an entry (nor a
+computation in flight, embedder/service.py), so a caller cannot learn through a cache hit what
+was sent in another scope. The router uses one scope per tenant; "" is the shared namespace.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ import numpy as np
 from cachetools import LRUCache
 
 
-def cache_key(model_id: str, normalized_text: str) -> bytes:
-    """A fixed-size key for the (model id, normalised text) pair, so a long text costs no more
-    cache memory than a short one."""
-    return hashlib.blake2b(f"{model_id}\0{normalized_text}".encode(), digest_size=16).digest()
+def cache_key(model_id: str, normalized_text: str, *, scope: str = "") -> bytes:
+    """A fixed-size key for (scope, model id, normalised text), so a long text costs no more
+    cache memory than a short one. Each part is length-prefixed: no two triples share a key."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (scope, model_id, normalized_text):
+        data = part.encode("utf-8", "surrogatepass")  # any str, lone surrogates included
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.digest()
 
 
 @dataclass(frozen=True)

@@ -110,9 +110,10 @@ class EmbedderClient:
     def info(self, *, timeout: float | None = None) -> RemoteModelInfo:
         return RemoteModelInfo.from_message(self._call("Info", pb.InfoRequest(), timeout))
 
-    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Embeddings:
-        """Vectors for `texts` in one RPC (the server enforces max_texts per request)."""
-        response = self._call("Embed", pb.EmbedRequest(texts=list(texts)), timeout)
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "") -> Embeddings:
+        """Vectors for `texts` in one RPC (the server enforces max_texts per request). Cache hits
+        come only from requests of the same `scope` ("": the shared namespace)."""
+        response = self._call("Embed", pb.EmbedRequest(texts=list(texts), cache_scope=scope), timeout)
         dim = response.model.dim
         vectors = np.frombuffer(response.embeddings, dtype="<f4")
         if vectors.size != response.count * dim:
@@ -124,11 +125,16 @@ class EmbedderClient:
             lowercase=response.model.lowercase,
         )
 
-    def embed_all(self, texts: Sequence[str], *, chunk_size: int = 256, timeout: float | None = None) -> Embeddings:
+    def embed_all(
+        self, texts: Sequence[str], *, chunk_size: int = 256, timeout: float | None = None, scope: str = ""
+    ) -> Embeddings:
         """Vectors for any number of texts, sent in sequential chunks of `chunk_size`."""
-        parts = [self.embed(texts[i : i + chunk_size], timeout=timeout) for i in range(0, len(texts), chunk_size)]
+        parts = [
+            self.embed(texts[i : i + chunk_size], timeout=timeout, scope=scope)
+            for i in range(0, len(texts), chunk_size)
+        ]
         if not parts:
-            return self.embed([], timeout=timeout)
+            return self.embed([], timeout=timeout, scope=scope)
         return Embeddings(
             vectors=np.concatenate([p.vectors for p in parts]),
             cache_hits=np.concatenate([p.cache_hits for p in parts]),

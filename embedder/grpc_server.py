@@ -69,7 +69,9 @@ class EmbedderServicer:
                 f"the request could not be decoded ({request.reason}); every text must be valid UTF-8",
             )
         try:
-            result = self._service.embed(list(request.texts), timeout=context.time_remaining())
+            result = self._service.embed(
+                list(request.texts), timeout=context.time_remaining(), scope=request.cache_scope
+            )
         except EmbedderError as exc:
             context.abort(code_for(exc), details_for(exc))
         return pb.EmbedResponse(

@@ -1,6 +1,9 @@
 """The embedding service core: validation, normalisation, phrase cache, de-duplication and
 micro-batching around a sentence encoder. It knows nothing of gRPC; embedder/grpc_server.py and
 the in-process CLI are thin adapters over `EmbeddingService.embed`.
+
+Every request names a cache scope ("" when it does not): cache entries and computations in
+flight are shared within a scope only, since both show in `cache_hits` and in latency.
 """
 
 from __future__ import annotations
@@ -125,13 +128,14 @@ class EmbeddingService:
             if ticket.future.exception() is None:
                 self.cache.put(key, ticket.future.result())
 
-    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> EmbedResult:
-        """Vectors for `texts`, in order. Raises an EmbedderError subclass on any failure."""
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "") -> EmbedResult:
+        """Vectors for `texts`, in order. Cache hits and shared computations come from requests
+        of the same `scope` only. Raises an EmbedderError subclass on any failure."""
         started = time.perf_counter()
         with self._lock:
             self._requests_in_flight += 1
         try:
-            result = self._embed(texts, timeout)
+            result = self._embed(texts, timeout, scope)
         except EmbedderError as exc:
             self._observer.on_request(len(texts), 0, time.perf_counter() - started, exc.code)
             raise
@@ -141,12 +145,13 @@ class EmbeddingService:
         self._observer.on_request(len(texts), sum(result.cache_hits), time.perf_counter() - started, "ok")
         return result
 
-    def _embed(self, texts: Sequence[str], timeout: float | None) -> EmbedResult:
+    def _embed(self, texts: Sequence[str], timeout: float | None, scope: str) -> EmbedResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not texts:
             return EmbedResult(np.zeros((0, self.info.dim), np.float32), [])
         normalized = validate_texts(texts, self.limits, lowercase=self.info.lowercase)
-        keys = [cache_key(self.info.model_id, t) for t in normalized]
+        # The scope is part of the key: a key identifies both a cache entry and a computation in flight.
+        keys = [cache_key(self.info.model_id, t, scope=scope) for t in normalized]
         unique, inverse = dedupe(keys)
         unique_texts: dict[int, str] = {}
         for text, u in zip(normalized, inverse):

@@ -76,22 +76,25 @@ def static_keys(**who: str | None) -> tuple[KeyRing, dict[str, str]]:
 
 
 class FakeEmbedder:
-    """Answers like EmbedderClient with hash vectors; `fail_with` makes every call raise."""
+    """Answers like EmbedderClient with hash vectors; `fail_with` makes every call raise. Its cache
+    hits, like the real embedder's, come from texts sent with the same scope (`scopes`: each call's)."""
 
     def __init__(self, model_id="hash-encoder@1", dim=32):
         self.model_id, self.dim = model_id, dim
         self.fail_with: EmbedderError | None = None
         self.calls: list[list[str]] = []
-        self.seen: set[str] = set()
+        self.scopes: list[str] = []
+        self.seen: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
 
-    def embed(self, texts, *, timeout=None):
+    def embed(self, texts, *, timeout=None, scope=""):
         with self.lock:
             self.calls.append(list(texts))
+            self.scopes.append(scope)
             if self.fail_with is not None:
                 raise self.fail_with
-            hits = np.array([t in self.seen for t in texts])
-            self.seen.update(texts)
+            hits = np.array([(scope, t) in self.seen for t in texts])
+            self.seen.update((scope, t) for t in texts)
         vectors = np.stack([HashEncoder.vector(t, self.dim) for t in texts]).astype(np.float32)
         return Embeddings(vectors, hits, self.model_id)
 

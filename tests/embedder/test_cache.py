@@ -10,11 +10,20 @@ def vec(x: float) -> np.ndarray:
     return np.full(4, x, dtype=np.float32)
 
 
-def test_key_depends_on_model_and_text():
-    assert cache_key("m@1", "hello") == cache_key("m@1", "hello")
+def test_key_depends_on_scope_model_and_text():
+    assert cache_key("m@1", "hello") == cache_key("m@1", "hello") == cache_key("m@1", "hello", scope="")
     assert cache_key("m@1", "hello") != cache_key("m@2", "hello")
     assert cache_key("m@1", "hello") != cache_key("m@1", "hello ")
-    assert len(cache_key("m@1", "x" * 1_000_000)) == 16
+    assert cache_key("m@1", "hello", scope="acme") != cache_key("m@1", "hello", scope="globex")
+    assert cache_key("m@1", "hello", scope="acme") != cache_key("m@1", "hello")
+    assert len(cache_key("m@1", "x" * 1_000_000, scope="acme")) == 16
+
+
+def test_parts_cannot_run_into_each_other():
+    # Length-prefixed parts: moving characters from one part to the next changes the key.
+    assert cache_key("m", "x", scope="a\0b") != cache_key("b\0m", "x", scope="a")
+    assert cache_key("m@1", "ab") != cache_key("m@1a", "b")
+    assert len(cache_key("m", "\ud800 lone surrogate")) == 16  # any str a JSON body can carry
 
 
 def test_hits_misses_and_lru_eviction():

@@ -71,3 +71,17 @@ def test_client_built_before_fork_works_in_forked_workers():
     finally:
         running.stop(0)
         service.close()
+
+
+def test_every_chunk_is_sent_in_the_callers_scope():
+    service = EmbeddingService(HashEncoder(), cache=PhraseCache(10))
+    running = start_server(service, "127.0.0.1:0", threads=2)
+    try:
+        client = EmbedderClient(f"127.0.0.1:{running.port}", timeout_s=10)
+        texts = ["one", "two", "three"]
+        assert not client.embed_all(texts, chunk_size=2, scope="acme").cache_hits.any()
+        assert service.embed(texts, scope="acme").cache_hits == [True, True, True]
+        assert service.embed(texts).cache_hits == [False, False, False]
+    finally:
+        running.stop(0)
+        service.close()

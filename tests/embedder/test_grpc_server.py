@@ -66,6 +66,26 @@ def test_cache_hits_are_reported_per_text(real_server):
     np.testing.assert_array_equal(first.vectors[0], second.vectors[0])
 
 
+def test_cache_scopes_share_no_hits(real_server):
+    address, _ = real_server
+    client = EmbedderClient(address, timeout_s=30)
+    first = client.embed(["grpc scope test"], scope="acme")
+    globex = client.embed(["grpc scope test"], scope="globex")
+    assert list(first.cache_hits) == list(globex.cache_hits) == [False]
+    assert list(client.embed(["grpc scope test"], scope="acme").cache_hits) == [True]
+    np.testing.assert_allclose(first.vectors, globex.vectors, atol=1e-6)  # a scope changes no vector
+    # A client that predates cache_scope sends no such field: it is in the shared namespace "".
+    with grpc.insecure_channel(address) as channel:
+        stub = channel.unary_unary(
+            f"/{SERVICE_NAME}/Embed",
+            request_serializer=lambda texts: pb.EmbedRequest(texts=texts).SerializeToString(),
+            response_deserializer=pb.EmbedResponse.FromString,
+        )
+        assert list(stub(["grpc scope test"], timeout=30).cache_hits) == [False]
+        assert list(client.embed(["grpc scope test"]).cache_hits) == [True]
+        assert list(stub(["grpc scope test"], timeout=30).cache_hits) == [True]
+
+
 def test_wire_format_is_packed_little_endian_float32(real_server):
     address, _ = real_server
     with grpc.insecure_channel(address) as channel:

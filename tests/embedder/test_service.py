@@ -142,3 +142,63 @@ def test_full_queue_is_overloaded(make_service):
     background.join()
     service_queue_filler.join()
     assert service.embed(["g"]).vectors.shape == (1, 8)
+
+
+def test_scopes_share_no_cache_entry(make_service):
+    encoder = HashEncoder()
+    service = make_service(encoder)
+    first = service.embed(["a phrase"], scope="acme")
+    assert service.embed(["A  phrase"], scope="globex").cache_hits == [False]
+    assert service.embed(["a phrase"]).cache_hits == [False]  # "" is a scope of its own: the shared one
+    assert service.embed(["a phrase"], scope="acme").cache_hits == [True]
+    assert encoder.texts_embedded == ["a phrase"] * 3
+    np.testing.assert_array_equal(first.vectors, service.embed(["a phrase"], scope="globex").vectors)
+
+
+class GatedEncoder(HashEncoder):
+    """Blocks every model call until `gate` is set; `entered` is set once a call has begun."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def embed(self, texts):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().embed(texts)
+
+
+def _wait_for(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_scopes_share_no_computation_in_flight(make_service):
+    encoder = GatedEncoder()
+    service = make_service(encoder, max_wait_s=0.0)
+    results = {}
+
+    def embed(name, scope):
+        results[name] = service.embed(["in flight"], scope=scope, timeout=10)
+
+    threads = [threading.Thread(target=embed, args=("acme", "acme"))]
+    threads[0].start()
+    try:
+        _wait_for(encoder.entered.is_set)  # acme's text is in the model (held at the gate)
+        for name, scope in (("acme again", "acme"), ("globex", "globex")):
+            threads.append(threading.Thread(target=embed, args=(name, scope)))
+            threads[-1].start()
+            time.sleep(0.05)
+        # Only globex's text waits for the model: acme's repeat waits on acme's computation.
+        _wait_for(lambda: service.requests_in_flight == 3 and service.queue_depth == 1)
+        time.sleep(0.05)
+        assert service.queue_depth == 1
+    finally:
+        encoder.gate.set()
+        for thread in threads:
+            thread.join(10)
+    assert encoder.texts_embedded == ["in flight", "in flight"]  # acme's, and globex's own
+    assert results["acme"].cache_hits == results["globex"].cache_hits == [False]
+    np.testing.assert_array_equal(results["acme again"].vectors, results["acme"].vectors)
