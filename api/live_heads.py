@@ -4,8 +4,12 @@ For every model the store's serving state (heads/serving.py) names a primary and
 shadows, an A/B candidate and a fallback. `refresh()` compares the store's fingerprint with the
 last one seen, loads the versions a changed state needs (reusing those already loaded), and
 swaps the dict of `ServingSet`s in one assignment: a request keeps the set it started with, so
-nothing fails during a swap. A state whose versions cannot all be loaded is reported and the
-model keeps serving its previous set.
+nothing fails during a swap.
+
+One bad model never takes the others down: a model whose state does not load, for any reason (an
+unreadable folder, a malformed manifest or pointer, a corrupt file), keeps serving its previous
+set, or is absent and answers 404 with the reason if it never loaded. It is reported in `errors`
+(logged once per distinct reason) and retried at every refresh until it loads.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from api.errors import NotFound
+from api.errors import Conflict, NotFound
 from heads.artifact import HeadArtifact
 from heads.errors import HeadsError
 from heads.registry import ModelStore
@@ -39,6 +43,10 @@ class RefreshReport:
     failed: dict[str, str] = field(default_factory=dict)  # model -> why its new state did not load
 
 
+EVERY_MODEL = "*"  # the key of a failure to list the tenant's models at all
+REASON_CHARS = 300
+
+
 class LiveHeads:
     def __init__(self, store: ModelStore):
         self.store = store
@@ -51,7 +59,8 @@ class LiveHeads:
     def get(self, model: str) -> ServingSet:
         serving = self._sets.get(model)
         if serving is None:
-            raise NotFound(f"unknown model {model!r}")
+            why = self._errors.get(model) or self._errors.get(EVERY_MODEL)
+            raise NotFound(f"model {model!r} failed to load: {why}" if why else f"unknown model {model!r}")
         return serving
 
     def snapshot(self) -> dict[str, ServingSet]:
@@ -59,12 +68,23 @@ class LiveHeads:
 
     @property
     def errors(self) -> dict[str, str]:
+        """Model -> why its serving state does not load (EVERY_MODEL: the models cannot be listed).
+        A model here may still serve its previous state: see snapshot()."""
         return dict(self._errors)
 
     def answer_labels(self, model: str, version: str) -> set[str]:
         """Every label `version` can answer (its classes and its reject label): what feedback
-        about one of its predictions may say. Versions that no longer serve are read from the store."""
-        artifact = self._artifacts.get((model, version)) or self.store.load(model, version)
+        about one of its predictions may say. Versions that no longer serve are read from the store;
+        one that no longer loads there (deleted, or broken) is a Conflict, never a server error."""
+        artifact = self._artifacts.get((model, version))
+        if artifact is None:
+            try:
+                artifact = self.store.load(model, version)
+            except HeadsError as exc:
+                raise Conflict(
+                    f"{model} version {version}, which answered this prediction, no longer loads ({exc}); "
+                    "its labels cannot be checked"
+                ) from None
         return set(artifact.labels) | ({artifact.rule.reject_label} if artifact.rule.reject_label else set())
 
     def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
@@ -86,16 +106,25 @@ class LiveHeads:
         )
 
     def refresh(self, *, force: bool = False) -> RefreshReport:
+        """Load what changed in the store. Never raises: a model whose state does not load, for any
+        reason, keeps serving its previous set (or stays absent) and is reported in `errors`. While
+        any model fails, every call retries it, so a fix is served at the next poll even when
+        no serving pointer changed (a permission or a manifest repaired in place)."""
         with self._lock:
-            fingerprint = self.store.fingerprint()
-            if fingerprint == self._fingerprint and not force:
+            try:
+                fingerprint = self.store.fingerprint()
+            except Exception as exc:  # noqa: BLE001 - an unlistable tenant folder: keep serving what loaded
+                report = RefreshReport(failed={EVERY_MODEL: self._reason(exc)})
+                self._note(EVERY_MODEL, report.failed[EVERY_MODEL], exc)
+                self._errors = {**self._errors, **report.failed}
+                return report
+            if fingerprint == self._fingerprint and not force and not self._errors:
                 return RefreshReport()
             current = self._sets
             fresh: dict[str, ServingSet] = {}
             cache: dict[tuple[str, str], HeadArtifact] = {}
             report = RefreshReport()
-            errors: dict[str, str] = {}
-            for model in self.store.models():
+            for model in (entry[0] for entry in fingerprint):
                 try:
                     state = self.store.serving(model)
                     if state is None:
@@ -107,22 +136,49 @@ class LiveHeads:
                         continue
                     fresh[model] = self._build(model, state, cache)
                     report.loaded.append(f"{model}: {describe(state)}")
-                except HeadsError as exc:
-                    errors[model] = str(exc)
-                    report.failed[model] = str(exc)
+                # One model's failure of any kind (a HeadsError, or an OSError, KeyError... that the
+                # loader did not foresee) stays with that model: the others load and serve.
+                except Exception as exc:  # noqa: BLE001
+                    report.failed[model] = self._reason(exc)
+                    self._note(model, report.failed[model], exc)
                     if model in current:  # keep serving what worked
                         fresh[model] = current[model]
                         for version in current[model].state.versions():
                             cache[(model, version)] = self._artifacts[(model, version)]
             report.removed.extend(m for m in current if m not in fresh)
-            self._sets, self._artifacts, self._errors = fresh, cache, errors
+            recovered = [m for m in self._errors if m not in report.failed]
+            self._sets, self._artifacts, self._errors = fresh, cache, dict(report.failed)
             self._fingerprint = fingerprint
         for line in report.loaded:
-            log.info("serving %s", line)
-        for model, why in report.failed.items():
-            kept = "kept the previous state" if model in fresh else "not served"
-            log.error("model %s: serving state not loaded, %s: %s", model, kept, why)
+            log.info("serving %s/%s", self.store.root.name, line)
+        for model in recovered:
+            log.info("%s/%s loads again (it failed before)", self.store.root.name, model)
         return report
+
+    def _reason(self, exc: Exception) -> str:
+        """One short line: the message (with the exception's type unless it is one of ours), paths
+        relative to MODEL_STORE (they start with the tenant), to show to the tenant and an operator."""
+        text = str(exc) if isinstance(exc, HeadsError) else f"{type(exc).__name__}: {exc}"
+        text = " ".join(text.replace(f"{self.store.root.parent}/", "").split())
+        return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+    def _note(self, model: str, why: str, exc: Exception) -> None:
+        """Log a failure once, when it first appears or its reason changes, not at every poll.
+        An exception that is not a HeadsError is a gap in the loader's checks: its traceback too."""
+        if self._errors.get(model) == why:
+            return
+        if model == EVERY_MODEL:
+            kept = f"the {len(self._sets)} models loaded before keep serving"
+        else:
+            kept = "it keeps serving its previous state" if model in self._sets else "it is not served"
+        log.error(
+            "%s/%s does not load, %s; retried at every poll: %s",
+            self.store.root.name,
+            model,
+            kept,
+            why,
+            exc_info=None if isinstance(exc, HeadsError) else exc,
+        )
 
 
 def describe(state: ServingState) -> str:

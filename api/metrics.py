@@ -58,6 +58,15 @@ DRIFT = Gauge(
 )
 HEADS_LOADED = Gauge("router_heads_loaded", "Models with a serving head loaded", multiprocess_mode="livemax")
 HEADS_FAILED = Gauge("router_heads_failed", "Models whose serving version failed to load", multiprocess_mode="livemax")
+# One series per model that failed to load in this process's life: bounded by the store's models
+# (validated folder names an operator made, never request input). The reason is in /readyz and the log.
+HEAD_LOAD_FAILED = Gauge(
+    "router_head_load_failed",
+    "1 while a model's serving state does not load (it may still serve an earlier one), by tenant/model",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+_published_failures: set[str] = set()  # labels this process set to 1: reset to 0 once they load
 
 
 def on_log_event(event: str, rows: int) -> None:
@@ -72,7 +81,14 @@ def publish_gauges(inference_log, heads) -> None:
     LOG_SPOOL_FILES.set(stats.spool_files)
     LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
     HEADS_LOADED.set(len(heads.all_sets()))
-    HEADS_FAILED.set(len(heads.errors))
+    failing = set(heads.errors)
+    HEADS_FAILED.set(len(failing))
+    for model in failing:
+        HEAD_LOAD_FAILED.labels(model).set(1)
+    for model in _published_failures - failing:
+        HEAD_LOAD_FAILED.labels(model).set(0)
+    _published_failures.clear()
+    _published_failures.update(failing)
 
 
 def render() -> tuple[bytes, str]:

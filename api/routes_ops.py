@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from api import metrics
 from api.auth import require_operator
-from api.errors import NotReady
+from api.errors import ApiError, NotReady
 from api.http import json_response, runtime
 from api.openapi import openapi_document
 from embedder.errors import EmbedderError
@@ -24,8 +24,11 @@ def healthz() -> Response:
 
 @routes.get("/readyz")
 def readyz() -> Response:
-    """Ready when the embedder answers and at least one head can serve. Counts only: which
-    tenants and models exist is not shown to an unauthenticated caller."""
+    """Ready when the embedder answers and at least one head can serve. Models that do not load
+    are counted (`load_errors`) but never make the router unready: a bad model is in the shared
+    store, the same on every replica, so failing the probe would only take the healthy tenants'
+    traffic away from every replica. Counts only: which tenants and models exist is not shown to
+    an unauthenticated caller; with an operator key, `failed_models` lists them with the reason."""
     rt = runtime()
     ready_cache = current_app.extensions.setdefault("ready_cache", {"at": 0.0, "info": None, "error": None})
     now = time.monotonic()
@@ -35,7 +38,7 @@ def readyz() -> Response:
         except EmbedderError as exc:
             ready_cache["info"], ready_cache["error"] = None, exc.message
         ready_cache["at"] = now
-    info, sets = ready_cache["info"], rt.heads.all_sets()
+    info, sets, failures = ready_cache["info"], rt.heads.all_sets(), rt.heads.failures()
     mismatched = [k for k, s in sets.items() if info is not None and s.primary.embedder_id not in (None, info.model_id)]
     servable = len(sets) - len(mismatched)
     body = {
@@ -43,8 +46,10 @@ def readyz() -> Response:
         "models": len(sets),
         "servable_models": servable,
         "embedder_mismatch": len(mismatched),
-        "load_errors": len(rt.heads.errors),
+        "load_errors": len(failures),
     }
+    if _is_operator(rt):
+        body["failed_models"] = [f.to_dict() for f in failures]
     if info is None or not servable:
         why = "the embedding service is unreachable" if info is None else "no model can be served"
         error = NotReady(why)
@@ -52,6 +57,17 @@ def readyz() -> Response:
             {"status": "not ready", "reason": why, **body}, error.status, {"Retry-After": str(error.retry_after_s)}
         )
     return json_response({"status": "ready", **body})
+
+
+def _is_operator(rt) -> bool:
+    """/readyz is public (no key needed, and no 401 for a bad one); an operator key adds details."""
+    header = request.headers.get("Authorization")
+    if not rt.settings.auth or not header:
+        return False
+    try:
+        return rt.keys.authenticate(header).is_operator
+    except ApiError:
+        return False
 
 
 @routes.get("/metrics")

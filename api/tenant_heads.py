@@ -8,25 +8,46 @@ is, from the caller's side, asking for a model that does not exist.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from api.errors import NotFound
-from api.live_heads import LiveHeads, RefreshReport, ServingSet
-from heads.registry import TENANT_NAME, ModelStore, check_tenant_name
+from api.live_heads import EVERY_MODEL, LiveHeads, RefreshReport, ServingSet
+from heads.errors import RegistryError
+from heads.registry import TENANT_NAME, ModelStore, check_tenant_name, subfolders
 
 log = logging.getLogger(__name__)
+
+
+EVERY_TENANT = "*"  # the tenant of a failure to list MODEL_STORE itself
 
 
 def tenant_store(root: str | Path, tenant: str) -> ModelStore:
     return ModelStore(Path(root) / check_tenant_name(tenant))
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """A model whose serving state does not load (model "*": the tenant's models cannot be listed;
+    tenant "*": MODEL_STORE cannot be listed)."""
+
+    tenant: str
+    model: str
+    reason: str  # one short line, paths relative to MODEL_STORE
+    serving: str | None  # the primary still served from before the failure, if any
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 class TenantHeads:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._tenants: dict[str, LiveHeads] = {}
+        self._root_error: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,16 +70,36 @@ class TenantHeads:
 
     @property
     def errors(self) -> dict[str, str]:
-        return {f"{t}/{m}": e for t, heads in self._tenants.items() for m, e in heads.errors.items()}
+        """Why each model does not load, keyed "tenant/model"."""
+        return {f"{f.tenant}/{f.model}": f.reason for f in self.failures()}
+
+    def failures(self) -> list[LoadFailure]:
+        """Every model that does not load, whether or not it still serves an earlier state."""
+        out = [LoadFailure(EVERY_TENANT, EVERY_MODEL, self._root_error, None)] if self._root_error else []
+        for tenant, heads in sorted(self._tenants.items()):
+            sets = heads.snapshot()
+            for model, why in sorted(heads.errors.items()):
+                serving = sets[model].primary.version if model in sets else None
+                out.append(LoadFailure(tenant, model, why, serving))
+        return out
 
     def refresh(self, *, force: bool = False) -> dict[str, RefreshReport]:
-        """Pick up new tenants and every changed serving state (see LiveHeads.refresh)."""
+        """Pick up new tenants and every changed serving state (see LiveHeads.refresh). Never
+        raises: when MODEL_STORE cannot be listed, the tenants found before keep serving."""
         with self._lock:
-            found = (
-                sorted(p.name for p in self.root.iterdir() if p.is_dir() and TENANT_NAME.fullmatch(p.name))
-                if self.root.is_dir()
-                else []
-            )
+            try:
+                found = subfolders(self.root, TENANT_NAME)
+            except RegistryError as exc:
+                if str(exc) != self._root_error:
+                    log.error(
+                        "cannot list the tenants; the %d found before keep serving; retried at every poll: %s",
+                        len(self._tenants),
+                        exc,
+                    )
+                self._root_error = str(exc)
+                found = list(self._tenants)
+            else:
+                self._root_error = None
             tenants = {t: self._tenants.get(t) or LiveHeads(ModelStore(self.root / t)) for t in found}
             self._tenants = tenants
         return {t: heads.refresh(force=force) for t, heads in tenants.items()}

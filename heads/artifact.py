@@ -72,8 +72,7 @@ class HeadArtifact:
     @property
     def embedder_id(self) -> str | None:
         """The embedder the head was trained on; None when it needs none."""
-        embedder = self.manifest["embedder"]
-        return embedder["model_id"] if embedder else None
+        return self.manifest["embedder"]["model_id"] if self.needs_embeddings else None
 
     @property
     def metrics(self) -> dict:
@@ -130,8 +129,32 @@ def load_version(
     expected_dim: int | None = None,
 ) -> HeadArtifact:
     """Load and verify a version folder. Raises ArtifactError (naming the folder and the problem)
-    when it is partial, corrupt, of an unknown format, or bound to another embedder."""
+    for every version that cannot serve: partial, corrupt, unreadable, of an unknown format, with a
+    malformed manifest, or bound to another embedder."""
     path = Path(path)
+    try:
+        manifest = _read_manifest(path)
+        for name, expected in manifest["files"].items():
+            if not (path / name).is_file():
+                raise ArtifactError(f"{path}: {name} is missing (partial version)")
+            if sha256_file(path / name) != expected:
+                raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
+        _check_embedder(path, manifest, expected_embedder, expected_dim)
+        head, rule = _build_head(path, manifest)
+    except OSError as exc:  # an unreadable folder or file: the router user lacks permission, a bad mount
+        what = Path(exc.filename).name if exc.filename else "it"
+        raise ArtifactError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    return HeadArtifact(manifest["model"], manifest["version"], path, manifest, head, rule)
+
+
+# What the rest of the code reads from a manifest without checking: its shape is checked once, here.
+_FIELDS = {"model": str, "version": str, "labels": list, "decision": dict, "files": dict}
+_OPTIONAL = {"architecture": dict, "metrics": dict, "embedder": (dict, type(None))}
+
+
+def _read_manifest(path: Path) -> dict:
+    """The version's manifest, checked for the format version and the shape of every field that
+    serving reads (ArtifactError otherwise); OSError when it cannot be read."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactError(f"{path}: no {MANIFEST} (not a model version, or a partial one)")
@@ -139,36 +162,50 @@ def load_version(
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: {MANIFEST} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: {MANIFEST} is not a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path}: unsupported format_version {manifest.get('format_version')!r}")
-    for name, expected in manifest.get("files", {}).items():
-        file = path / name
-        if not file.is_file():
-            raise ArtifactError(f"{path}: {name} is missing (partial version)")
-        if sha256_file(file) != expected:
-            raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
-    if WEIGHTS not in manifest.get("files", {}):
+    missing = [key for key in _FIELDS if key not in manifest]
+    if missing:
+        raise ArtifactError(f"{path}: {MANIFEST} has no {', '.join(map(repr, missing))}")
+    for key, kind in (_FIELDS | _OPTIONAL).items():
+        if key in manifest and not isinstance(manifest[key], kind):
+            raise ArtifactError(f"{path}: {MANIFEST}: {key!r} is a {type(manifest[key]).__name__}")
+    if not all(isinstance(label, str) for label in manifest["labels"]):
+        raise ArtifactError(f"{path}: {MANIFEST}: every label must be a string")
+    if not isinstance(manifest["decision"].get("reject_label"), str | None):
+        raise ArtifactError(f"{path}: {MANIFEST}: the reject label must be a string or null")
+    if any(not isinstance(name, str) or Path(name).name != name for name in manifest["files"]):
+        raise ArtifactError(f"{path}: {MANIFEST}: every checksummed file must be a plain file name")
+    if WEIGHTS not in manifest["files"]:
         raise ArtifactError(f"{path}: the manifest lists no {WEIGHTS}")
+    return manifest
 
+
+def _check_embedder(path: Path, manifest: dict, expected_embedder: str | None, expected_dim: int | None) -> None:
+    if manifest.get("architecture", {}).get("type", "mlp") != "mlp":
+        return  # an "ngram" head uses no embeddings, so no running embedder can be the wrong one for it
+    embedder = manifest.get("embedder")
+    if not isinstance(embedder, dict):
+        raise ArtifactError(f"{path}: the manifest names no embedder for a head that scores embeddings")
+    model_id, dim = embedder.get("model_id"), embedder.get("dim")
+    if not isinstance(model_id, str) or not isinstance(dim, int) or isinstance(dim, bool):
+        raise ArtifactError(f"{path}: {MANIFEST}: the embedder needs a string model_id and an integer dim")
+    if expected_embedder is not None and model_id != expected_embedder:
+        raise ArtifactError(
+            f"{path}: trained with embedder {model_id}, but the running embedder is "
+            f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
+        )
+    if expected_dim is not None and dim != expected_dim:
+        raise ArtifactError(f"{path}: expects {dim}-d embeddings, the running embedder gives {expected_dim}-d")
+
+
+def _build_head(path: Path, manifest: dict) -> tuple[DenseHead | NgramHead, DecisionRule]:
     architecture = manifest.get("architecture", {})
     head_type = architecture.get("type", "mlp")  # versions written before "ngram" existed have none
     if head_type not in ("mlp", "ngram"):
         raise ArtifactError(f"{path}: unknown head type {head_type!r}")
-    embedder = manifest.get("embedder")
-    if head_type == "mlp":
-        # An "ngram" head uses no embeddings, so no running embedder can be the wrong one for it.
-        if not isinstance(embedder, dict):
-            raise ArtifactError(f"{path}: the manifest names no embedder for a head that scores embeddings")
-        if expected_embedder is not None and embedder["model_id"] != expected_embedder:
-            raise ArtifactError(
-                f"{path}: trained with embedder {embedder['model_id']}, but the running embedder is "
-                f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
-            )
-        if expected_dim is not None and int(embedder["dim"]) != expected_dim:
-            raise ArtifactError(
-                f"{path}: expects {embedder['dim']}-d embeddings, the running embedder gives {expected_dim}-d"
-            )
-
     try:
         with np.load(path / WEIGHTS, allow_pickle=False) as arrays:
             if head_type == "ngram":
@@ -178,12 +215,12 @@ def load_version(
         labels = tuple(manifest["labels"])
         decision = manifest["decision"]
         rule = DecisionRule(labels, float(decision["threshold"]), decision.get("reject_label"))
-    except (KeyError, ValueError, TypeError, OSError) as exc:
-        raise ArtifactError(f"{path}: cannot build the head: {exc}") from None
+    except (LookupError, ValueError, TypeError, AttributeError, OSError) as exc:
+        raise ArtifactError(f"{path}: cannot build the head: {exc!r}") from None
     if head.num_classes != len(labels):
         raise ArtifactError(f"{path}: {head.num_classes} outputs for {len(labels)} labels")
-    if head_type == "mlp" and head.input_dim != int(embedder["dim"]):
+    if head_type == "mlp" and head.input_dim != manifest["embedder"]["dim"]:
         raise ArtifactError(
-            f"{path}: input size {head.input_dim} differs from the embedder dimension {embedder['dim']}"
+            f"{path}: input size {head.input_dim} differs from the embedder dimension {manifest['embedder']['dim']}"
         )
-    return HeadArtifact(manifest["model"], manifest["version"], path, manifest, head, rule)
+    return head, rule

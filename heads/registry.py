@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -77,22 +78,23 @@ class ModelStore:
         return self.model_dir(model) / check_version_name(version)
 
     def models(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.fullmatch(p.name) and self.versions(p.name)
-        )
+        """Models with at least one complete version. A model folder that cannot be read is listed
+        too: loading it raises and names the problem, so an unreadable model is reported (and keeps
+        serving where it served) instead of vanishing. RegistryError if the store cannot be listed."""
+        return [name for name in subfolders(self.root, MODEL_NAME) if self._has_versions(name)]
+
+    def _has_versions(self, model: str) -> bool:
+        try:
+            return bool(self.versions(model))
+        except RegistryError:
+            return True
 
     def versions(self, model: str) -> list[str]:
-        """Complete versions (with a manifest), oldest first: version ids sort by time."""
+        """Complete versions (with a manifest), oldest first: version ids sort by time. A version
+        folder that cannot be read is listed (loading it names why: it must not vanish unseen);
+        RegistryError when the model's folder cannot be listed."""
         directory = self.model_dir(model)
-        if not directory.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in directory.iterdir()
-            if p.is_dir() and VERSION_NAME.fullmatch(p.name) and (p / MANIFEST).is_file()
-        )
+        return [v for v in subfolders(directory, VERSION_NAME) if _maybe_file(directory / v / MANIFEST)]
 
     def serving(self, model: str) -> ServingState | None:
         return serving.read_state(self.model_dir(model) / SERVING_FILE)
@@ -144,7 +146,7 @@ class ModelStore:
     ) -> HeadArtifact:
         version = version or self.serving_version(model)
         path = self.version_dir(model, version)
-        if not path.is_dir():
+        if not _maybe_folder(path):
             raise RegistryError(f"model {model!r} has no version {version!r}")
         artifact = load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
         # The store's folders name the model and version (a version copied to another model, or
@@ -156,14 +158,44 @@ class ModelStore:
     def fingerprint(self) -> tuple:
         """Changes whenever a serving pointer changes or a model appears: routers poll it to
         reload heads without a restart."""
-        if not self.root.is_dir():
-            return ()
         entries = []
         for model in self.models():
             path = self.root / model / SERVING_FILE
             try:
                 st = path.stat()
                 entries.append((model, st.st_mtime_ns, st.st_size, st.st_ino))
-            except FileNotFoundError:
-                entries.append((model, 0, 0, 0))
+            except OSError as exc:  # none yet, or unreadable: loading the model reports why
+                entries.append((model, exc.errno, 0, 0))
         return tuple(entries)
+
+
+def subfolders(folder: Path, pattern: re.Pattern) -> list[str]:
+    """The sorted names of `folder`'s sub-folders that match `pattern`; none when `folder` does not
+    exist. An entry that cannot be examined counts as a folder (whoever opens it reports why);
+    RegistryError when `folder` itself cannot be listed."""
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise RegistryError(f"{folder}: cannot list it ({exc.strerror or exc})") from None
+    return sorted(p.name for p in entries if pattern.fullmatch(p.name) and _maybe_folder(p))
+
+
+def _maybe_folder(path: Path) -> bool:
+    return _maybe(path, stat.S_ISDIR)
+
+
+def _maybe_file(path: Path) -> bool:
+    return _maybe(path, stat.S_ISREG)
+
+
+def _maybe(path: Path, is_kind) -> bool:
+    """Whether `path` is of that kind; True when it cannot be examined (no permission, an I/O
+    error): whoever opens it then reports why, rather than it vanishing from a listing."""
+    try:
+        return is_kind(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # absent, or a dangling link
+        return False
+    except OSError:
+        return True

@@ -93,12 +93,16 @@ class ServingState:
 
 
 def read_state(path: Path) -> ServingState | None:
-    if not path.is_file():
-        return None
+    """The state in `path`, None when there is none; RegistryError when it cannot be read or is
+    malformed (not JSON, not an object, a missing or mistyped field)."""
     try:
+        if not path.is_file():
+            return None
         return ServingState.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise RegistryError(f"{path}: unreadable serving state ({exc})") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read the serving state ({exc.strerror or exc})") from None
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise RegistryError(f"{path}: unreadable serving state ({exc!r})") from None
 
 
 @contextmanager

@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class RouterProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, *, ready_path: str = "/readyz"):
+    def __init__(self, env: dict[str, str], log_path: Path, *, ready_path: str = "/readyz", preexec_fn=None):
+        self.preexec_fn = preexec_fn  # run in the child before gunicorn starts (tests/file_access.py)
         self.port = free_port()
         self.env = {**os.environ, "API_PORT": str(self.port), "API_WORKERS": "2", "API_RELOAD_INTERVAL_S": "0.2", **env}
         self.log_path = log_path
@@ -42,6 +43,7 @@ class RouterProcess:
                 env=self.env,
                 stdout=log,
                 stderr=log,
+                preexec_fn=self.preexec_fn,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -125,3 +125,20 @@ def test_feedback_round_trips_into_a_retrained_version(db_router, clinc_subset, 
     assert "feedback on intents" in manifest["data"]["train"]["source"]
     assert manifest["training_config"]["data"]["train"][1]["model"] == "intents"
     assert answer["version"] != result["version"]
+
+
+def test_feedback_on_a_version_that_no_longer_loads_is_409(db_router):
+    """The answering version was replaced and then broke in the store: its labels cannot be
+    checked, which is a conflict with the store's state, not a server error."""
+    router, db = db_router
+    answer = predict(router, ["what is my balance"], "fb-gone")
+    store = router.store
+    other = next(v for v in store.versions("intents") if v != answer["version"])
+    store.set_serving("intents", other)
+    router.runtime.heads.refresh(force=True)
+    (store.root / "intents" / answer["version"] / "manifest.json").write_text("{not json")
+    response = feedback(router, "fb-gone", {"label": "oos"})
+    error = response.get_json()["error"]
+    assert response.status_code == 409 and error["code"] == "conflict", error
+    assert f"version {answer['version']}" in error["message"] and "no longer loads" in error["message"]
+    assert query(db, "SELECT count(*) FROM feedback") == [(0,)]

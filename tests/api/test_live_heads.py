@@ -1,3 +1,7 @@
+import json
+import logging
+import re
+import shutil
 import time
 
 import pytest
@@ -7,8 +11,10 @@ from api.live_heads import LiveHeads
 from api.tenant_heads import TenantHeads
 from heads.config import parse_config
 from heads.pipeline import train_head
+from heads.registry import ModelStore
 from tests.api.conftest import FAST
 from tests.fakes import HashTextEmbedder
+from tests.file_access import obeying_permissions
 
 
 def test_loads_every_serving_model(store):
@@ -70,3 +76,119 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         assert heads.get("default", "intents").primary.version == new_version and ticks
     finally:
         heads.stop()
+
+
+# --- one bad model never takes the others down ------------------------------------------------------
+
+
+@pytest.fixture
+def tenants(store):
+    """MODEL_STORE with two tenants that both serve `intents` and `plain`: "acme" (listed first,
+    so a failure there that aborted the refresh would leave "default" unloaded) and "default"."""
+    shutil.copytree(store.root, store.root.parent / "acme", symlinks=True)
+    return TenantHeads(store.root.parent), ModelStore(store.root.parent / "acme")
+
+
+def rewrite_manifest(store: ModelStore, model: str, change) -> str:
+    """Replace the serving primary's manifest by change(manifest); returns the original text."""
+    path = store.version_dir(model, store.serving_version(model)) / "manifest.json"
+    path.chmod(0o644)
+    original = path.read_text()
+    path.write_text(json.dumps(change(json.loads(original))))
+    return original
+
+
+MALFORMED_MANIFESTS = {
+    "a missing key": (lambda m: {k: v for k, v in m.items() if k != "labels"}, "has no 'labels'"),
+    "a list, not an object": (lambda m: [m], "not a JSON object"),
+    "files as a list": (lambda m: {**m, "files": list(m["files"])}, "'files' is a list"),
+    "architecture as a string": (lambda m: {**m, "architecture": "mlp"}, "'architecture' is a str"),
+    "an embedder without its id": (lambda m: {**m, "embedder": {"dim": 32}}, "string model_id"),
+    "a threshold that is no number": (lambda m: {**m, "decision": {"threshold": "high"}}, "cannot build the head"),
+    "not JSON": (None, "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_MANIFESTS))
+def test_a_malformed_manifest_is_contained_to_its_model(tenants, case, caplog):
+    caplog.set_level(logging.INFO, logger="api.live_heads")
+    heads, acme = tenants
+    change, message = MALFORMED_MANIFESTS[case]
+    if change is None:
+        path = acme.version_dir("intents", acme.serving_version("intents")) / "manifest.json"
+        path.chmod(0o644)
+        original = path.read_text()
+        path.write_text(original[:-20])
+    else:
+        original = rewrite_manifest(acme, "intents", change)
+    for _ in range(3):  # a router's first load, then polls that retry it
+        reports = heads.refresh()
+    assert sorted(heads.snapshot("default")) == ["intents", "plain"]  # the tenant after it loaded
+    assert sorted(heads.snapshot("acme")) == ["plain"]  # and so did the other model of its tenant
+    assert list(heads.errors) == ["acme/intents"] and list(reports["acme"].failed) == ["intents"]
+    reason = heads.errors["acme/intents"]
+    assert message in reason and reason.startswith("acme/intents/")  # short: paths relative to MODEL_STORE
+    assert [(f.tenant, f.model, f.serving) for f in heads.failures()] == [("acme", "intents", None)]
+    with pytest.raises(NotFound, match="'intents' failed to load: .*" + re.escape(message)):
+        heads.get("acme", "intents")
+    logged = [r for r in caplog.records if "acme/intents does not load" in r.getMessage()]
+    assert len(logged) == 1  # once, not at every poll
+
+    manifest = acme.version_dir("intents", acme.serving_version("intents")) / "manifest.json"
+    manifest.write_text(original)  # repaired in place: no serving pointer changes
+    heads.refresh()
+    assert heads.get("acme", "intents").primary.version == acme.serving_version("intents")
+    assert heads.errors == {} and "acme/intents loads again" in caplog.text
+
+
+def test_a_malformed_serving_state_keeps_the_last_good_one(tenants):
+    heads, acme = tenants
+    heads.refresh()
+    serving = acme.serving_version("intents")
+    pointer = acme.root / "intents" / "serving.json"
+    original = pointer.read_text()
+    for broken in ("[]", '{"primary": 7}', '{"primary": "v", "shadows": [1]}', "{"):
+        pointer.write_text(broken)
+        heads.refresh()
+        assert heads.get("acme", "intents").primary.version == serving, broken
+        assert [(f.tenant, f.model, f.serving) for f in heads.failures()] == [("acme", "intents", serving)], broken
+        assert sorted(heads.snapshot("default")) == ["intents", "plain"]
+    pointer.write_text(original)
+    heads.refresh()
+    assert heads.errors == {}
+
+
+def test_unreadable_folders_are_contained_and_served_once_readable(tenants):
+    """What a router user meets in a store it may not read everywhere: a version folder, a model
+    folder, a tenant folder and MODEL_STORE itself. The refresh runs with root's permission
+    override dropped, so the kernel refuses it like any other user (tests/file_access.py)."""
+    heads, acme = tenants
+    version = acme.version_dir("intents", acme.serving_version("intents"))
+    model = acme.root / "plain"
+    with obeying_permissions():
+        for folder in (version, model):
+            folder.chmod(0)
+        try:
+            with pytest.raises(PermissionError):
+                (version / "manifest.json").read_bytes()  # the premise: this thread cannot read it
+            heads.refresh()  # the router's first load: it used to raise and stop the worker's boot
+            assert sorted(heads.snapshot("default")) == ["intents", "plain"] and heads.snapshot("acme") == {}
+            assert sorted(heads.errors) == ["acme/intents", "acme/plain"]
+            assert all("Permission denied" in why for why in heads.errors.values()), heads.errors
+        finally:
+            for folder in (version, model):
+                folder.chmod(0o755)
+        heads.refresh()
+        assert sorted(heads.snapshot("acme")) == ["intents", "plain"] and heads.errors == {}
+
+        # A tenant folder ("*": its models cannot be listed), then MODEL_STORE (which hides every tenant).
+        for folder, keys in ((acme.root, ["acme/*"]), (acme.root.parent, ["*/*", "acme/*", "default/*"])):
+            folder.chmod(0)
+            try:
+                heads.refresh()  # the tenants and models loaded before keep serving
+                assert sorted(heads.snapshot("acme")) == sorted(heads.snapshot("default")) == ["intents", "plain"]
+                assert sorted(heads.errors) == keys and all("Permission denied" in e for e in heads.errors.values())
+            finally:
+                folder.chmod(0o755)
+            heads.refresh()
+            assert heads.errors == {}

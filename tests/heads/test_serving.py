@@ -13,9 +13,10 @@ from heads.embedding import EmbedderIdentity
 from heads.errors import ArtifactError, RegistryError
 from heads.pipeline import train_head
 from heads.registry import ModelStore
-from heads.serving import Candidate, ServingState, Shadow
+from heads.serving import SERVING_FILE, Candidate, ServingState, Shadow
 from tests.conftest import ROOT
 from tests.fakes import HashTextEmbedder
+from tests.file_access import obeying_permissions
 
 FAST = {"epochs": 4, "early_stopping_patience": 2, "batch_size": 32}
 
@@ -166,3 +167,75 @@ def test_cli_edits_the_state(store):
     assert heads_cli(store, "ab", "intents", "--off").returncode == 0
     assert heads_cli(store, "rollback", "intents").returncode == 0
     assert json.loads(heads_cli(store, "status", "intents").stdout)["candidate"]["version"] == v3
+
+
+# --- a version or pointer that cannot serve is a HeadsError, and an unreadable folder stays listed ---
+
+
+MALFORMED = {
+    "no labels": lambda m: {k: v for k, v in m.items() if k != "labels"},
+    "a list": lambda m: [m],
+    "files as a list": lambda m: {**m, "files": sorted(m["files"])},
+    "a file outside the folder": lambda m: {**m, "files": {**m["files"], "../serving.json": "0" * 64}},
+    "architecture as a string": lambda m: {**m, "architecture": "mlp"},
+    "embedder without an id": lambda m: {**m, "embedder": {"dim": 32}},
+    "embedder dim as a string": lambda m: {**m, "embedder": {**m["embedder"], "dim": "32"}},
+    "labels that are no strings": lambda m: {**m, "labels": [1] * len(m["labels"])},
+    "decision as a list": lambda m: {**m, "decision": []},
+    "a threshold that is no number": lambda m: {**m, "decision": {**m["decision"], "threshold": "high"}},
+    "a reject label that is no string": lambda m: {**m, "decision": {**m["decision"], "reject_label": 3}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_manifest_is_an_artifact_error(store, case):
+    """Only an ArtifactError, naming the version: what the router isolates per model and the CLI
+    prints without a traceback (before, several of these were KeyError or AttributeError)."""
+    store, (v1, *_) = store
+    manifest = store.version_dir("intents", v1) / "manifest.json"
+    manifest.chmod(0o644)
+    manifest.write_text(json.dumps(MALFORMED[case](json.loads(manifest.read_text()))))
+    with pytest.raises(ArtifactError, match=f"{v1}: "):
+        store.load("intents", v1)
+
+
+def test_the_cli_names_a_malformed_version_without_a_traceback(store):
+    store, (v1, *_) = store
+    manifest = store.version_dir("intents", v1) / "manifest.json"
+    manifest.chmod(0o644)
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "architecture": "mlp"}))
+    shown = heads_cli(store, "show", "intents", v1)
+    assert shown.returncode == 2 and "'architecture' is a str" in shown.stderr and "Traceback" not in shown.stderr
+
+
+@pytest.mark.parametrize("content", [b"[]", b'{"primary": "v", "shadows": [1]}', b'{"candidate": {}}', b"{", b"\xff"])
+def test_a_malformed_serving_state_is_a_registry_error(store, content):
+    store, _ = store
+    (store.root / "intents" / SERVING_FILE).write_bytes(content)
+    with pytest.raises(RegistryError, match="unreadable serving state"):
+        store.serving("intents")
+
+
+def test_unreadable_folders_stay_listed_and_loading_them_says_why(store):
+    """As a user who may not read them (root's permission override dropped for this thread): an
+    unreadable version or model is listed, never silently dropped (a model that vanished from the
+    listing would stop serving unreported), and loading it raises a HeadsError that says why."""
+    store, (v1, v2, *_) = store
+    store.set_serving("intents", v1)
+    version, model = store.version_dir("intents", v1), store.root / "intents"
+    with obeying_permissions():
+        version.chmod(0)
+        try:
+            assert v1 in store.versions("intents") and store.models() == ["intents"]
+            with pytest.raises(ArtifactError, match=f"{v1}: cannot read manifest.json \\(Permission denied\\)"):
+                store.load("intents")
+            model.chmod(0)
+            assert store.models() == ["intents"] and store.fingerprint()  # listed, and polling goes on
+            with pytest.raises(RegistryError, match="cannot list it \\(Permission denied\\)"):
+                store.versions("intents")
+            with pytest.raises(RegistryError, match="cannot read the serving state \\(Permission denied\\)"):
+                store.serving("intents")
+        finally:
+            model.chmod(0o755)
+            version.chmod(0o755)
+        assert store.load("intents").version == v1 and v2 in store.versions("intents")
