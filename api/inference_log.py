@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
 import os
 import queue
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
+from api import pg
 from api.journal import Journal, Segment
 from api.prediction_record import COLUMNS, PredictionRecord, record_to_row, row_values
 from api.spool import REJECTED_PREFIX, ClaimedSpoolFile, SpoolWriter, claim_next, encode_lines, waiting_files
@@ -138,8 +138,8 @@ class InferenceLog:
         partitions_ahead_days: int = 7,
         partitions_back_days: int = 1,
         fsync_interval_s: float = 1.0,
-        connect_timeout_s: float = 5.0,
-        statement_timeout_s: float = 30.0,
+        connect_timeout_s: float = 3.0,
+        statement_timeout_s: float = 10.0,
         name: str = "inference-log",
         observer: Callable[[str, int], None] | None = None,
     ):
@@ -369,17 +369,17 @@ class InferenceLog:
 
     def _connection(self):
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg2.connect(
+            self._conn = pg.connect(
                 self._dsn,
-                connect_timeout=max(1, math.ceil(self._connect_timeout_s)),
                 application_name=f"manyheads-{self.name}",
-                options=f"-c statement_timeout={int(self._statement_timeout_s * 1000)}",
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
+                statement_timeout_s=self._statement_timeout_s,
+                connect_timeout_s=self._connect_timeout_s,
             )
         return self._conn
+
+    def _deadline(self, conn):
+        """Bounds one exchange with the database, even with a server that never answers."""
+        return pg.deadline(conn, self._statement_timeout_s + 1.0)
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -431,7 +431,7 @@ class InferenceLog:
         """One transaction for `rows`; if PostgreSQL refuses them for their content, halve until
         the culprit rows are alone and reject those, so one bad row cannot block a batch."""
         try:
-            with conn, conn.cursor() as cur:
+            with self._deadline(conn), conn, conn.cursor() as cur:
                 psycopg2.extras.execute_values(
                     cur, _INSERT, [row_values(r) for r in rows], template=_TEMPLATE, page_size=len(rows)
                 )
@@ -447,7 +447,8 @@ class InferenceLog:
 
     def _probe(self) -> None:
         try:
-            with self._connect_or_raise() as conn, conn.cursor() as cur:
+            conn = self._connect_or_raise()
+            with self._deadline(conn), conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
         except Exception as e:  # noqa: BLE001 - still down: back off further
             self._mark_failure(e.__cause__ or e, count=False)
@@ -456,7 +457,8 @@ class InferenceLog:
 
     def _ensure_partitions(self) -> None:
         try:
-            with self._connect_or_raise() as conn, conn.cursor() as cur:
+            conn = self._connect_or_raise()
+            with self._deadline(conn), conn, conn.cursor() as cur:
                 cur.execute(
                     "SELECT ensure_prediction_partitions(%s, %s)",
                     (self._partitions_back_days, self._partitions_ahead_days),

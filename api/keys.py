@@ -34,6 +34,7 @@ from pathlib import Path
 
 import psycopg2
 
+from api import pg
 from api.errors import ApiError
 from heads.registry import check_tenant_name
 
@@ -146,10 +147,10 @@ LOAD_KEYS = "SELECT key_id, tenant, role, salt, secret_hash FROM api_keys WHERE 
 LOAD_TENANTS = "SELECT name, rate_rps, burst FROM tenants"
 
 
-def load_ring(dsn: str) -> KeyRing:
-    conn = psycopg2.connect(dsn, connect_timeout=5)
+def load_ring(dsn: str, *, timeout_s: float = 5.0) -> KeyRing:
+    conn = pg.connect(dsn, application_name="manyheads-api-keys", statement_timeout_s=timeout_s)
     try:
-        with conn, conn.cursor() as cur:
+        with pg.deadline(conn, timeout_s + 1.0), conn, conn.cursor() as cur:
             cur.execute(LOAD_KEYS)
             records = {r[0]: KeyRecord(r[0], r[1], r[2], bytes(r[3]), bytes(r[4])) for r in cur.fetchall()}
             cur.execute(LOAD_TENANTS)
@@ -237,9 +238,9 @@ class KeyStore:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = psycopg2.connect(self._dsn, connect_timeout=5)
+                conn = pg.connect(self._dsn, application_name="manyheads-api-keys-listen", statement_timeout_s=5.0)
                 conn.autocommit = True
-                with conn.cursor() as cur:
+                with pg.deadline(conn, 6.0), conn.cursor() as cur:
                     cur.execute(f"LISTEN {CHANNEL}")
                 self._reload()  # after LISTEN: no change can slip between the load and the subscription
                 self._tried.set()

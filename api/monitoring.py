@@ -25,7 +25,7 @@ from api.tenant_heads import tenant_store
 
 log = logging.getLogger(__name__)
 
-INSERT = "INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) VALUES (%s, %s, %s, %s, %s, %s)"
+INSERT = "INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) VALUES %s"
 
 
 class CentroidAccumulator:
@@ -47,24 +47,25 @@ class CentroidAccumulator:
                 entry[1] += total
 
     def flush(self, *, force: bool = False) -> int:
-        """Write the sums gathered since the last flush; returns the rows written."""
+        """Write the sums gathered since the last flush in one statement; returns the rows written.
+        If the database is unavailable they are kept and merged into the next flush."""
         if not force and time.monotonic() < self._next_flush:
             return 0
         self._next_flush = time.monotonic() + self._interval
         with self._lock:
             pending, self._sums = self._sums, {}
         bucket = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-        written = 0
-        for (tenant, model, version), (n, total) in pending.items():
-            try:
-                self._db.run(INSERT, (bucket, tenant, model, version, n, total.tolist()), fetch="none")
-                written += 1
-            except DatabaseUnavailable:
-                with self._lock:  # keep it for the next flush
-                    entry = self._sums.setdefault((tenant, model, version), [0, np.zeros_like(total)])
+        rows = [(bucket, t, m, v, n, total.tolist()) for (t, m, v), (n, total) in pending.items()]
+        try:
+            self._db.insert_many(INSERT, rows)
+        except DatabaseUnavailable:
+            with self._lock:  # keep them for the next flush
+                for key, (n, total) in pending.items():
+                    entry = self._sums.setdefault(key, [0, np.zeros_like(total)])
                     entry[0] += n
                     entry[1] += total
-        return written
+            return 0
+        return len(rows)
 
 
 class DriftMonitor:
@@ -92,3 +93,33 @@ class DriftMonitor:
                 for kind, value in entry["drift"].items():
                     if value is not None:
                         metrics.DRIFT.labels(f"{tenant}/{model}", entry["version"], entry["role"], kind).set(value)
+
+
+class MonitoringLoop:
+    """Runs the database-bound monitoring work (centroid flushes, drift reports) every
+    `interval_s` on a thread of its own, so that a slow or hanging database never delays a hot
+    reload or a request. Each job is bounded by the database's own timeout (api/database.py)."""
+
+    def __init__(self, jobs: list, *, interval_s: float = 1.0):
+        self._jobs = jobs
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MonitoringLoop:
+        self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for job in self._jobs:
+                try:
+                    job()
+                except Exception:  # noqa: BLE001 - statistics must never stop the loop
+                    log.exception("monitoring job failed")
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

@@ -18,7 +18,7 @@ from api.feedback import FeedbackStore
 from api.inference_log import InferenceLog
 from api.keys import KeyStore
 from api.migrations import apply_migrations
-from api.monitoring import CentroidAccumulator, DriftMonitor
+from api.monitoring import CentroidAccumulator, DriftMonitor, MonitoringLoop
 from api.predictor import Predictor
 from api.rate_limit import TenantRateLimiter
 from api.settings import RouterSettings
@@ -42,6 +42,7 @@ class Runtime:
     keys: KeyStore
     limiter: TenantRateLimiter
     centroids: CentroidAccumulator | None = None
+    monitoring: MonitoringLoop | None = None
 
     @property
     def limits(self) -> Limits:
@@ -49,12 +50,17 @@ class Runtime:
         return Limits(s.max_texts, s.max_text_chars, s.max_top_k, s.default_top_k)
 
     def close(self) -> None:
-        """Stop polling and flush every buffered prediction row (to PostgreSQL or the spool)."""
+        """Shut down within gunicorn's graceful timeout, whatever the database does. The inference
+        log goes first: each of its rows is already in the journal, so a database that does not
+        take them within a few seconds only leaves them there for replay. Then the best-effort
+        statistics, each call bounded by the database's timeout."""
+        self.inference_log.close(timeout_s=5.0)
         self.heads.stop()
+        if self.monitoring is not None:
+            self.monitoring.stop()
         self.keys.close()
         if self.centroids is not None:
             self.centroids.flush(force=True)
-        self.inference_log.close(timeout_s=10.0)
         self.database.close()
         self.embedder.close()
 
@@ -86,10 +92,11 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         settings.database_url,
         spool_dir=Path(settings.spool_dir),
         queue_size=settings.log_queue_size,
+        queue_max_bytes=settings.log_queue_bytes,
         batch_size=settings.log_batch_size,
         observer=metrics.on_log_event,
     ).start()
-    database = Database(settings.database_url, max_connections=settings.threads)
+    database = Database(settings.database_url, max_connections=settings.threads, timeout_s=settings.db_timeout_s)
     centroids = CentroidAccumulator(database)
     predictor = Predictor(
         heads,
@@ -100,21 +107,27 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
         on_embeddings=centroids.add,
         embedding_cache=LocalEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
+        share_embedding_cache=settings.share_embedding_cache,
     )
     drift = DriftMonitor(database, heads)
 
-    def tick() -> None:
-        metrics.publish_gauges(inference_log, heads)
-        centroids.flush()
-        drift.run_if_due()
-        share_embedding_cache=settings.share_embedding_cache,
-
-    heads.start_polling(settings.reload_interval_s, on_tick=tick)
+    heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
+    monitoring = MonitoringLoop([centroids.flush, drift.run_if_due]).start()
     metrics.publish_gauges(inference_log, heads)
     keys = KeyStore(settings.database_url, snapshot=Path(settings.spool_dir) / "api-keys.json").start()
     limiter = TenantRateLimiter(
         rate_rps=settings.tenant_rate_rps, burst=settings.tenant_burst, workers=settings.workers, limits_for=keys.limits
     )
     return Runtime(
-        settings, heads, embedder, inference_log, predictor, FeedbackStore(database), database, keys, limiter, centroids
+        settings,
+        heads,
+        embedder,
+        inference_log,
+        predictor,
+        FeedbackStore(database),
+        database,
+        keys,
+        limiter,
+        centroids,
+        monitoring,
     )

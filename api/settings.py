@@ -33,6 +33,9 @@ class RouterSettings:
     database_url: str = setting(
         "", "PostgreSQL DSN of the inference database; empty uses libpq's PG* variables", env="DATABASE_URL"
     )
+    db_timeout_s: float = setting(
+        5.0, "longest a feedback, report or monitoring query may take, even on a database that never answers (503 past it)"
+    )
     model_store: str = setting("var/models", "folder of trained heads (heads/registry.py)", env="MODEL_STORE")
     spool_dir: str = setting("var/spool", "where prediction rows wait while PostgreSQL is unreachable")
     reload_interval_s: float = setting(1.0, "how often workers look for a changed serving version")
@@ -45,7 +48,12 @@ class RouterSettings:
     auth: bool = setting(True, "require an API key (Authorization: Bearer); false only for local experiments")
     tenant_rate_rps: float = setting(500.0, "default requests per second per tenant (tenants.rate_rps overrides)")
     tenant_burst: int = setting(1000, "default burst per tenant (tenants.burst overrides)")
-    log_queue_size: int = setting(10_000, "prediction rows buffered in memory per worker before spooling")
+    log_queue_size: int = setting(
+        10_000, "prediction rows queued in memory per worker for PostgreSQL; beyond, rows wait in the journal"
+    )
+    log_queue_bytes: int = setting(
+        32 << 20, "bytes of prediction rows queued in memory per worker; beyond, rows wait in the journal"
+    )
     log_batch_size: int = setting(500, "rows per INSERT of the inference log")
 
     def __post_init__(self) -> None:
@@ -56,12 +64,14 @@ class RouterSettings:
             "embed_timeout_s": self.embed_timeout_s > 0,
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
+            "db_timeout_s": self.db_timeout_s > 0,
             "max_texts": self.max_texts >= 1,
             "max_text_chars": self.max_text_chars >= 1,
             "max_body_bytes": self.max_body_bytes >= 1024,
             "default_top_k": 1 <= self.default_top_k <= self.max_top_k,
             "probability_decimals": 1 <= self.probability_decimals <= 8,
             "log_queue_size": self.log_queue_size >= 1,
+            "log_queue_bytes": self.log_queue_bytes >= 1 << 16,
             "tenant_rate_rps": self.tenant_rate_rps > 0,
             "tenant_burst": self.tenant_burst >= 1,
             "log_batch_size": self.log_batch_size >= 1,

@@ -1,0 +1,102 @@
+"""A TCP proxy on 127.0.0.1 that a test controls, to make a server hang without stopping it.
+
+`forward()`: bytes flow both ways. `blackhole()`: the proxy keeps accepting connections and
+reading what clients send, but forwards nothing and answers nothing, on new and existing
+connections alike: to the client the server has stopped answering while its TCP stays up (a
+failover in progress, a partition behind a load balancer). Back to `forward()`, connections
+from before the blackhole are reset, as a failover would, and new ones reach the server again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int):
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._blackholed = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[socket.socket, socket.socket | None, int]] = []
+        self._generation = 0  # bumped by forward(): older connections are reset
+        threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
+
+    @classmethod
+    def for_dsn(cls, dsn: str) -> tuple[TcpProxy, str]:
+        """A proxy in front of a postgresql:// DSN's server, and the DSN that goes through it."""
+        parts = urlsplit(dsn)
+        proxy = cls(parts.hostname, parts.port)
+        netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+        return proxy, urlunsplit(parts._replace(netloc=netloc))
+
+    def blackhole(self) -> None:
+        self._blackholed.set()
+
+    def forward(self) -> None:
+        with self._lock:
+            self._generation += 1
+            stale, self._connections = self._connections, []
+        self._blackholed.clear()
+        for client, upstream, _ in stale:
+            _close(client, upstream)
+
+    def close(self) -> None:
+        self._closed.set()
+        self.forward()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = None
+            if not self._blackholed.is_set():
+                try:
+                    upstream = socket.create_connection(self._target, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+            with self._lock:
+                self._connections.append((client, upstream, self._generation))
+                generation = self._generation
+            threading.Thread(target=self._pump, args=(client, upstream, generation), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket | None, generation: int) -> None:
+        peers = {client: upstream, upstream: client} if upstream else {client: None}
+        try:
+            while not self._closed.is_set() and generation == self._generation:
+                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    target = peers[sock]
+                    if target is not None and not self._blackholed.is_set():
+                        target.sendall(data)
+        except OSError:
+            return
+        finally:
+            _close(client, upstream)
+
+
+def _close(*socks: socket.socket | None) -> None:
+    for sock in socks:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
