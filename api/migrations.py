@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psycopg2
 
+from api import pg
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -109,11 +111,15 @@ def apply_migrations(
     """
     migrations = load_migrations(directory)
     timeout = max(1, int(connect_timeout_s))
-    lock_conn = psycopg2.connect(dsn, connect_timeout=timeout, application_name="manyheads-migrations-lock")
+    # Keepalives, but no statement timeout: a migration may legitimately run long, and a router
+    # applies them on a thread of its own that never holds up serving (api/runtime.py).
+    lock_conn = psycopg2.connect(
+        dsn, connect_timeout=timeout, application_name="manyheads-migrations-lock", **pg.KEEPALIVES
+    )
     try:
         lock_conn.autocommit = True
         _take_lock(lock_conn, lock_timeout_s)
-        conn = psycopg2.connect(dsn, connect_timeout=timeout, application_name="manyheads-migrations")
+        conn = psycopg2.connect(dsn, connect_timeout=timeout, application_name="manyheads-migrations", **pg.KEEPALIVES)
         try:
             return _apply_locked(conn, migrations)
         finally:
