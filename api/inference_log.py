@@ -237,10 +237,11 @@ class InferenceLog:
     def stats(self) -> InferenceLogStats:
         with self._counts_lock:
             counts = dict(self._counts)
+        held = self._journal.dirty_segments  # first: see Journal.dirty_segments
         return InferenceLogStats(
             queue_depth=self._queue.qsize(),
             queue_bytes=self._queued_bytes,
-            spool_files=len(waiting_files(self.spool_dir)) + self._journal.dirty_segments,
+            spool_files=held + len(waiting_files(self.spool_dir)),
             db_healthy=self._healthy,
             last_error=self._last_error,
             **counts,

@@ -122,8 +122,11 @@ class Journal:
 
     @property
     def dirty_segments(self) -> int:
-        """Segments still held that hold rows the database did not take (replayed once let go of)."""
-        return sum(s.dirty for s in self._open)
+        """Segments still held that hold rows the database did not take (replayed once let go of).
+        Read it before listing the folder's waiting files: a segment leaves this count only after
+        its file has become a spool file, so a count taken in that order misses nothing."""
+        with self._lock:
+            return sum(s.dirty for s in self._open)
 
     # -- internals (journal lock held)
 
@@ -146,15 +149,15 @@ class Journal:
 
     def _finish_locked(self, segment: Segment) -> None:
         segment.finished = True
-        self._open.remove(segment)
-        if self._current is segment:
-            self._current = None
         with contextlib.suppress(OSError):
             if segment.dirty:  # replayable by any process once the lock is free
                 os.fsync(segment.fd)
                 segment.path.rename(segment.path.with_name(SPOOL_PREFIX + segment.path.name[len(JOURNAL_PREFIX) :]))
             else:
                 segment.path.unlink()
+        self._open.remove(segment)  # after the rename: see dirty_segments
+        if self._current is segment:
+            self._current = None
         os.close(segment.fd)  # releases the lock
 
     def _after_fork(self) -> None:

@@ -200,8 +200,13 @@ def spool_files(directory: Path, *, prefixes: tuple[str, ...] = REPLAYABLE) -> l
         return []
     found = []
     for entry in entries:
-        with contextlib.suppress(FileNotFoundError):
-            found.append((entry.stat().st_mtime, Path(entry.path)))
+        try:
+            mtime = entry.stat().st_mtime
+        except FileNotFoundError:
+            # Claimed (renamed) or replayed (deleted) since the listing: still listed, last, so
+            # that a count never misses a file that was only being renamed; claiming skips it.
+            mtime = float("inf")
+        found.append((mtime, Path(entry.path)))
     return [path for _, path in sorted(found)]
 
 
