@@ -22,6 +22,7 @@ from api import metrics
 from api.database import Database, DatabaseUnavailable
 from api.report import build_report
 from api.tenant_heads import tenant_store
+from heads.errors import HeadsError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class DriftMonitor:
                 report = build_report(self._db, store, model, until - self._window, until, tenant=tenant)
             except DatabaseUnavailable:
                 return
+            except HeadsError as exc:  # a version in the window no longer loads: the others go on
+                log.warning("drift of %s/%s skipped: %s", tenant, model, exc)
+                continue
             for entry in report["versions"]:
                 for kind, value in entry["drift"].items():
                     if value is not None:

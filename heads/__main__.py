@@ -216,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--reason", default="", help="recorded in the history")
     report = sub.add_parser("report", parents=[common], help="monitoring report as HTML with charts")
     report.add_argument("model")
-    report.add_argument("--since", help="ISO 8601 date or datetime (default: 24 hours before --until)")
-    report.add_argument("--until", help="ISO 8601 date or datetime, exclusive (default: now)")
+    report.add_argument(
+        "--since", help="RFC 3339 date (2026-11-01) or date-time with an offset (default: 24 hours before --until)"
+    )
+    report.add_argument("--until", help="RFC 3339 date or date-time with an offset, exclusive (default: now)")
     report.add_argument("--url", default="", help="a running router; default: compute from DATABASE_URL")
     report.add_argument("--out", default="", help="output folder (default: var/reports/MODEL)")
     args = parser.parse_args(argv)

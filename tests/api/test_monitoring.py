@@ -1,0 +1,32 @@
+"""The drift monitor: one model whose report cannot be built never stops the others'."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prometheus_client import REGISTRY
+
+from api import monitoring
+from heads.errors import ArtifactError
+
+
+class Heads:
+    root = "unused"
+
+    def all_sets(self):
+        return {("acme", "broken"): None, ("acme", "fine"): None}
+
+
+def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypatch):
+    def build_report(db, store, model, since, until, *, tenant):
+        if model == "broken":
+            raise ArtifactError("acme/broken/v1: cannot read manifest.json (Permission denied)")
+        return {"versions": [{"version": "v2", "role": "primary", "drift": {"label_psi": 0.25}}]}
+
+    monkeypatch.setattr(monitoring, "build_report", build_report)
+    monkeypatch.setattr(monitoring, "tenant_store", lambda root, tenant: None)
+    drift = monitoring.DriftMonitor(None, Heads(), interval_s=300.0, window=dt.timedelta(hours=1))
+    drift._next_run = 0.0  # due now
+    drift.run_if_due()
+    labels = {"model": "acme/fine", "version": "v2", "role": "primary", "kind": "label_psi"}
+    assert REGISTRY.get_sample_value("router_drift", labels) == 0.25
