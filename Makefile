@@ -30,14 +30,14 @@ $(MODEL): embedder/convert.py embedder/bert.py $(INSTALLED)
 # The whole system: PostgreSQL (embedded unless DATABASE_URL is set), the embedder, the demo
 # models (trained on first start) and the router on 127.0.0.1:$${API_PORT:-8000}. Ctrl-C stops it.
 run: setup
-	$(PY) -m api.local_stack
+	$(PY) -m devtools.local_stack
 
 test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check embedder heads api tests loadtests
-	$(PY) -m ruff format --check embedder heads api tests loadtests
+	$(PY) -m ruff check embedder heads inferencedb api devtools tests loadtests
+	$(PY) -m ruff format --check embedder heads inferencedb api devtools tests loadtests
 
 bench-embedder: setup
 	$(PY) loadtests/bench_embedder.py

@@ -1,1 +1,4 @@
-"""The HTTP router: Flask app, classifier heads, and the inference database layer."""
+"""The HTTP router. `api.core` is the serving logic without any transport (predictor, live heads,
+embedding cache, rate limits, monitoring); `api.web` is the Flask adapter on top of it (app factory,
+blueprints, authentication, error rendering, the OpenAPI document). Router processes never import
+TensorFlow."""

@@ -1,6 +1,6 @@
 """Command line of the router.
 
-python -m api serve          # gunicorn with api/gunicorn_conf.py (settings from the environment)
+python -m api serve          # gunicorn with api/web/gunicorn_conf.py (settings from the environment)
 python -m api migrate        # apply the inference-database migrations to DATABASE_URL
 python -m api settings       # every setting, its variable, default and meaning
 """
@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from api.settings import RouterSettings, router_settings
+from api.core.settings import RouterSettings, router_settings
 from embedder.settings import describe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,9 +22,9 @@ def _admin(args: argparse.Namespace, dsn: str) -> int:
 
     import psycopg2
 
-    from api import keys
-    from api.migrations import apply_migrations
     from heads.errors import HeadsError
+    from inferencedb import keys
+    from inferencedb.migrations import apply_migrations
 
     try:
         apply_migrations(dsn)
@@ -73,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-        os.execv(gunicorn, [gunicorn, "-c", os.path.join(ROOT, "api", "gunicorn_conf.py"), "api.app:create_app()"])
+        os.execv(
+            gunicorn, [gunicorn, "-c", os.path.join(ROOT, "api", "web", "gunicorn_conf.py"), "api.web.app:create_app()"]
+        )
     if args.command in ("keys", "tenants"):
         return _admin(args, settings.database_url)
     if args.command == "migrate":
-        from api.migrations import apply_migrations
+        from inferencedb.migrations import apply_migrations
 
         applied = apply_migrations(settings.database_url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))

@@ -1,9 +1,12 @@
 """The router's errors and their one mapping to HTTP.
 
 Every failure becomes `{"error": {"code", "message", "request_id"}}` with the status below; the
-Flask adapter (api/app.py) does the rendering, the rest of the router only raises.
+Flask adapter (api/web/app.py) does the rendering, the rest of the router only raises. Errors of
+the embedder client and of the inference database are translated here, in one table each.
 
     400 bad_request        malformed JSON (any failure to parse), wrong content type
+    401 unauthorized       missing, malformed, unknown or revoked API key
+    403 forbidden          a tenant key acting for another tenant, or an operator action
     404 not_found          unknown model or route
     405 method_not_allowed the Allow header lists the methods the route has
     409 conflict           a serving change the model's versions or serving state does not allow
@@ -13,7 +16,7 @@ Flask adapter (api/app.py) does the rendering, the rest of the router only raise
     422 unknown_label      feedback with a label the answering version does not have
     429 overloaded         the embedder's queue is full (Retry-After)
     502 embedder_error     the embedder failed on this batch
-    503 embedder_unavailable / embedder_mismatch / not_ready
+    503 embedder_unavailable / embedder_mismatch / not_ready / database_unavailable
     500 head_error         the head failed and the model has no fallback that could answer
     500 internal           anything unexpected (logged with its traceback, never shown)
 """
@@ -29,6 +32,7 @@ from embedder.errors import (
     Overloaded,
     Unavailable,
 )
+from inferencedb import errors as db_errors
 
 
 class ApiError(Exception):
@@ -43,6 +47,14 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status, code = 400, "bad_request"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
 
 
 class NotFound(ApiError):
@@ -110,6 +122,10 @@ class NotReady(ApiError):
     status, code, retry_after_s = 503, "not_ready", 1
 
 
+class DatabaseUnavailable(ApiError):
+    status, code, retry_after_s = 503, "database_unavailable", 1
+
+
 # One table from embedder errors to router errors (most specific first).
 _FROM_EMBEDDER: list[tuple[type[EmbedderError], type[ApiError]]] = [
     (InputTooLarge, PayloadTooLarge),
@@ -128,3 +144,19 @@ def from_embedder_error(error: EmbedderError) -> ApiError:
                 return target(f"the embedding service is unavailable or timed out: {error.message}")
             return target(error.message)
     return EmbedderFailed(error.message)
+
+
+# One table from inference-database errors to router errors.
+_FROM_DATABASE: dict[type[db_errors.InferenceDbError], type[ApiError]] = {
+    db_errors.DatabaseUnavailable: DatabaseUnavailable,
+    db_errors.InvalidInstant: InvalidRequest,
+    db_errors.InvalidWindow: InvalidWindow,
+    db_errors.InvalidKey: Unauthorized,
+}
+
+
+def from_database_error(error: db_errors.InferenceDbError) -> ApiError:
+    for source, target in _FROM_DATABASE.items():
+        if isinstance(error, source):
+            return target(error.message)
+    return ApiError(error.message)

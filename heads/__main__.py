@@ -17,6 +17,8 @@ Serving state (routers pick changes up without a restart; every change is record
 
 Monitoring (volume, labels, confidence, feedback accuracy, shadow agreement, drift):
     python -m heads report MODEL [--since D] [--until D] [--url http://router:8000] [--out DIR]
+    (from DATABASE_URL, or from a router with --url, sending MANYHEADS_API_KEY as the API key; the
+    rows of --tenant either way)
 
 `train` prints progress bars on stderr and the evaluation as one JSON object on the last line
 of stdout. Models live in <store>/<tenant>/: --store defaults to MODEL_STORE, else var/models,
@@ -32,7 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-from heads import serving
+from heads import serving_state
 from heads.config import ConfigError, load_config, parse_config
 from heads.errors import HeadsError, RegistryError
 
@@ -106,13 +108,20 @@ def _show(args: argparse.Namespace, store) -> int:
 
 
 def _report(args: argparse.Namespace, store) -> int:
-    from heads import report_render
+    from heads import monitoring_report_files
 
     if args.url:
-        report = report_render.fetch_report(args.url, args.model, args.since, args.until)
+        report = monitoring_report_files.fetch_report(
+            args.url,
+            args.model,
+            args.since,
+            args.until,
+            tenant=args.tenant,
+            api_key=os.environ.get("MANYHEADS_API_KEY") or None,
+        )
     else:
-        report = report_render.compute_report(
-            os.environ.get("DATABASE_URL", ""), store, args.model, args.since, args.until
+        report = monitoring_report_files.compute_report(
+            os.environ.get("DATABASE_URL", ""), store, args.model, args.since, args.until, tenant=args.tenant
         )
     baselines = {}
     for entry in report["versions"]:
@@ -120,7 +129,7 @@ def _report(args: argparse.Namespace, store) -> int:
             baselines[entry["version"]] = store.load(args.model, entry["version"]).manifest.get("baseline") or {}
         except HeadsError:
             baselines[entry["version"]] = {}  # not in this store: charts without the training side
-    page = report_render.write_report(report, baselines, Path(args.out or f"var/reports/{args.model}"))
+    page = monitoring_report_files.write_report(report, baselines, Path(args.out or f"var/reports/{args.model}"))
     print(json.dumps({"report": str(page), "versions": len(report["versions"])}))
     return 0
 
@@ -129,20 +138,22 @@ SERVING_COMMANDS = ("status", "promote", "shadow", "ab", "fallback", "rollback")
 
 
 def _serving_change(args: argparse.Namespace):
-    """(change function, default reason, is_rollback) for a serving command (heads/serving.py)."""
+    """(change function, default reason, is_rollback) for a serving command (heads/serving_state.py)."""
     if args.command == "shadow":
-        return serving.operation("unshadow" if args.remove else "shadow", version=args.version, fraction=args.fraction)
+        return serving_state.operation(
+            "unshadow" if args.remove else "shadow", version=args.version, fraction=args.fraction
+        )
     if args.command == "ab":
         if args.off:
-            return serving.operation("ab_off")
+            return serving_state.operation("ab_off")
         if not args.version or args.percent is None:
             raise ConfigError("ab needs VERSION and --percent, or --off")
-        return serving.operation("ab", version=args.version, percent=args.percent, key=args.key)
+        return serving_state.operation("ab", version=args.version, percent=args.percent, key=args.key)
     if args.command == "fallback":
         if not args.off and not args.version:
             raise ConfigError("fallback needs VERSION or --off")
-        return serving.operation("fallback_off" if args.off else "fallback", version=args.version)
-    return serving.operation(args.command, version=getattr(args, "version", None))
+        return serving_state.operation("fallback_off" if args.off else "fallback", version=args.version)
+    return serving_state.operation(args.command, version=getattr(args, "version", None))
 
 
 def _serving(args: argparse.Namespace, store) -> int:
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("version", nargs="?")
     ab.add_argument("--percent", type=float, default=None, help="share of traffic the candidate answers (0-100)")
     ab.add_argument(
-        "--key", default="client_id", choices=serving.CANDIDATE_KEYS, help="what keeps a caller on one variant"
+        "--key", default="client_id", choices=serving_state.CANDIDATE_KEYS, help="what keeps a caller on one variant"
     )
     ab.add_argument("--off", action="store_true")
     fallback = sub.add_parser("fallback", parents=[common], help="set or clear the fallback version")
@@ -220,11 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         "--since", help="RFC 3339 date (2026-11-01) or date-time with an offset (default: 24 hours before --until)"
     )
     report.add_argument("--until", help="RFC 3339 date or date-time with an offset, exclusive (default: now)")
-    report.add_argument("--url", default="", help="a running router; default: compute from DATABASE_URL")
+    report.add_argument(
+        "--url",
+        default="",
+        help="a running router (sends MANYHEADS_API_KEY as the API key); default: compute from DATABASE_URL",
+    )
     report.add_argument("--out", default="", help="output folder (default: var/reports/MODEL)")
     args = parser.parse_args(argv)
 
-    from heads.registry import ModelStore, check_tenant_name
+    from heads.names import check_tenant_name
+    from heads.registry import ModelStore
 
     try:
         store = ModelStore(Path(args.store) / check_tenant_name(args.tenant))

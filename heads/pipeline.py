@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from heads import reports
+from heads import evaluation_report
 from heads.artifact import commit_version, discard, new_version_id, stage_version
 from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
@@ -32,11 +32,13 @@ from heads.decision import DecisionRule
 from heads.embedding import EmbedderIdentity, EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
 from heads.errors import ConfigError, DataError
 from heads.metrics import confusion_matrix, per_class, summary
+from heads.names import check_model_name
 from heads.network import DenseHead
 from heads.ngram import NgramHead
-from heads.registry import ModelStore, check_model_name
+from heads.registry import ModelStore
 from heads.threshold import choose_threshold, resolve_policy, tradeoff_curve
 from heads.trainer import make_trainer
+from inferencedb.feedback import LABELLED_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,16 +48,6 @@ class Splits:
     train: Dataset
     validation: Dataset
     test: Dataset | None
-
-
-FEEDBACK_QUERY = """
-SELECT p.input_text AS text, f.label AS label
-FROM feedback f
-JOIN predictions p ON p.tenant = f.tenant AND p.request_id = f.request_id AND p.item_index = f.item_index
- AND p.role IN ('primary', 'candidate', 'fallback') AND p.status = 'ok'
-WHERE f.tenant = %(tenant)s AND p.model = %(model)s AND f.created_at >= %(since)s AND f.created_at < %(until)s
-ORDER BY f.created_at, f.request_id, f.item_index
-"""
 
 
 def _when(value: str, default: dt.datetime, name: str) -> dt.datetime:
@@ -79,7 +71,7 @@ def load_source(source, config: HeadConfig) -> Dataset:
             "until": _when(source.until, dt.datetime.now(dt.UTC), "until"),
         }
         name = f"feedback on {source.model} ({params['since']:%Y-%m-%d} to {params['until']:%Y-%m-%d})"
-        return read_sql(source.dsn or os.environ.get("DATABASE_URL", ""), FEEDBACK_QUERY, params, source=name)
+        return read_sql(source.dsn or os.environ.get("DATABASE_URL", ""), LABELLED_EXAMPLES, params, source=name)
     if isinstance(source, SqlSource):
         # An empty DSN lets libpq take the connection from PGHOST, PGUSER, PGPASSWORD, ...
         dsn = source.dsn or os.environ.get("DATABASE_URL", "")
@@ -198,7 +190,7 @@ def describe_embedder(identity: EmbedderIdentity | None) -> dict | None:
 
 
 def drift_baseline(train: Dataset, val_probs: np.ndarray, train_inputs, reject_label: str | None) -> dict:
-    """What live traffic is compared with to measure drift (api/report.py): the training label
+    """What live traffic is compared with to measure drift (inferencedb/monitoring_report.py): the training label
     counts, the histogram of top probabilities on the validation split (10 buckets of 0.1), and
     the centroid of the training embeddings (embedding heads only)."""
     buckets = np.minimum((val_probs.max(axis=1) * 10).astype(int), 9)
@@ -258,16 +250,16 @@ def train_head(
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{config.name}-", dir=store.root))
     try:
         stats = per_class(y_eval, y_pred, len(labels))
-        reports.write_per_class_csv(staging / "per_class.csv", list(labels), stats)
-        reports.write_confusion(
+        evaluation_report.write_per_class_csv(staging / "per_class.csv", list(labels), stats)
+        evaluation_report.write_confusion(
             staging,
             confusion_matrix(y_eval, y_pred, len(labels)),
             list(labels),
             f"{config.name} {version}: {'test' if splits.test else 'validation'} split, row-normalised",
         )
-        reports.write_history(staging, trained.history)
+        evaluation_report.write_history(staging, trained.history)
         if config.threshold.reject_label in labels and policy != "none":
-            reports.write_tradeoff(
+            evaluation_report.write_tradeoff(
                 staging,
                 tradeoff_curve(val_probs, y_val, labels, config.threshold.reject_label),
                 tradeoff_curve(eval_probs, y_eval, labels, config.threshold.reject_label) if splits.test else None,

@@ -2,7 +2,7 @@
 
     <store>/<model>/<version>/     immutable version folders (heads/artifact.py)
     <store>/<model>/serving.json   the serving state: primary, shadows, A/B candidate, fallback,
-                                   and the history of earlier states (heads/serving.py)
+                                   and the history of earlier states (heads/serving_state.py)
 
 Names are restricted to a safe character set, so no model or version name can reach outside the
 store. The pointer is replaced atomically (write a temporary file, then rename), so a reader
@@ -21,36 +21,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from heads import serving
+from heads import serving_state
 from heads.artifact import MANIFEST, HeadArtifact, load_version
-from heads.errors import RegistryError
-from heads.serving import SERVING_FILE, ServingState
-
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-        raise RegistryError(
-            f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
-        )
-    return name
-
-
-TENANT_NAME = MODEL_NAME  # same safe set: a tenant is a folder of the store, like a model
-
-
-def check_tenant_name(name: str) -> str:
-    if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
-        raise RegistryError(f"invalid tenant name {name!r}: use 1-64 lower-case letters, digits, '-' or '_'")
-    return name
-
-
-def check_version_name(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
-        raise RegistryError(f"invalid version {version!r}: use letters, digits, '.', '-' or '_' (at most 64)")
-    return version
+from heads.errors import HeadsError, RegistryError
+from heads.names import MODEL_NAME, VERSION_NAME, check_model_name, check_version_name
+from heads.serving_state import SERVING_FILE, ServingState
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -96,8 +71,16 @@ class ModelStore:
         directory = self.model_dir(model)
         return [v for v in subfolders(directory, VERSION_NAME) if _maybe_file(directory / v / MANIFEST)]
 
+    def baseline(self, model: str, version: str) -> dict:
+        """The version's training baseline (label and confidence distributions, embedding
+        centroid) for drift, or {} when the version no longer loads from this store."""
+        try:
+            return self.load(model, version).manifest.get("baseline") or {}
+        except HeadsError:
+            return {}
+
     def serving(self, model: str) -> ServingState | None:
-        return serving.read_state(self.model_dir(model) / SERVING_FILE)
+        return serving_state.read_state(self.model_dir(model) / SERVING_FILE)
 
     def serving_version(self, model: str) -> str:
         state = self.serving(model)
@@ -116,24 +99,24 @@ class ModelStore:
         directory = self.model_dir(model)
         if not self.versions(model):
             raise RegistryError(f"unknown model {model!r}")
-        with serving.locked(directory):
+        with serving_state.locked(directory):
             current = self.serving(model)
             new = change(current)
             for version in new.versions():
                 check_version_name(version)
-            serving.check_state(new, lambda version: self.load(model, version).embedder_id)
+            serving_state.check_state(new, lambda version: self.load(model, version).embedder_id)
             if rollback:
                 now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 new = dataclasses.replace(new, updated_at=now, reason=reason)
             else:
-                new = serving.stamp(new, current, reason)
+                new = serving_state.stamp(new, current, reason)
             write_json_atomic(directory / SERVING_FILE, new.to_dict())
         return new
 
     def set_serving(self, model: str, version: str, *, reason: str = "") -> ServingState:
         """Make `version` the primary (the previous state goes to the history)."""
         return self.change_serving(
-            model, lambda state: serving.promote(state, version), reason=reason or f"promote {version}"
+            model, lambda state: serving_state.promote(state, version), reason=reason or f"promote {version}"
         )
 
     def load(

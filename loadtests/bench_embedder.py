@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.embedder_process import EmbedderProcess  # noqa: E402
 from embedder.client import EmbedderClient  # noqa: E402
-from embedder.process import EmbedderProcess  # noqa: E402
 from loadtests.phrases import ZipfSampler, real_phrases  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32, 128)

@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument(
         "--router-app",
         default="",
-        help="own stack: gunicorn app spec instead of api.app:create_app() (A/B test a patched router)",
+        help="own stack: gunicorn app spec instead of api.web.app:create_app() (A/B test a patched router)",
     )
     target.add_argument("--quick-model", action="store_true", help="own stack: tiny head trained in seconds (smoke)")
     load = parser.add_argument_group("load")
@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
                         "router_threads": threads,
                         "embedder_max_batch_size": batch if not args.embedder else None,
                         "models": len(stack.models),
-                        "router_app": args.router_app or "api.app:create_app()",
+                        "router_app": args.router_app or "api.web.app:create_app()",
                     }
                     target_ = Target(router.url, stack.dsn, stack.pids(), stack.api_key, stack.operator_key)
                     name = f"{stamp}-{args.workload}-{workers}x{threads}-b{batch}-u{users}"

@@ -12,7 +12,7 @@ Everything lives under var/loadtest/ (git-ignored) and is reused from run to run
     var/loadtest/spool/       the router's inference-log spool
     var/loadtest/log/         embedder.log, router.log, train.log
 
-The router runs exactly as deployed: gunicorn with api/gunicorn_conf.py (gthread workers), with
+The router runs exactly as deployed: gunicorn with api/web/gunicorn_conf.py (gthread workers), with
 DATABASE_URL, EMBEDDER_ADDRESS, MODEL_STORE, API_PORT, API_WORKERS, API_THREADS, API_SPOOL_DIR.
 No access log (as in production), so the numbers are not those of a logging benchmark.
 Authentication is on, as deployed: each start creates a key for the tenant (whose rate limit is
@@ -40,10 +40,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embedder.process import EmbedderProcess
+from devtools.embedder_process import EmbedderProcess
+from devtools.train_job import summary, train_in_subprocess
 from heads.artifact import MANIFEST
 from heads.registry import ModelStore
-from heads.train_job import summary, train_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "var" / "loadtest"
@@ -197,13 +197,13 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 @dataclass
 class Router:
-    """gunicorn serving api.app:create_app() with the given workers and threads."""
+    """gunicorn serving api.web.app:create_app() with the given workers and threads."""
 
     env: dict[str, str]
     workers: int
     threads: int
     log_path: Path
-    app: str = "api.app:create_app()"
+    app: str = "api.web.app:create_app()"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -222,7 +222,12 @@ class Router:
         env.pop("API_ACCESS_LOG", None)
         with open(self.log_path, "ab") as router_log:
             self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "api" / "gunicorn_conf.py"), self.app],
+                [
+                    str(Path(sys.executable).parent / "gunicorn"),
+                    "-c",
+                    str(ROOT / "api" / "web" / "gunicorn_conf.py"),
+                    self.app,
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=router_log,
@@ -297,7 +302,7 @@ class Stack:
         return self.external_embedder or self.embedder.address
 
     def start(self) -> Stack:
-        from api.postgres_local import LocalPostgres
+        from devtools.postgres_local import LocalPostgres
 
         self.logs.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
@@ -318,8 +323,8 @@ class Stack:
         return self
 
     def _create_keys(self) -> None:
-        from api.keys import create_key, set_limits
-        from api.migrations import apply_migrations
+        from inferencedb.keys import create_key, set_limits
+        from inferencedb.migrations import apply_migrations
 
         apply_migrations(self.dsn)
         self.api_key = create_key(self.dsn, tenant=TENANT, description="load test")
@@ -327,7 +332,7 @@ class Stack:
         set_limits(self.dsn, TENANT, rate_rps=1_000_000, burst=1_000_000)
 
     def _revoke_keys(self) -> None:
-        from api.keys import revoke_key, split_key
+        from inferencedb.keys import revoke_key, split_key
 
         for key in (self.api_key, self.operator_key):
             if key:
@@ -369,7 +374,7 @@ class Stack:
     def start_router(
         self, workers: int, threads: int, extra_env: dict[str, str] | None = None, *, app: str = ""
     ) -> Router:
-        """gunicorn with `app` (default api.app:create_app(); another WSGI factory, e.g. a patched
+        """gunicorn with `app` (default api.web.app:create_app(); another WSGI factory, e.g. a patched
         router on PYTHONPATH, makes an A/B comparison of a change)."""
         self.stop_router()
         env = {
@@ -395,7 +400,7 @@ class Stack:
         if self.embedder is not None and self.embedder.proc is not None and self.embedder.proc.poll() is None:
             out["embedder"] = [self.embedder.proc.pid]
         if self.postgres is not None:
-            from api.postgres_local import PidFile
+            from devtools.postgres_local import PidFile
 
             pid_file = PidFile.read(self.postgres.cluster_dir)
             if pid_file is not None:

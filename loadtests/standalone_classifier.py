@@ -40,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.embedder_process import read_ready_line, stop_child  # noqa: E402
 from embedder.errors import EmbedderError, InvalidInput  # noqa: E402
-from embedder.process import read_ready_line, stop_child  # noqa: E402
 from embedder.service import EmbeddingService  # noqa: E402
 from heads.artifact import HeadArtifact  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 The `postgres` fixture starts one server per session, in a folder made by `tempfile.mkdtemp()`:
 mode 700 and owned by us, like the `mktemp -d` clone CI runs in, so when the suite runs as root
-the server user cannot read it and the relocation in api/postgres_local.py is exercised on every
+the server user cannot read it and the relocation in devtools/postgres_local.py is exercised on every
 run. Each test gets its own database (`db`: migrated, cloned from a template; `empty_db`: bare),
 so tests neither see nor clean up each other's rows.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from api.migrations import apply_migrations
-from api.postgres_local import LocalPostgres
+from devtools.postgres_local import LocalPostgres
+from inferencedb.migrations import apply_migrations
 from tests.db.helpers import TEST_SERVER_SETTINGS
 
 TEMPLATE_DATABASE = "manyheads_migrated_template"

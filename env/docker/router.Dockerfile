@@ -43,6 +43,7 @@ WORKDIR /app
 # errors and proto modules, and TensorFlow is not installed here.
 COPY embedder/ embedder/
 COPY heads/ heads/
+COPY inferencedb/ inferencedb/
 COPY api/ api/
 COPY --from=stubs /src/embedder/proto/ embedder/proto/
 USER 10001:10001
@@ -50,4 +51,4 @@ EXPOSE 8000
 # Liveness only: /readyz (embedder reachable, heads loaded) is for the load balancer.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('API_PORT', '8000'), timeout=4)"]
-CMD ["gunicorn", "-c", "api/gunicorn_conf.py", "api.app:create_app()"]
+CMD ["gunicorn", "-c", "api/web/gunicorn_conf.py", "api.web.app:create_app()"]

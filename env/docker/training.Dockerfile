@@ -56,6 +56,7 @@ COPY --from=model /srv/embedders/ /srv/embedders/
 WORKDIR /app
 COPY embedder/ embedder/
 COPY heads/ heads/
+COPY inferencedb/ inferencedb/
 COPY --from=stubs /src/embedder/proto/ embedder/proto/
 USER 10001:10001
 # A one-shot job, not a service: nothing to probe.

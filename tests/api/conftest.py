@@ -10,22 +10,22 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from api.app import create_app
-from api.database import Database
-from api.feedback import FeedbackStore
-from api.inference_log import InferenceLog
-from api.keys import KeyRecord, KeyRing, hash_secret
-from api.monitoring import CentroidAccumulator
-from api.predictor import Predictor
-from api.rate_limit import TenantRateLimiter
-from api.runtime import Runtime
-from api.settings import router_settings
-from api.tenant_heads import TenantHeads
+from api.core.predictor import Predictor
+from api.core.rate_limit import TenantRateLimiter
+from api.core.runtime import Runtime
+from api.core.settings import router_settings
+from api.core.tenant_heads import TenantHeads
+from api.web.app import create_app
 from embedder.client import Embeddings, RemoteModelInfo
 from embedder.errors import EmbedderError
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
+from inferencedb.centroids import CentroidAccumulator
+from inferencedb.database import Database
+from inferencedb.feedback import FeedbackStore
+from inferencedb.inference_log import InferenceLog
+from inferencedb.keys import KeyRecord, KeyRing, hash_secret
 from tests.api.servers import free_port
 from tests.fakes import HashEncoder, HashTextEmbedder
 
@@ -182,7 +182,7 @@ def db_router(store, db, tmp_path):
 @pytest.fixture(scope="session")
 def embedder_process(tmp_path_factory):
     """The real embedding service (real model, real gRPC) for the whole session."""
-    from embedder.process import EmbedderProcess
+    from devtools.embedder_process import EmbedderProcess
 
     with EmbedderProcess(
         {"EMBEDDER_METRICS_PORT": "-1"}, log_path=tmp_path_factory.mktemp("embedder") / "log"

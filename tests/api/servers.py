@@ -38,7 +38,7 @@ class RouterProcess:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [gunicorn, "-c", "api/gunicorn_conf.py", "api.app:create_app()"],
+                [gunicorn, "-c", "api/web/gunicorn_conf.py", "api.web.app:create_app()"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

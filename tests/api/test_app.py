@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from api.errors import BadRequest
-from api.http import parse_json
+from api.web.responses import parse_json
 from embedder.errors import DeadlineExceeded, ModelFailure, Overloaded, Unavailable
 
 PREDICT = "/v1/models/intents/predict"
@@ -246,13 +246,13 @@ def test_health_and_readiness(router):
 
 def test_not_ready_without_embedder(router, monkeypatch):
     router.embedder.fail_with = Unavailable("down")
-    monkeypatch.setattr("api.routes_ops.READY_CACHE_S", 0.0)
+    monkeypatch.setattr("api.web.routes_ops.READY_CACHE_S", 0.0)
     response = router.client.get("/readyz")
     assert response.status_code == 503 and response.get_json()["reason"] == "the embedding service is unreachable"
 
 
 def test_not_ready_when_every_head_needs_another_embedder(router, monkeypatch):
-    monkeypatch.setattr("api.routes_ops.READY_CACHE_S", 0.0)
+    monkeypatch.setattr("api.web.routes_ops.READY_CACHE_S", 0.0)
     router.embedder.model_id = "other@2"
     body = router.client.get("/readyz").get_json()
     assert body["status"] == "not ready" and body["embedder_mismatch"] == 2

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
-from api.database import Database
-from api.keys import create_key
+from api.web.app import create_app
 from heads.registry import ModelStore
+from inferencedb.database import Database
+from inferencedb.keys import create_key
 from tests.api.conftest import ListSink, make_runtime
 from tests.api.servers import RouterProcess, free_port
 from tests.api.test_e2e import call

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from api.keys import create_key
+from inferencedb.keys import create_key
 from tests.api.servers import RouterProcess
 
 TEXTS_PER_WORKER = 3

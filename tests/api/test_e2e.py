@@ -13,12 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from api.keys import create_key
-from api.migrations import apply_migrations
 from heads.config import parse_config
 from heads.embedding import RemoteEmbedder
 from heads.pipeline import train_head
 from heads.registry import ModelStore
+from inferencedb.keys import create_key
+from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess, free_port
 from tests.db.helpers import query, wait_until
 

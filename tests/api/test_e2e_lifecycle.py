@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from api.keys import create_key
-from api.migrations import apply_migrations
-from embedder.process import EmbedderProcess
-from heads import serving
+from devtools.embedder_process import EmbedderProcess
+from heads import serving_state
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
+from inferencedb.keys import create_key
+from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess, free_port
 from tests.api.test_e2e import call
 from tests.db.helpers import query, wait_until
@@ -61,7 +61,7 @@ def store(real_store, clinc_subset, tmp_path):
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config({"name": "intents", "data": data, "model": {"type": "ngram"}, "training": {"epochs": 20}})
     fallback = train_head(config, store=copy, cache_dir=tmp_path / "cache", promote=False)["version"]
-    copy.change_serving("intents", lambda s: serving.set_fallback(s, fallback), reason="test")
+    copy.change_serving("intents", lambda s: serving_state.set_fallback(s, fallback), reason="test")
     return copy
 
 
@@ -132,7 +132,7 @@ def test_rollback_under_traffic_fails_no_request(store, empty_db, embedder_proce
         store.set_serving("intents", new, reason="release")
         wait_until(lambda: traffic.results[-1][3] == new, timeout_s=20)
         time.sleep(0.5)
-        store.change_serving("intents", serving.rollback, reason="bad release", rollback=True)
+        store.change_serving("intents", serving_state.rollback, reason="bad release", rollback=True)
         wait_until(lambda: traffic.results[-1][3] == old, timeout_s=20)
         time.sleep(0.5)
     assert {status for _, status, _, _ in traffic.results} == {200}

@@ -9,11 +9,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from api.embedding_cache import LocalEmbeddingCache, entry_bytes
+from api.core.embedding_cache import LocalEmbeddingCache, entry_bytes
+from api.core.predictor import Predictor
+from api.core.tenant_heads import TenantHeads
 from api.errors import EmbedderMismatch
-from api.predictor import Predictor
-from api.tenant_heads import TenantHeads
-from api.validation import Limits, parse_predict
+from api.web.validation import Limits, parse_predict
 from tests.api.conftest import FakeEmbedder, ListSink
 
 LIMITS = Limits(max_texts=64, max_text_chars=1000, default_top_k=3, max_top_k=20)

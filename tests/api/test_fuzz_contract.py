@@ -21,8 +21,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.keys import create_key
-from api.migrations import apply_migrations
+from inferencedb.keys import create_key
+from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess
 from tests.api.test_e2e import call
 from tests.pg_fixtures import _drop_database

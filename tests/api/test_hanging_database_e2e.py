@@ -17,7 +17,7 @@ from tests.api.test_e2e import api_key, call, router_env, rows_for  # noqa: F401
 from tests.db.helpers import wait_until
 from tests.tcp_proxy import TcpProxy
 
-GRACEFUL_TIMEOUT_S = 30  # api/gunicorn_conf.py
+GRACEFUL_TIMEOUT_S = 30  # api/web/gunicorn_conf.py
 
 
 def test_a_hanging_database_stalls_nothing(router_env, real_store, tmp_path, api_key):  # noqa: F811

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from api.keys import (
+from heads.errors import RegistryError
+from inferencedb.errors import InvalidKey
+from inferencedb.keys import (
     KeyRecord,
     KeyRing,
     KeyStore,
-    Unauthorized,
     create_key,
     hash_secret,
     list_keys,
@@ -21,7 +22,6 @@ from api.keys import (
     set_limits,
     split_key,
 )
-from heads.errors import RegistryError
 from tests.db.helpers import query, wait_until
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # connection refused at once
@@ -59,10 +59,10 @@ def test_the_ring_authenticates_and_refuses(db):
         (f"Bearer {wrong_secret}", "invalid or revoked"),
         (f"Bearer mh_000000000000_{secret}", "invalid or revoked"),  # unknown id, hashed all the same
     ):
-        with pytest.raises(Unauthorized, match=message):
+        with pytest.raises(InvalidKey, match=message):
             ring.authenticate(header)
     assert revoke_key(db, key_id) and not revoke_key(db, key_id)
-    with pytest.raises(Unauthorized, match="invalid or revoked"):
+    with pytest.raises(InvalidKey, match="invalid or revoked"):
         load_ring(db).authenticate(f"Bearer {tenant_key}")
 
 
@@ -106,14 +106,14 @@ def test_a_router_started_while_the_database_is_down_uses_the_snapshot(db, tmp_p
         store.close()
     without = KeyStore(UNREACHABLE, snapshot=tmp_path / "none.json", retry_s=60).start()
     try:
-        with pytest.raises(Unauthorized):
+        with pytest.raises(InvalidKey):
             without.authenticate(f"Bearer {key}")
     finally:
         without.close()
     snapshot.write_text("{not json")
     broken = KeyStore(UNREACHABLE, snapshot=snapshot, retry_s=60).start()
     try:
-        with pytest.raises(Unauthorized):
+        with pytest.raises(InvalidKey):
             broken.authenticate(f"Bearer {key}")
     finally:
         broken.close()

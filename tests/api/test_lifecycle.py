@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from api.predictor import share
+from api.core.predictor import share
 from embedder.errors import Unavailable
-from heads import serving
+from heads import serving_state
 from heads.network import DenseHead
 
 PREDICT = "/v1/models/intents/predict"
@@ -50,7 +50,7 @@ def post(router, body, **headers):
 def test_shadow_scores_after_the_answer_and_never_changes_it(router, versions):
     primary, shadow, _ = versions
     before = post(router, {"text": "what is my balance"}).get_json()
-    change(router, lambda s: serving.set_shadow(s, shadow, 1.0))
+    change(router, lambda s: serving_state.set_shadow(s, shadow, 1.0))
     router.sink.records.clear()
     after = post(router, {"texts": ["what is my balance", "book a flight"]}).get_json()
     assert after["version"] == primary and after["variant"] == "primary"
@@ -63,7 +63,7 @@ def test_shadow_scores_after_the_answer_and_never_changes_it(router, versions):
 
 def test_a_failing_shadow_is_invisible_to_the_caller(router, versions, monkeypatch):
     _, shadow, _ = versions
-    change(router, lambda s: serving.set_shadow(s, shadow, 1.0))
+    change(router, lambda s: serving_state.set_shadow(s, shadow, 1.0))
     break_head(monkeypatch, router.runtime.heads.get("default", "intents").shadows[0][0].head)
     response = post(router, {"text": "hello"})
     assert response.status_code == 200
@@ -72,7 +72,7 @@ def test_a_failing_shadow_is_invisible_to_the_caller(router, versions, monkeypat
 
 def test_shadow_fraction_samples_requests(router, versions):
     _, shadow, _ = versions
-    change(router, lambda s: serving.set_shadow(s, shadow, 0.25))
+    change(router, lambda s: serving_state.set_shadow(s, shadow, 0.25))
     for i in range(400):
         post(router, {"text": f"sample {i}"})
     shadowed = sum(r.role == "shadow" for r in router.sink.records)
@@ -81,7 +81,7 @@ def test_shadow_fraction_samples_requests(router, versions):
 
 def test_ab_split_matches_its_percentage_and_is_sticky(router, versions):
     primary, candidate, _ = versions
-    change(router, lambda s: serving.set_candidate(s, candidate, 30, "client_id"))
+    change(router, lambda s: serving_state.set_candidate(s, candidate, 30, "client_id"))
     answered = Counter()
     n = 2000
     for i in range(n):
@@ -99,7 +99,7 @@ def test_ab_split_matches_its_percentage_and_is_sticky(router, versions):
 
 def test_fallback_answers_when_the_primary_head_fails(router, versions, monkeypatch):
     primary, fallback, _ = versions
-    change(router, lambda s: serving.set_fallback(s, fallback))
+    change(router, lambda s: serving_state.set_fallback(s, fallback))
     break_head(monkeypatch, router.runtime.heads.get("default", "intents").primary.head)
     body = post(router, {"text": "cancel my card"}).get_json()
     assert body["fallback"] is True and body["variant"] == "fallback" and body["version"] == fallback
@@ -109,7 +109,7 @@ def test_fallback_answers_when_the_primary_head_fails(router, versions, monkeypa
 
 def test_without_a_usable_fallback_the_error_stands(router, versions):
     _, fallback, _ = versions
-    change(router, lambda s: serving.set_fallback(s, fallback))
+    change(router, lambda s: serving_state.set_fallback(s, fallback))
     router.embedder.fail_with = Unavailable("down")
     response = post(router, {"text": "hello"}, **{"X-Request-Timeout-Ms": "50"})
     assert response.status_code == 503  # the fallback needs the embedder too
@@ -124,7 +124,7 @@ def test_request_timeout_header_is_validated(router):
 
 def test_model_detail_shows_the_serving_state(router, versions):
     primary, shadow, candidate = versions
-    change(router, lambda s: serving.set_candidate(serving.set_shadow(s, shadow, 0.5), candidate, 10))
+    change(router, lambda s: serving_state.set_candidate(serving_state.set_shadow(s, shadow, 0.5), candidate, 10))
     detail = router.client.get("/v1/models/intents").get_json()
     assert detail["serving"]["primary"] == primary
     assert detail["serving"]["shadows"] == [{"version": shadow, "fraction": 0.5}]

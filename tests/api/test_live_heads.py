@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from api.core.live_heads import LiveHeads
+from api.core.tenant_heads import TenantHeads
 from api.errors import NotFound
-from api.live_heads import LiveHeads
-from api.tenant_heads import TenantHeads
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
@@ -111,7 +111,7 @@ MALFORMED_MANIFESTS = {
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_MANIFESTS))
 def test_a_malformed_manifest_is_contained_to_its_model(tenants, case, caplog):
-    caplog.set_level(logging.INFO, logger="api.live_heads")
+    caplog.set_level(logging.INFO, logger="api.core.live_heads")
     heads, acme = tenants
     change, message = MALFORMED_MANIFESTS[case]
     if change is None:

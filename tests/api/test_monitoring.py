@@ -6,8 +6,13 @@ import datetime as dt
 
 from prometheus_client import REGISTRY
 
-from api import monitoring
+from api.core import monitoring
 from heads.errors import ArtifactError
+
+
+class Store:
+    def baseline(self, model, version):
+        return {}
 
 
 class Heads:
@@ -18,13 +23,13 @@ class Heads:
 
 
 def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypatch):
-    def build_report(db, store, model, since, until, *, tenant):
+    def build_report(db, model, since, until, *, tenant, baseline_of):
         if model == "broken":
             raise ArtifactError("acme/broken/v1: cannot read manifest.json (Permission denied)")
         return {"versions": [{"version": "v2", "role": "primary", "drift": {"label_psi": 0.25}}]}
 
     monkeypatch.setattr(monitoring, "build_report", build_report)
-    monkeypatch.setattr(monitoring, "tenant_store", lambda root, tenant: None)
+    monkeypatch.setattr(monitoring, "tenant_store", lambda root, tenant: Store())
     drift = monitoring.DriftMonitor(None, Heads(), interval_s=300.0, window=dt.timedelta(hours=1))
     drift._next_run = 0.0  # due now
     drift.run_if_due()

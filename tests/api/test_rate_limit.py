@@ -1,4 +1,4 @@
-"""Per-tenant token buckets (api/rate_limit.py), and what each call costs."""
+"""Per-tenant token buckets (api/core/rate_limit.py), and what each call costs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from api.keys import TenantLimits
-from api.rate_limit import (
+from api.core.rate_limit import (
     FEEDBACK_COST,
     PREDICT_COST,
     REPORT_COST_PER_DAY,
@@ -16,6 +15,7 @@ from api.rate_limit import (
     TenantRateLimiter,
     report_cost,
 )
+from inferencedb.keys import TenantLimits
 
 
 def admitted(limiter: TenantRateLimiter, tenant: str, n: int) -> int:

@@ -6,9 +6,10 @@ import json
 import jsonschema
 import pytest
 
-from api.errors import InvalidRequest, InvalidWindow
-from api.report import parse_instant, parse_window, psi
-from heads import serving
+from api.errors import from_database_error
+from heads import serving_state
+from inferencedb.errors import InferenceDbError, InvalidWindow
+from inferencedb.monitoring_report import parse_instant, parse_window, psi
 from tests.db.helpers import query, wait_until
 
 
@@ -62,9 +63,10 @@ def test_instants_are_rfc_3339_dates_and_date_times(value, expected):
     ],
 )
 def test_bad_instants_are_422_naming_the_parameter(value, code, message):
-    with pytest.raises(InvalidRequest) as caught:
+    with pytest.raises(InferenceDbError) as caught:
         parse_instant(value, "since")
-    assert caught.value.status == 422 and caught.value.code == code and message in caught.value.message
+    as_http = from_database_error(caught.value)  # what the router answers
+    assert as_http.status == 422 and as_http.code == code and message in as_http.message
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,9 @@ def test_report_numbers_equal_the_views(db_router):
     primary = store.serving_version("intents")
     others = [v for v in store.versions("intents") if v != primary]
     store.change_serving(
-        "intents", lambda s: serving.set_candidate(serving.set_shadow(s, others[0], 1.0), others[1], 40), reason="test"
+        "intents",
+        lambda s: serving_state.set_candidate(serving_state.set_shadow(s, others[0], 1.0), others[1], 40),
+        reason="test",
     )
     router.runtime.heads.refresh()
     answers = [

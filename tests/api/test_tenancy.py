@@ -19,9 +19,9 @@ import urllib.request
 
 import pytest
 
-from api.keys import create_key, split_key
-from api.migrations import apply_migrations
-from api.validation import REQUEST_ID
+from api.web.validation import REQUEST_ID
+from inferencedb.keys import create_key, split_key
+from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess
 from tests.api.test_e2e import call
 from tests.conftest import ROOT
@@ -313,6 +313,81 @@ def test_rate_limits_are_per_tenant(stack):
 
 def _refuses_a_burst(router, key) -> bool:
     return sum(predict(router, "support", key, "probe")[0] == 429 for _ in range(8)) >= 4
+
+
+def heads_report(root, *args, env):
+    out = subprocess.run(
+        [sys.executable, "-m", "heads", "report", "intents", "--store", str(root), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
+    )
+    return out
+
+
+def _report_volume(out_dir) -> int:
+    import json
+
+    report = json.loads((out_dir / "report.json").read_text())
+    return sum(entry["volume"] for entry in report["versions"])
+
+
+def test_heads_report_reads_the_named_tenant_from_the_database_and_through_the_router(stack, tmp_path):
+    """`heads report --tenant T` reports T's rows, computed from DATABASE_URL or fetched from a
+    router with --url, which needs the API key (MANYHEADS_API_KEY) when authentication is on."""
+    router, keys, dsn, root = stack
+    ids = {"acme": [f"report-acme-{i}" for i in range(3)], "globex": [f"report-globex-{i}" for i in range(5)]}
+    for tenant, request_ids in ids.items():
+        for request_id in request_ids:
+            assert predict(router, "intents", keys[tenant], headers={"X-Request-ID": request_id})[0] == 200
+    every_id = ids["acme"] + ids["globex"]
+    wait_until(
+        lambda: query(dsn, "SELECT count(*) FROM predictions WHERE request_id = ANY(%s)", (every_id,))[0][0] == 8
+    )
+    expected = {
+        tenant: query(dsn, "SELECT count(*) FROM predictions WHERE tenant = %s AND model = 'intents'", (tenant,))[0][0]
+        for tenant in ids
+    }
+    assert expected["acme"] != expected["globex"]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    window = ["--since", today, "--until", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))]
+
+    for tenant in ids:  # from the database
+        out = heads_report(
+            root, "--tenant", tenant, *window, "--out", str(tmp_path / f"db-{tenant}"), env={"DATABASE_URL": dsn}
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert _report_volume(tmp_path / f"db-{tenant}") == expected[tenant]
+
+    through_router = ["--url", router.url, *window]
+    out = heads_report(
+        root,
+        "--tenant",
+        "acme",
+        *through_router,
+        "--out",
+        str(tmp_path / "url-acme"),
+        env={"MANYHEADS_API_KEY": keys["acme"]},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _report_volume(tmp_path / "url-acme") == expected["acme"]
+    out = heads_report(
+        root,
+        "--tenant",
+        "globex",
+        *through_router,
+        "--out",
+        str(tmp_path / "url-op"),
+        env={"MANYHEADS_API_KEY": keys["operator"]},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _report_volume(tmp_path / "url-op") == expected["globex"]  # an operator key names the tenant
+    refused = heads_report(root, "--tenant", "acme", *through_router, env={"MANYHEADS_API_KEY": None})
+    assert refused.returncode == 2 and "(401)" in refused.stderr and "Traceback" not in refused.stderr
+    other = heads_report(root, "--tenant", "globex", *through_router, env={"MANYHEADS_API_KEY": keys["acme"]})
+    assert other.returncode == 2 and "(403)" in other.stderr
 
 
 def test_router_log_holds_no_secret_and_no_stack_trace(stack):

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from api.errors import InvalidRequest, PayloadTooLarge
-from api.validation import (
+from api.web.validation import (
     Limits,
     ServingChange,
     check_request_id,

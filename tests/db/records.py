@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.prediction_record import PredictionRecord
+from inferencedb.prediction_record import PredictionRecord
 
 
 def make_record(i: int, **overrides) -> PredictionRecord:

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from api.inference_log import InferenceLog
-from api.postgres_local import LocalPostgres
+from devtools.postgres_local import LocalPostgres
+from inferencedb.inference_log import InferenceLog
 from tests.db.records import make_record
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "inference-db.md"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from api.database import Database, DatabaseUnavailable
-from api.inference_log import InferenceLog
-from api.keys import KeyStore, create_key
+from inferencedb.database import Database, DatabaseUnavailable
+from inferencedb.inference_log import InferenceLog
+from inferencedb.keys import KeyStore, create_key
 from tests.db.helpers import wait_until
 from tests.db.records import make_record
 from tests.db.test_inference_log import FAST, counts, drained

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from api.inference_log import InferenceLog
-from api.postgres_local import LocalPostgres, free_port
-from api.prediction_record import record_to_row
-from api.spool import REJECTED_PREFIX, SpoolWriter, spool_files
+from devtools.postgres_local import LocalPostgres, free_port
+from inferencedb.inference_log import InferenceLog
+from inferencedb.prediction_record import record_to_row
+from inferencedb.spool import REJECTED_PREFIX, SpoolWriter, spool_files
 from tests.db import workers
 from tests.db.helpers import query, wait_until
 from tests.db.records import make_record
@@ -236,7 +236,7 @@ def test_a_truncated_last_spool_line_is_skipped_with_a_warning(db: str, tmp_path
     path = write_spool_file(tmp_path, rows)
     with path.open("ab") as f:
         f.write(json.dumps(record_to_row(make_record(100))).encode()[:57])  # killed mid-write
-    with caplog.at_level(logging.WARNING, logger="api.inference_log"):
+    with caplog.at_level(logging.WARNING, logger="inferencedb.inference_log"):
         inference_log = InferenceLog(db, spool_dir=tmp_path, **FAST).start()
         wait_until(lambda: drained(inference_log))
         inference_log.close()
@@ -284,7 +284,7 @@ def test_rows_postgres_refuses_are_kept_aside_and_do_not_block_their_batch(db: s
 def test_no_database_and_no_disk_is_an_error_with_the_count(tmp_path: Path, caplog):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    with caplog.at_level(logging.ERROR, logger="api.inference_log"):
+    with caplog.at_level(logging.ERROR, logger="inferencedb.inference_log"):
         inference_log = InferenceLog(dead_dsn(), spool_dir=not_a_folder, **FAST).start()
         inference_log.log_many(make_record(i) for i in range(10))
         inference_log.close()

@@ -1,4 +1,4 @@
-"""The write-ahead journal (api/journal.py): a row is on disk before `log()` returns, deleted
+"""The write-ahead journal (inferencedb/journal.py): a row is on disk before `log()` returns, deleted
 once committed, left for replay when not, and a process killed with rows in memory loses none."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from api.inference_log import InferenceLog
-from api.journal import Journal
-from api.spool import JOURNAL_PREFIX, SPOOL_PREFIX, claim_next, spool_files, waiting_files
+from inferencedb.inference_log import InferenceLog
+from inferencedb.journal import Journal
+from inferencedb.spool import JOURNAL_PREFIX, SPOOL_PREFIX, claim_next, spool_files, waiting_files
 from tests.db import workers
 from tests.db.helpers import query, wait_until
 from tests.db.test_inference_log import FAST, counts, drained

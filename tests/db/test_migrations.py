@@ -13,7 +13,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from api.migrations import (
+from inferencedb.migrations import (
     MIGRATIONS_DIR,
     ChecksumMismatch,
     MigrationError,

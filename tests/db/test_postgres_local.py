@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from api.postgres_local import LocalPostgres, PidFile, default_run_as, find_server_bin_dir, user_can_access
+from devtools.postgres_local import LocalPostgres, PidFile, default_run_as, find_server_bin_dir, user_can_access
 from tests.db.helpers import TEST_SERVER_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def test_cli_start_status_stop(private_dir: Path):
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "api.postgres_local", *args, "--data", str(data_dir)],
+            [sys.executable, "-m", "devtools.postgres_local", *args, "--data", str(data_dir)],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from api.spool import CLAIM_MARK, SpoolWriter, claim_next, spool_files
+from inferencedb.spool import CLAIM_MARK, SpoolWriter, claim_next, spool_files
 
 
 def test_an_open_spool_file_cannot_be_claimed_until_its_owner_closes_it(tmp_path: Path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 def apply_migrations_together(dsn: str, barrier, results) -> None:
     """Wait for every sibling process, then apply the migrations; report what this one applied."""
-    from api.migrations import apply_migrations
+    from inferencedb.migrations import apply_migrations
 
     barrier.wait(60)
     results.put(apply_migrations(dsn))
@@ -15,7 +15,7 @@ def apply_migrations_together(dsn: str, barrier, results) -> None:
 
 def log_while_database_is_down(dsn: str, spool_dir: str, count: int, results) -> None:
     """A router process whose database is unreachable: log `count` records, close, exit."""
-    from api.inference_log import InferenceLog
+    from inferencedb.inference_log import InferenceLog
     from tests.db.records import make_record
 
     inference_log = InferenceLog(dsn, spool_dir=Path(spool_dir), retry_backoff_s=0.05, max_backoff_s=0.2).start()
@@ -31,7 +31,7 @@ def log_then_wait_to_be_killed(dsn: str, spool_dir: str, count: int, batch_size:
     committed (none with a batch larger than `count`), then waits for the SIGKILL the test sends."""
     import time
 
-    from api.inference_log import InferenceLog
+    from inferencedb.inference_log import InferenceLog
     from tests.db.records import make_record
 
     inference_log = InferenceLog(dsn, spool_dir=Path(spool_dir), batch_size=batch_size, flush_interval_s=60).start()

@@ -447,7 +447,7 @@ def test_router_dockerfile_installs_only_router_requirements():
     text = "\n".join(i.args for stage in stages for i in stage.instructions).lower()
     assert "tensorflow" not in text and "model-weights" not in text and "build-model" not in text
     final = stages[-1]
-    assert exec_form(final.all("CMD")[-1]) == ["gunicorn", "-c", "api/gunicorn_conf.py", "api.app:create_app()"]
+    assert exec_form(final.all("CMD")[-1]) == ["gunicorn", "-c", "api/web/gunicorn_conf.py", "api.web.app:create_app()"]
     assert env_vars(final)["API_PORT"] == "8000"
     assert "8000" in final.all("EXPOSE")[-1].args.split()
     assert "/healthz" in final.all("HEALTHCHECK")[-1].args

@@ -12,9 +12,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+from devtools.embedder_process import EmbedderProcess
 from embedder.client import EmbedderClient
 from embedder.errors import Unavailable
-from embedder.process import EmbedderProcess
 from tests.conftest import ROOT
 
 

@@ -80,7 +80,7 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
     assert manifest["architecture"] == {"type": "mlp", "hidden_layers": [32], "activation": "relu", "dropout": 0.3}
     assert set(manifest["files"]) == names - {"manifest.json"}
-    baseline = manifest["baseline"]  # for drift (api/report.py)
+    baseline = manifest["baseline"]  # for drift (inferencedb/monitoring_report.py)
     assert sum(baseline["label_distribution"].values()) == result["n_train"] and len(baseline["centroid"]) == 32
     assert sum(baseline["confidence_histogram"]) == result["n_validation"] and baseline["reject_label"] == "oos"
     artifact = load_version(folder, expected_embedder="hash-encoder@1", expected_dim=32)
@@ -132,12 +132,12 @@ def test_failed_runs_write_nothing_to_the_store(clinc_subset, store, tmp_path):
 
 
 def test_a_crash_while_writing_reports_leaves_no_staging(clinc_subset, store, tmp_path, monkeypatch):
-    import heads.reports
+    import heads.evaluation_report
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(heads.reports, "write_history", boom)
+    monkeypatch.setattr(heads.evaluation_report, "write_history", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         train(clinc_subset, store, tmp_path)
     assert [p.name for p in store.root.iterdir()] == []

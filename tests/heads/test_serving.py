@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from heads import serving
+from heads import serving_state
 from heads.config import parse_config
 from heads.embedding import EmbedderIdentity
 from heads.errors import ArtifactError, RegistryError
 from heads.pipeline import train_head
 from heads.registry import ModelStore
-from heads.serving import SERVING_FILE, Candidate, ServingState, Shadow
+from heads.serving_state import SERVING_FILE, Candidate, ServingState, Shadow
 from tests.conftest import ROOT
 from tests.fakes import HashTextEmbedder
 from tests.file_access import obeying_permissions
@@ -52,14 +52,14 @@ def store(versions, tmp_path):
 
 def test_operations_are_pure_state_transitions():
     s0 = ServingState(primary="a", shadows=(Shadow("b", 0.5),), candidate=Candidate("c", 10), fallback="d")
-    assert serving.promote(s0, "b") == ServingState(primary="b", candidate=Candidate("c", 10), fallback="d")
-    assert serving.promote(s0, "c").candidate is None
-    assert serving.set_shadow(s0, "e", 1.0).shadows == (Shadow("b", 0.5), Shadow("e", 1.0))
-    assert serving.set_shadow(s0, "b", None).shadows == ()
+    assert serving_state.promote(s0, "b") == ServingState(primary="b", candidate=Candidate("c", 10), fallback="d")
+    assert serving_state.promote(s0, "c").candidate is None
+    assert serving_state.set_shadow(s0, "e", 1.0).shadows == (Shadow("b", 0.5), Shadow("e", 1.0))
+    assert serving_state.set_shadow(s0, "b", None).shadows == ()
     with pytest.raises(RegistryError, match="not a shadow"):
-        serving.set_shadow(s0, "zzz", None)
-    assert serving.set_candidate(s0, None).candidate is None
-    assert serving.set_fallback(s0, None).fallback is None
+        serving_state.set_shadow(s0, "zzz", None)
+    assert serving_state.set_candidate(s0, None).candidate is None
+    assert serving_state.set_fallback(s0, None).fallback is None
     assert ServingState.from_dict(s0.to_dict()) == s0
     assert s0.versions() == ["a", "b", "c", "d"]
 
@@ -74,28 +74,28 @@ def test_history_and_rollback_on_the_store(store):
     store, (v1, v2, v3, _) = store
     store.set_serving("intents", v1)
     store.set_serving("intents", v2)
-    store.change_serving("intents", lambda s: serving.set_shadow(s, v3, 0.5), reason="try v3")
+    store.change_serving("intents", lambda s: serving_state.set_shadow(s, v3, 0.5), reason="try v3")
     assert store.serving("intents").shadows == (Shadow(v3, 0.5),)
-    state = store.change_serving("intents", serving.rollback, reason="rollback", rollback=True)
+    state = store.change_serving("intents", serving_state.rollback, reason="rollback", rollback=True)
     assert state.primary == v2 and state.shadows == ()
-    state = store.change_serving("intents", serving.rollback, reason="rollback", rollback=True)
+    state = store.change_serving("intents", serving_state.rollback, reason="rollback", rollback=True)
     assert state.primary == v1
     assert [h["primary"] for h in store.serving("intents").history] == []  # back at the first state
     with pytest.raises(RegistryError, match="nothing to roll back to"):
-        store.change_serving("intents", serving.rollback, reason="rollback", rollback=True)
+        store.change_serving("intents", serving_state.rollback, reason="rollback", rollback=True)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda v: lambda s: serving.set_shadow(s, v[1], 1.5), "fraction must be in"),
-        (lambda v: lambda s: serving.set_candidate(s, v[1], 120), "percent must be in"),
-        (lambda v: lambda s: serving.set_candidate(s, v[1], 10, "ip"), "candidate key must be one of"),
-        (lambda v: lambda s: serving.set_candidate(s, v[0], 10), "must differ from the primary"),
-        (lambda v: lambda s: serving.set_shadow(s, v[3], 1.0), "trained with embedder other-encoder@2"),
-        (lambda v: lambda s: serving.set_fallback(s, v[3]), "needs embedder other-encoder@2"),
-        (lambda v: lambda s: serving.set_shadow(s, "20990101T000000000Z-0000", 1.0), "has no version"),
-        (lambda v: lambda s: serving.set_shadow(s, "../../etc", 1.0), "invalid version"),
+        (lambda v: lambda s: serving_state.set_shadow(s, v[1], 1.5), "fraction must be in"),
+        (lambda v: lambda s: serving_state.set_candidate(s, v[1], 120), "percent must be in"),
+        (lambda v: lambda s: serving_state.set_candidate(s, v[1], 10, "ip"), "candidate key must be one of"),
+        (lambda v: lambda s: serving_state.set_candidate(s, v[0], 10), "must differ from the primary"),
+        (lambda v: lambda s: serving_state.set_shadow(s, v[3], 1.0), "trained with embedder other-encoder@2"),
+        (lambda v: lambda s: serving_state.set_fallback(s, v[3]), "needs embedder other-encoder@2"),
+        (lambda v: lambda s: serving_state.set_shadow(s, "20990101T000000000Z-0000", 1.0), "has no version"),
+        (lambda v: lambda s: serving_state.set_shadow(s, "../../etc", 1.0), "invalid version"),
     ],
 )
 def test_invalid_states_are_refused_and_nothing_changes(store, change, message):
@@ -126,7 +126,9 @@ def test_concurrent_changes_are_serialised(store):
     def flip(i):
         try:
             for _ in range(5):
-                store.change_serving("intents", lambda s: serving.set_shadow(s, v[1 + i % 2], 0.5), reason=f"t{i}")
+                store.change_serving(
+                    "intents", lambda s: serving_state.set_shadow(s, v[1 + i % 2], 0.5), reason=f"t{i}"
+                )
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 

@@ -1,4 +1,4 @@
-# HTTP routers: gunicorn serving api.app behind an internet-facing ALB, with a model-sync
+# HTTP routers: gunicorn serving api.web.app behind an internet-facing ALB, with a model-sync
 # sidecar in every task.
 #
 # Model store in the task: the sidecar mirrors s3://<bucket>/<prefix> into a task volume

@@ -1,0 +1,1 @@
+"""The serving core: everything a prediction needs except HTTP."""

@@ -1,0 +1,191 @@
+"""What serves, per model, kept current without a restart.
+
+For every model the store's serving state (heads/serving_state.py) names a primary and optionally
+shadows, an A/B candidate and a fallback. `refresh()` compares the store's fingerprint with the
+last one seen, loads the versions a changed state needs (reusing those already loaded), and
+swaps the dict of `ServingSet`s in one assignment: a request keeps the set it started with, so
+nothing fails during a swap.
+
+One bad model never takes the others down: a model whose state does not load, for any reason (an
+unreadable folder, a malformed manifest or pointer, a corrupt file), keeps serving its previous
+set, or is absent and answers 404 with the reason if it never loaded. It is reported in `errors`
+(logged once per distinct reason) and retried at every refresh until it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from api.errors import Conflict, NotFound
+from heads.artifact import HeadArtifact
+from heads.errors import HeadsError
+from heads.registry import ModelStore
+from heads.serving_state import Candidate, ServingState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingSet:
+    state: ServingState
+    primary: HeadArtifact
+    shadows: tuple[tuple[HeadArtifact, float], ...] = ()
+    candidate: tuple[HeadArtifact, Candidate] | None = None
+    fallback: HeadArtifact | None = None
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    loaded: list[str] = field(default_factory=list)  # "model: primary@version ..." newly serving
+    removed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # model -> why its new state did not load
+
+
+EVERY_MODEL = "*"  # the key of a failure to list the tenant's models at all
+REASON_CHARS = 300
+
+
+class LiveHeads:
+    def __init__(self, store: ModelStore):
+        self.store = store
+        self._sets: dict[str, ServingSet] = {}
+        self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
+        self._errors: dict[str, str] = {}
+        self._fingerprint: tuple | None = None
+        self._lock = threading.Lock()  # one refresh at a time; readers never take it
+
+    def get(self, model: str) -> ServingSet:
+        serving = self._sets.get(model)
+        if serving is None:
+            why = self._errors.get(model) or self._errors.get(EVERY_MODEL)
+            raise NotFound(f"model {model!r} failed to load: {why}" if why else f"unknown model {model!r}")
+        return serving
+
+    def snapshot(self) -> dict[str, ServingSet]:
+        return self._sets
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Model -> why its serving state does not load (EVERY_MODEL: the models cannot be listed).
+        A model here may still serve its previous state: see snapshot()."""
+        return dict(self._errors)
+
+    def answer_labels(self, model: str, version: str) -> set[str]:
+        """Every label `version` can answer (its classes and its reject label): what feedback
+        about one of its predictions may say. Versions that no longer serve are read from the store;
+        one that no longer loads there (deleted, or broken) is a Conflict, never a server error."""
+        artifact = self._artifacts.get((model, version))
+        if artifact is None:
+            try:
+                artifact = self.store.load(model, version)
+            except HeadsError as exc:
+                raise Conflict(
+                    f"{model} version {version}, which answered this prediction, no longer loads ({exc}); "
+                    "its labels cannot be checked"
+                ) from None
+        return set(artifact.labels) | ({artifact.rule.reject_label} if artifact.rule.reject_label else set())
+
+    def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
+        key = (model, version)
+        if key not in cache:
+            cache[key] = self._artifacts.get(key) or self.store.load(model, version)
+        return cache[key]
+
+    def _build(self, model: str, state: ServingState, cache: dict) -> ServingSet:
+        def load(version: str) -> HeadArtifact:
+            return self._artifact(model, version, cache)
+
+        return ServingSet(
+            state=state,
+            primary=load(state.primary),
+            shadows=tuple((load(s.version), s.fraction) for s in state.shadows),
+            candidate=(load(state.candidate.version), state.candidate) if state.candidate else None,
+            fallback=load(state.fallback) if state.fallback else None,
+        )
+
+    def refresh(self, *, force: bool = False) -> RefreshReport:
+        """Load what changed in the store. Never raises: a model whose state does not load, for any
+        reason, keeps serving its previous set (or stays absent) and is reported in `errors`. While
+        any model fails, every call retries it, so a fix is served at the next poll even when
+        no serving pointer changed (a permission or a manifest repaired in place)."""
+        with self._lock:
+            try:
+                fingerprint = self.store.fingerprint()
+            except Exception as exc:  # noqa: BLE001 - an unlistable tenant folder: keep serving what loaded
+                report = RefreshReport(failed={EVERY_MODEL: self._reason(exc)})
+                self._note(EVERY_MODEL, report.failed[EVERY_MODEL], exc)
+                self._errors = {**self._errors, **report.failed}
+                return report
+            if fingerprint == self._fingerprint and not force and not self._errors:
+                return RefreshReport()
+            current = self._sets
+            fresh: dict[str, ServingSet] = {}
+            cache: dict[tuple[str, str], HeadArtifact] = {}
+            report = RefreshReport()
+            for model in (entry[0] for entry in fingerprint):
+                try:
+                    state = self.store.serving(model)
+                    if state is None:
+                        raise HeadsError(f"model {model!r} has versions but none is serving: promote one")
+                    if model in current and current[model].state == state:
+                        fresh[model] = current[model]
+                        for version in state.versions():
+                            cache[(model, version)] = self._artifacts[(model, version)]
+                        continue
+                    fresh[model] = self._build(model, state, cache)
+                    report.loaded.append(f"{model}: {describe(state)}")
+                # One model's failure of any kind (a HeadsError, or an OSError, KeyError... that the
+                # loader did not foresee) stays with that model: the others load and serve.
+                except Exception as exc:  # noqa: BLE001
+                    report.failed[model] = self._reason(exc)
+                    self._note(model, report.failed[model], exc)
+                    if model in current:  # keep serving what worked
+                        fresh[model] = current[model]
+                        for version in current[model].state.versions():
+                            cache[(model, version)] = self._artifacts[(model, version)]
+            report.removed.extend(m for m in current if m not in fresh)
+            recovered = [m for m in self._errors if m not in report.failed]
+            self._sets, self._artifacts, self._errors = fresh, cache, dict(report.failed)
+            self._fingerprint = fingerprint
+        for line in report.loaded:
+            log.info("serving %s/%s", self.store.root.name, line)
+        for model in recovered:
+            log.info("%s/%s loads again (it failed before)", self.store.root.name, model)
+        return report
+
+    def _reason(self, exc: Exception) -> str:
+        """One short line: the message (with the exception's type unless it is one of ours), paths
+        relative to MODEL_STORE (they start with the tenant), to show to the tenant and an operator."""
+        text = str(exc) if isinstance(exc, HeadsError) else f"{type(exc).__name__}: {exc}"
+        text = " ".join(text.replace(f"{self.store.root.parent}/", "").split())
+        return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+    def _note(self, model: str, why: str, exc: Exception) -> None:
+        """Log a failure once, when it first appears or its reason changes, not at every poll.
+        An exception that is not a HeadsError is a gap in the loader's checks: its traceback too."""
+        if self._errors.get(model) == why:
+            return
+        if model == EVERY_MODEL:
+            kept = f"the {len(self._sets)} models loaded before keep serving"
+        else:
+            kept = "it keeps serving its previous state" if model in self._sets else "it is not served"
+        log.error(
+            "%s/%s does not load, %s; retried at every poll: %s",
+            self.store.root.name,
+            model,
+            kept,
+            why,
+            exc_info=None if isinstance(exc, HeadsError) else exc,
+        )
+
+
+def describe(state: ServingState) -> str:
+    parts = [f"primary {state.primary}"]
+    parts += [f"shadow {s.version} ({s.fraction:g})" for s in state.shadows]
+    if state.candidate:
+        parts.append(f"candidate {state.candidate.version} ({state.candidate.percent:g}% by {state.candidate.key})")
+    if state.fallback:
+        parts.append(f"fallback {state.fallback}")
+    return ", ".join(parts)

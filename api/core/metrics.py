@@ -1,0 +1,99 @@
+"""Prometheus metrics of the router.
+
+Under gunicorn every worker is a process; `api/web/gunicorn_conf.py` sets PROMETHEUS_MULTIPROC_DIR
+before the workers start, so these metrics are shared through files and `/metrics` (served by
+any worker) adds up all of them. Without it (tests, a single process) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+UNKNOWN_MODEL = "_unknown"  # label for requests naming no served model: keeps label cardinality bounded
+
+REQUESTS = Counter("router_requests", "Predict requests by tenant/model and status", ["model", "status"])
+REQUEST_SECONDS = Histogram(
+    "router_request_seconds", "Predict latency inside the router", ["model"], buckets=LATENCY_BUCKETS
+)
+EMBED_SECONDS = Histogram("router_embed_seconds", "Time waiting for the embedder", ["model"], buckets=LATENCY_BUCKETS)
+HEAD_SECONDS = Histogram("router_head_seconds", "Time in the numpy head", ["model"], buckets=LATENCY_BUCKETS)
+TEXTS = Counter(
+    "router_texts",
+    "Texts answered, by model, version and role (primary, candidate, fallback)",
+    ["model", "version", "role"],
+)
+SHADOW_ERRORS = Counter("router_shadow_errors", "Shadow scorings that failed (the answer was not affected)", ["model"])
+ERRORS = Counter("router_errors", "Error responses by error code", ["code"])
+LOG_ROWS = Counter(
+    "router_inference_log_rows", "Inference-log rows by event (written, spooled, replayed, lost, ...)", ["event"]
+)
+LOG_QUEUE_DEPTH = Gauge(
+    "router_inference_log_queue_depth",
+    "Rows waiting in memory for PostgreSQL (all workers)",
+    multiprocess_mode="livesum",
+)
+LOG_SPOOL_FILES = Gauge(
+    "router_inference_log_spool_files", "Spool files waiting for replay", multiprocess_mode="livemax"
+)
+LOG_DB_HEALTHY = Gauge(
+    "router_inference_log_db_healthy", "1 when PostgreSQL accepts writes", multiprocess_mode="livemin"
+)
+DRIFT = Gauge(
+    "router_drift",
+    "Drift of a serving version over the last hour against its training data (label_psi, confidence_psi, "
+    "centroid_cosine_distance)",
+    ["model", "version", "role", "kind"],
+    multiprocess_mode="mostrecent",
+)
+HEADS_LOADED = Gauge("router_heads_loaded", "Models with a serving head loaded", multiprocess_mode="livemax")
+HEADS_FAILED = Gauge("router_heads_failed", "Models whose serving version failed to load", multiprocess_mode="livemax")
+# One series per model that failed to load in this process's life: bounded by the store's models
+# (validated folder names an operator made, never request input). The reason is in /readyz and the log.
+HEAD_LOAD_FAILED = Gauge(
+    "router_head_load_failed",
+    "1 while a model's serving state does not load (it may still serve an earlier one), by tenant/model",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+_published_failures: set[str] = set()  # labels this process set to 1: reset to 0 once they load
+
+
+def on_log_event(event: str, rows: int) -> None:
+    """Observer for inferencedb.inference_log.InferenceLog."""
+    LOG_ROWS.labels(event).inc(rows)
+
+
+def publish_gauges(inference_log, heads) -> None:
+    """Per-worker gauges, refreshed by the heads poller (every reload interval)."""
+    stats = inference_log.stats()
+    LOG_QUEUE_DEPTH.set(stats.queue_depth)
+    LOG_SPOOL_FILES.set(stats.spool_files)
+    LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
+    HEADS_LOADED.set(len(heads.all_sets()))
+    failing = set(heads.errors)
+    HEADS_FAILED.set(len(failing))
+    for model in failing:
+        HEAD_LOAD_FAILED.labels(model).set(1)
+    for model in _published_failures - failing:
+        HEAD_LOAD_FAILED.labels(model).set(0)
+    _published_failures.clear()
+    _published_failures.update(failing)
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,94 @@
+"""Periodic monitoring work of a router worker, on its own thread (`MonitoringLoop`):
+
+- the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`), flushed once a
+  minute;
+- `DriftMonitor`: every few minutes, the drift figures of each serving version over the last
+  hour (inferencedb/monitoring_report.py), published as Prometheus gauges.
+
+Both are best-effort statistics: a database outage delays them (sums are kept and merged into
+the next write), it never touches a prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import threading
+import time
+
+from api.core import metrics
+from api.core.tenant_heads import tenant_store
+from heads.errors import HeadsError
+from inferencedb.database import Database
+from inferencedb.errors import DatabaseUnavailable
+from inferencedb.monitoring_report import build_report
+
+log = logging.getLogger(__name__)
+
+
+class DriftMonitor:
+    def __init__(
+        self, database: Database, heads, *, interval_s: float = 300.0, window: dt.timedelta = dt.timedelta(hours=1)
+    ):
+        self._db = database
+        self._heads = heads
+        self._interval = interval_s
+        self._window = window
+        self._next_run = time.monotonic() + min(30.0, interval_s)
+
+    def run_if_due(self) -> None:
+        if time.monotonic() < self._next_run:
+            return
+        self._next_run = time.monotonic() + self._interval
+        until = dt.datetime.now(dt.UTC)
+        for tenant, model in list(self._heads.all_sets()):
+            try:
+                store = tenant_store(self._heads.root, tenant)
+                report = build_report(
+                    self._db,
+                    model,
+                    until - self._window,
+                    until,
+                    tenant=tenant,
+                    baseline_of=functools.partial(store.baseline, model),
+                )
+            except DatabaseUnavailable:
+                return
+            except HeadsError as exc:  # a version in the window no longer loads: the others go on
+                log.warning("drift of %s/%s skipped: %s", tenant, model, exc)
+                continue
+            for entry in report["versions"]:
+                for kind, value in entry["drift"].items():
+                    if value is not None:
+                        metrics.DRIFT.labels(f"{tenant}/{model}", entry["version"], entry["role"], kind).set(value)
+
+
+class MonitoringLoop:
+    """Runs the database-bound monitoring work (centroid flushes, drift reports) every
+    `interval_s` on a thread of its own, so that a slow or hanging database never delays a hot
+    reload or a request. Each job is bounded by the database's own timeout (inferencedb/database.py)."""
+
+    def __init__(self, jobs: list, *, interval_s: float = 1.0):
+        self._jobs = jobs
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MonitoringLoop:
+        self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for job in self._jobs:
+                try:
+                    job()
+                except Exception:  # noqa: BLE001 - statistics must never stop the loop
+                    log.exception("monitoring job failed")
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)

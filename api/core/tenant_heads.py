@@ -1,0 +1,127 @@
+"""The serving heads of every tenant: MODEL_STORE/<tenant>/<model>/<version>/.
+
+Each tenant folder is a model store of its own (heads/registry.py) with its own LiveHeads, so a
+model name is unique within a tenant and two tenants may both have an "intents" model. A request
+reaches only the heads of the tenant its API key belongs to: asking for another tenant's model
+is, from the caller's side, asking for a model that does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from api.core.live_heads import EVERY_MODEL, LiveHeads, RefreshReport, ServingSet
+from api.errors import NotFound
+from heads.errors import RegistryError
+from heads.names import TENANT_NAME, check_tenant_name
+from heads.registry import ModelStore, subfolders
+
+log = logging.getLogger(__name__)
+
+
+EVERY_TENANT = "*"  # the tenant of a failure to list MODEL_STORE itself
+
+
+def tenant_store(root: str | Path, tenant: str) -> ModelStore:
+    return ModelStore(Path(root) / check_tenant_name(tenant))
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A model whose serving state does not load (model "*": the tenant's models cannot be listed;
+    tenant "*": MODEL_STORE cannot be listed)."""
+
+    tenant: str
+    model: str
+    reason: str  # one short line, paths relative to MODEL_STORE
+    serving: str | None  # the primary still served from before the failure, if any
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class TenantHeads:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._tenants: dict[str, LiveHeads] = {}
+        self._root_error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tenant(self, tenant: str) -> LiveHeads | None:
+        return self._tenants.get(tenant)
+
+    def get(self, tenant: str, model: str) -> ServingSet:
+        heads = self._tenants.get(tenant)
+        if heads is None:
+            raise NotFound(f"unknown model {model!r}")
+        return heads.get(model)
+
+    def snapshot(self, tenant: str) -> dict[str, ServingSet]:
+        heads = self._tenants.get(tenant)
+        return heads.snapshot() if heads else {}
+
+    def all_sets(self) -> dict[tuple[str, str], ServingSet]:
+        return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.snapshot().items()}
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Why each model does not load, keyed "tenant/model"."""
+        return {f"{f.tenant}/{f.model}": f.reason for f in self.failures()}
+
+    def failures(self) -> list[LoadFailure]:
+        """Every model that does not load, whether or not it still serves an earlier state."""
+        out = [LoadFailure(EVERY_TENANT, EVERY_MODEL, self._root_error, None)] if self._root_error else []
+        for tenant, heads in sorted(self._tenants.items()):
+            sets = heads.snapshot()
+            for model, why in sorted(heads.errors.items()):
+                serving = sets[model].primary.version if model in sets else None
+                out.append(LoadFailure(tenant, model, why, serving))
+        return out
+
+    def refresh(self, *, force: bool = False) -> dict[str, RefreshReport]:
+        """Pick up new tenants and every changed serving state (see LiveHeads.refresh). Never
+        raises: when MODEL_STORE cannot be listed, the tenants found before keep serving."""
+        with self._lock:
+            try:
+                found = subfolders(self.root, TENANT_NAME)
+            except RegistryError as exc:
+                if str(exc) != self._root_error:
+                    log.error(
+                        "cannot list the tenants; the %d found before keep serving; retried at every poll: %s",
+                        len(self._tenants),
+                        exc,
+                    )
+                self._root_error = str(exc)
+                found = list(self._tenants)
+            else:
+                self._root_error = None
+            tenants = {t: self._tenants.get(t) or LiveHeads(ModelStore(self.root / t)) for t in found}
+            self._tenants = tenants
+        return {t: heads.refresh(force=force) for t, heads in tenants.items()}
+
+    def start_polling(self, interval_s: float, on_tick=None) -> None:
+        """Refresh every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
+        each refresh (the metrics use it to publish gauges)."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.refresh()
+                    if on_tick is not None:
+                        on_tick()
+                except Exception:  # noqa: BLE001 - the poller must outlive any one bad refresh
+                    log.exception("refreshing heads failed")
+
+        self._thread = threading.Thread(target=loop, name="heads-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

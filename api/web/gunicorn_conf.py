@@ -1,0 +1,51 @@
+"""gunicorn settings for the router: `gunicorn -c api/web/gunicorn_conf.py "api.web.app:create_app()"`.
+
+Workers and threads come from API_WORKERS / API_THREADS (gthread workers: each thread waits on
+the embedder while others run). The app is created in each worker after fork (no preload), so
+gRPC channels, database connections and threads are never inherited across a fork.
+"""
+
+import os
+import shutil
+import tempfile
+
+from api.core.settings import router_settings
+
+_settings = router_settings()
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"
+preload_app = False
+timeout = 30
+graceful_timeout = 30  # SIGTERM: finish requests, then flush each worker's inference log
+keepalive = 75  # above the 60 s idle timeout of AWS load balancers, to avoid spurious 502s
+accesslog = os.environ.get("API_ACCESS_LOG") or None
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Prometheus metrics shared by all workers through files in one folder per master process.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="manyheads-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    for entry in os.listdir(_metrics_dir):
+        os.unlink(os.path.join(_metrics_dir, entry))
+
+
+def worker_exit(server, worker):
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("manyheads")
+    if runtime is not None:
+        runtime.close()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if not os.environ.get("MANYHEADS_KEEP_METRICS_DIR"):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,0 +1,123 @@
+"""Model routes: listing, detail, monitoring report, serving state, and the operator actions."""
+
+from __future__ import annotations
+
+import functools
+
+from flask import Blueprint, Response, g, request
+
+from api.core.rate_limit import report_cost
+from api.core.tenant_heads import tenant_store
+from api.errors import Conflict, InvalidRequest, NotFound
+from api.web.auth import request_tenant, require_operator
+from api.web.responses import json_body, json_response, runtime
+from api.web.validation import parse_serving_change
+from heads import serving_state
+from heads.errors import HeadsError, RegistryError
+from heads.names import check_model_name
+from inferencedb.monitoring_report import build_report, parse_window
+
+routes = Blueprint("models", __name__)
+
+
+def _model_name(model: str) -> str:
+    """A model name from a URL: refused like an unknown model unless it is a safe name."""
+    try:
+        return check_model_name(model)
+    except RegistryError:
+        raise NotFound(f"unknown model {model!r}") from None
+
+
+def _summary(serving_set) -> dict:
+    head = serving_set.primary
+    manifest = head.manifest
+    return {
+        "name": head.model,
+        "version": head.version,
+        "labels": list(head.labels),
+        "decision": {"threshold": head.rule.threshold, "reject_label": head.rule.reject_label},
+        "embedder": manifest["embedder"],
+        "metrics": manifest.get("metrics", {}),
+        "created_at": manifest.get("created_at"),
+        "serving": serving_set.state.to_dict(with_history=False),
+    }
+
+
+@routes.get("/v1/models")
+def list_models() -> Response:
+    rt = runtime()
+    tenant = request_tenant()
+    sets = rt.heads.snapshot(tenant)
+    errors = {k.split("/", 1)[1]: v for k, v in rt.heads.errors.items() if k.startswith(f"{tenant}/")}
+    return json_response({"models": [_summary(sets[m]) for m in sorted(sets)], "errors": errors})
+
+
+@routes.get("/v1/models/<model>")
+def get_model(model: str) -> Response:
+    rt = runtime()
+    tenant = request_tenant()
+    serving_set = rt.heads.get(tenant, _model_name(model))
+    return json_response({**_summary(serving_set), "versions": tenant_store(rt.heads.root, tenant).versions(model)})
+
+
+@routes.get("/v1/models/<model>/report")
+def model_report(model: str) -> Response:
+    rt = runtime()
+    tenant = request_tenant()
+    store = tenant_store(rt.heads.root, tenant)
+    if not store.versions(_model_name(model)):
+        raise NotFound(f"unknown model {model!r}")
+    extra = sorted(set(request.args) - {"since", "until"})
+    if extra:
+        raise InvalidRequest(f"unknown query parameter(s) {', '.join(extra)}; allowed: since, until")
+    since, until = parse_window(request.args.get("since"), request.args.get("until"))
+    rt.limiter.acquire(tenant, report_cost(since, until))
+    report = build_report(
+        rt.database, model, since, until, tenant=tenant, baseline_of=functools.partial(store.baseline, model)
+    )
+    return json_response(report)
+
+
+@routes.get("/v1/models/<model>/serving")
+def get_serving(model: str) -> Response:
+    rt = runtime()
+    state = tenant_store(rt.heads.root, request_tenant()).serving(_model_name(model))
+    if state is None:
+        raise NotFound(f"unknown model {model!r}")
+    return json_response({"model": model, **state.to_dict()})
+
+
+@routes.post("/v1/models/<model>/serving")
+def change_serving(model: str) -> Response:
+    """Operator only: promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback.
+    A well-formed change that the model's versions or serving state do not allow is a 409."""
+    rt = runtime()
+    require_operator()
+    tenant = request_tenant()
+    parsed = parse_serving_change(json_body())
+    store = tenant_store(rt.heads.root, tenant)
+    if not store.versions(_model_name(model)):
+        raise NotFound(f"unknown model {model!r}")
+    try:
+        change, reason, is_rollback = serving_state.operation(parsed.action, **parsed.options)
+        why = f"{parsed.reason or reason} (HTTP, operator key {g.principal.key_id})"  # the audit trail
+        state = store.change_serving(model, change, reason=why, rollback=is_rollback)
+    except HeadsError as exc:
+        raise Conflict(str(exc)) from None
+    rt.heads.refresh()  # this worker serves the new state at once; the others within the reload interval
+    return json_response({"model": model, **state.to_dict(with_history=False)})
+
+
+@routes.post("/v1/admin/reload")
+def reload_heads() -> Response:
+    """Operator only: load every changed serving state now."""
+    require_operator()
+    rt = runtime()
+    reports = rt.heads.refresh(force=True)
+    return json_response(
+        {
+            "tenants": len(reports),
+            "loaded": [f"{t}/{line}" for t, r in reports.items() for line in r.loaded],
+            "failed": {f"{t}/{m}": why for t, r in reports.items() for m, why in r.failed.items()},
+        }
+    )

@@ -1,0 +1,82 @@
+"""Operational routes: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, current_app, request
+
+from api.core import metrics
+from api.errors import ApiError, NotReady
+from api.web.auth import require_operator
+from api.web.openapi import openapi_document
+from api.web.responses import json_response, runtime
+from embedder.errors import EmbedderError
+
+routes = Blueprint("ops", __name__)
+READY_CACHE_S = 1.0  # readiness probes come often: ask the embedder at most once a second
+
+
+@routes.get("/healthz")
+def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+def readyz() -> Response:
+    """Ready when the embedder answers and at least one head can serve. Models that do not load
+    are counted (`load_errors`) but never make the router unready: a bad model is in the shared
+    store, the same on every replica, so failing the probe would only take the healthy tenants'
+    traffic away from every replica. Counts only: which tenants and models exist is not shown to
+    an unauthenticated caller; with an operator key, `failed_models` lists them with the reason."""
+    rt = runtime()
+    ready_cache = current_app.extensions.setdefault("ready_cache", {"at": 0.0, "info": None, "error": None})
+    now = time.monotonic()
+    if now - ready_cache["at"] > READY_CACHE_S:
+        try:
+            ready_cache["info"], ready_cache["error"] = rt.embedder.info(timeout=1.0), None
+        except EmbedderError as exc:
+            ready_cache["info"], ready_cache["error"] = None, exc.message
+        ready_cache["at"] = now
+    info, sets, failures = ready_cache["info"], rt.heads.all_sets(), rt.heads.failures()
+    mismatched = [k for k, s in sets.items() if info is not None and s.primary.embedder_id not in (None, info.model_id)]
+    servable = len(sets) - len(mismatched)
+    body = {
+        "embedder": {"model_id": info.model_id if info else None, "reachable": info is not None},
+        "models": len(sets),
+        "servable_models": servable,
+        "embedder_mismatch": len(mismatched),
+        "load_errors": len(failures),
+    }
+    if _is_operator(rt):
+        body["failed_models"] = [f.to_dict() for f in failures]
+    if info is None or not servable:
+        why = "the embedding service is unreachable" if info is None else "no model can be served"
+        error = NotReady(why)
+        return json_response(
+            {"status": "not ready", "reason": why, **body}, error.status, {"Retry-After": str(error.retry_after_s)}
+        )
+    return json_response({"status": "ready", **body})
+
+
+def _is_operator(rt) -> bool:
+    """/readyz is public (no key needed, and no 401 for a bad one); an operator key adds details."""
+    header = request.headers.get("Authorization")
+    if not rt.settings.auth or not header:
+        return False
+    try:
+        return rt.keys.authenticate(header).is_operator
+    except ApiError:
+        return False
+
+
+@routes.get("/metrics")
+def prometheus() -> Response:
+    require_operator()  # metric labels name every tenant's models
+    payload, content_type = metrics.render()
+    return Response(payload, mimetype=content_type.split(";")[0], content_type=content_type)
+
+
+@routes.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(openapi_document(runtime().settings))

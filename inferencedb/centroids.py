@@ -1,0 +1,57 @@
+"""The live embedding centroid: per minute, the sum of the embeddings each model version scored
+in this worker, written as one row per version to `embedding_centroids` (inferencedb/migrations/0005).
+The monitoring report divides the sums of a window by their count for the centroid that drift is
+measured on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import numpy as np
+
+from inferencedb.database import Database
+from inferencedb.errors import DatabaseUnavailable
+
+INSERT = "INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) VALUES %s"
+
+
+class CentroidAccumulator:
+    def __init__(self, database: Database, *, flush_interval_s: float = 60.0):
+        self._db = database
+        self._interval = flush_interval_s
+        self._sums: dict[tuple[str, str, str], list] = {}
+        self._lock = threading.Lock()
+        self._next_flush = time.monotonic() + flush_interval_s
+
+    def add(self, tenant: str, model: str, version: str, vectors: np.ndarray) -> None:
+        total = vectors.sum(axis=0, dtype=np.float64)
+        with self._lock:
+            entry = self._sums.get((tenant, model, version))
+            if entry is None:
+                self._sums[(tenant, model, version)] = [len(vectors), total]
+            else:
+                entry[0] += len(vectors)
+                entry[1] += total
+
+    def flush(self, *, force: bool = False) -> int:
+        """Write the sums gathered since the last flush in one statement; returns the rows written.
+        If the database is unavailable they are kept and merged into the next flush."""
+        if not force and time.monotonic() < self._next_flush:
+            return 0
+        self._next_flush = time.monotonic() + self._interval
+        with self._lock:
+            pending, self._sums = self._sums, {}
+        bucket = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        rows = [(bucket, t, m, v, n, total.tolist()) for (t, m, v), (n, total) in pending.items()]
+        try:
+            self._db.insert_many(INSERT, rows)
+        except DatabaseUnavailable:
+            with self._lock:  # keep them for the next flush
+                for key, (n, total) in pending.items():
+                    entry = self._sums.setdefault(key, [0, np.zeros_like(total)])
+                    entry[0] += n
+                    entry[1] += total
+            return 0
+        return len(rows)
