@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from flask import g, request
 
-from api.errors import Forbidden, InvalidRequest
+from api.errors import Forbidden, InvalidRequest, Unauthorized
 from heads.errors import RegistryError
 from heads.names import check_tenant_name
+from inferencedb.errors import InvalidKey
 from inferencedb.keys import Principal
 
 PUBLIC = {"/healthz", "/readyz", "/openapi.json"}
@@ -28,7 +29,15 @@ def authenticate(runtime) -> None:
     if not runtime.settings.auth:
         g.principal = ANONYMOUS
         return
-    g.principal = runtime.keys.authenticate(request.headers.get("Authorization"))
+    g.principal = principal_of(runtime, request.headers.get("Authorization"))
+
+
+def principal_of(runtime, authorization: str | None) -> Principal:
+    """Who the Authorization header names; Unauthorized (401) for a missing or bad key."""
+    try:
+        return runtime.keys.authenticate(authorization)
+    except InvalidKey as exc:
+        raise Unauthorized(exc.message) from None
 
 
 def request_tenant() -> str:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, request
 
 from api.core import metrics
 from api.errors import ApiError, NotReady
-from api.web.auth import require_operator
+from api.web.auth import principal_of, require_operator
 from api.web.openapi import openapi_document
 from api.web.responses import json_response, runtime
 from embedder.errors import EmbedderError
@@ -65,7 +65,7 @@ def _is_operator(rt) -> bool:
     if not rt.settings.auth or not header:
         return False
     try:
-        return rt.keys.authenticate(header).is_operator
+        return principal_of(rt, header).is_operator
     except ApiError:
         return False
 
