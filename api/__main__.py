@@ -11,8 +11,7 @@ import argparse
 import os
 import sys
 
-from api.core.settings import RouterSettings, router_settings
-from embedder.settings import describe
+from api.core.settings import describe, router_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,10 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _admin(args: argparse.Namespace, dsn: str) -> int:
     import json
 
-    import psycopg2
-
     from heads.errors import HeadsError
     from inferencedb import keys
+    from inferencedb.errors import InferenceDbError
     from inferencedb.migrations import apply_migrations
 
     try:
@@ -39,7 +37,7 @@ def _admin(args: argparse.Namespace, dsn: str) -> int:
         elif not keys.revoke_key(dsn, args.key_id):
             print(f"error: no active key {args.key_id!r}", file=sys.stderr)
             return 2
-    except (psycopg2.Error, HeadsError) as exc:
+    except (InferenceDbError, HeadsError) as exc:
         print(f"error: {str(exc).strip()}", file=sys.stderr)
         return 2
     return 0
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         applied = apply_migrations(settings.database_url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
-    for var, default, doc in describe(RouterSettings, "API_"):
+    for var, default, doc in describe():
         print(f"{var}={default}\n    {doc}")
     return 0
 

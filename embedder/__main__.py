@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
             build(Path(args.out or settings.model), force=args.force)
         elif args.command == "settings":
-            for var, default, doc in describe(EmbedderSettings, "EMBEDDER_"):
+            for var, default, doc in describe():
                 print(f"{var}={default}\n    {doc}")
     except (EmbedderError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

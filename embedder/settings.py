@@ -1,85 +1,61 @@
-"""Settings from environment variables: one typed, documented object per service.
-
-`from_env(EmbedderSettings)` fills each field from `EMBEDDER_<FIELD NAME>`; the router uses the
-same helper with its own prefix. Each field's `doc` is printed by `python -m embedder settings`.
-"""
+"""The embedder's settings: one typed pydantic-settings class read from EMBEDDER_<FIELD> variables,
+each field documented where it is declared (`python -m embedder settings` lists them)."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-S = TypeVar("S")
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-def setting(default: Any, doc: str, *, env: str = "") -> Any:
-    """A documented field; `env` names its variable when it is not PREFIX_FIELD (e.g. DATABASE_URL)."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "env": env})
+PREFIX = "EMBEDDER_"
 
 
-def _variable(f: dataclasses.Field, prefix: str) -> str:
-    return f.metadata.get("env") or f"{prefix}{f.name.upper()}"
+class EmbedderSettings(BaseSettings):
+    """Keyword arguments win over the environment, which wins over the defaults. Read once per
+    process, by `embedder_settings()`."""
 
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True)
 
-def _parse(raw: str, kind: type, name: str) -> Any:
-    try:
-        if kind is bool:
-            value = raw.strip().lower()
-            if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return value in ("1", "true", "yes", "on")
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-
-
-def from_env(cls: type[S], prefix: str, environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
-    """An instance of the dataclass `cls`: explicit overrides, then PREFIX_FIELD variables,
-    then the declared defaults."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        var = _variable(f, prefix)
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-        elif var in environ:
-            values[f.name] = _parse(environ[var], type(f.default), var)
-    return cls(**values)
-
-
-def describe(cls: type, prefix: str) -> list[tuple[str, Any, str]]:
-    """(variable, default, doc) for every field."""
-    return [(_variable(f, prefix), f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
-
-
-@dataclasses.dataclass(frozen=True)
-class EmbedderSettings:
-    address: str = setting("127.0.0.1:50051", "host:port the gRPC server listens on")
-    model: str = setting(
+    address: str = Field("127.0.0.1:50051", description="host:port the gRPC server listens on")
+    model: str = Field(
         "var/embedders/minilm-l6-v2",
-        "SavedModel folder or TF Hub handle, loaded with tensorflow_hub.load",
+        description="SavedModel folder or TF Hub handle, loaded with tensorflow_hub.load",
     )
-    model_name: str = setting("", "name reported to clients (default: from the model's metadata or folder name)")
-    model_version: str = setting(
-        "", "version reported to clients (default: from the model's metadata or a fingerprint)"
+    model_name: str = Field(
+        "", description="name reported to clients (default: from the model's metadata or folder name)"
     )
-    cache_size: int = setting(50_000, "phrases kept in the LRU phrase cache; 0 disables the cache")
-    max_batch_size: int = setting(64, "most texts in one model call")
-    max_wait_ms: float = setting(2.0, "longest a text waits for others to join its batch")
-    max_queue: int = setting(4096, "most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED")
-    max_texts: int = setting(1024, "most texts in one Embed request")
-    max_text_chars: int = setting(
-        50_000, "longest text accepted, in characters (the model then truncates to its sequence length)"
+    model_version: str = Field(
+        "", description="version reported to clients (default: from the model's metadata or a fingerprint)"
     )
-    grpc_threads: int = setting(32, "threads serving RPCs (each waits while its texts are embedded)")
-    tf_threads: int = setting(0, "TensorFlow intra-op threads; 0 lets TensorFlow choose (one per core)")
-    metrics_port: int = setting(9464, "Prometheus metrics HTTP port; 0 picks a free port, -1 disables metrics")
-    metrics_address: str = setting("127.0.0.1", "address of the Prometheus metrics HTTP server")
-    shutdown_grace_s: float = setting(10.0, "on SIGTERM, how long in-flight requests may take to finish")
+    cache_size: int = Field(50_000, description="phrases kept in the LRU phrase cache; 0 disables the cache")
+    max_batch_size: int = Field(64, description="most texts in one model call")
+    max_wait_ms: float = Field(2.0, description="longest a text waits for others to join its batch")
+    max_queue: int = Field(
+        4096, description="most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED"
+    )
+    max_texts: int = Field(1024, description="most texts in one Embed request")
+    max_text_chars: int = Field(
+        50_000,
+        description="longest text accepted, in characters (the model then truncates to its sequence length)",
+    )
+    grpc_threads: int = Field(32, description="threads serving RPCs (each waits while its texts are embedded)")
+    tf_threads: int = Field(0, description="TensorFlow intra-op threads; 0 lets TensorFlow choose (one per core)")
+    metrics_port: int = Field(
+        9464, description="Prometheus metrics HTTP port; 0 picks a free port, -1 disables metrics"
+    )
+    metrics_address: str = Field("127.0.0.1", description="address of the Prometheus metrics HTTP server")
+    shutdown_grace_s: float = Field(10.0, description="on SIGTERM, how long in-flight requests may take to finish")
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return init_settings, env_settings  # no .env or secret files
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbedderSettings:
         checks = {
             "cache_size": self.cache_size >= 0,
             "max_batch_size": self.max_batch_size >= 1,
@@ -96,10 +72,44 @@ class EmbedderSettings:
         if bad:
             raise ValueError(
                 "invalid embedder settings: "
-                + ", ".join(f"EMBEDDER_{n.upper()}={getattr(self, n)!r}" for n in bad)
+                + ", ".join(f"{variable(n)}={getattr(self, n)!r}" for n in bad)
                 + " (max_queue must be >= max_batch_size, and max_texts <= max_queue)"
             )
+        return self
+
+
+def variable(name: str) -> str:
+    """The environment variable of the field `name`."""
+    return PREFIX + name.upper()
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(variable, default, description) for every field."""
+    return [(variable(name), f.default, f.description or "") for name, f in EmbedderSettings.model_fields.items()]
 
 
 def embedder_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> EmbedderSettings:
-    return from_env(EmbedderSettings, "EMBEDDER_", environ, **overrides)
+    """The settings from keyword arguments, then `environ` (default: os.environ), then defaults.
+    A bad value raises a one-line ValueError naming its variable."""
+    if environ is not None:  # every field given, so that os.environ is not read
+        fields = EmbedderSettings.model_fields
+        overrides = {name: environ.get(variable(name), f.default) for name, f in fields.items()} | overrides
+    try:
+        return EmbedderSettings(**overrides)
+    except ValidationError as exc:
+        raise ValueError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    """`EMBEDDER_CACHE_SIZE='lots' is not a valid int`: one line for the command line and logs."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = error["loc"][0] if error["loc"] else None
+        field = EmbedderSettings.model_fields.get(name)
+        if name is None:  # from _check, whose message names the variables
+            problems.append(str(error["ctx"]["error"]))
+        elif field is None:
+            problems.append(f"unknown setting {name!r}")
+        else:
+            problems.append(f"{variable(name)}={error['input']!r} is not a valid {field.annotation.__name__}")
+    return "; ".join(problems)

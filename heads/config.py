@@ -1,18 +1,33 @@
 """The training config: one YAML file (or flags) describing data, architecture, training and
-the operating threshold. Parsing is strict: unknown keys and wrong types are errors that name the
-key, because a typo silently ignored ("epoch: 5") trains a different model than the one asked for.
+the operating threshold, declared as pydantic dataclasses. Parsing is strict: unknown keys and
+wrong types are errors that name the key, because a typo silently ignored ("epoch: 5") trains a
+different model than the one asked for.
+
+They are pydantic *dataclasses* (not BaseModel) so that `dataclasses.replace`, `fields` and
+`asdict` keep working for the code and tests that derive one config from another; `replace`
+validates again, like the constructor.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from heads.errors import ConfigError
 from heads.ngram import DEFAULT_BUCKETS, DEFAULT_RANGE
@@ -22,45 +37,80 @@ from heads.ngram import MAX_N as MAX_NGRAM
 # it stops a typo from allocating the machine's memory.
 MAX_BUCKETS = 1 << 24
 
+# YAML values are taken as written: no "10" for 10, no true for 1 (a float field takes an integer).
+# Lists become tuples.
+_STRICT = ConfigDict(extra="forbid")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_STRICT)
 class SqlSource:
-    query: str
-    dsn: str = ""  # empty: DATABASE_URL, else libpq's PGHOST/PGUSER/PGPASSWORD/... variables
-    text_column: str = "text"
-    label_column: str = "label"
+    query: StrictStr
+    dsn: StrictStr = ""  # empty: DATABASE_URL, else libpq's PGHOST/PGUSER/PGPASSWORD/... variables
+    text_column: StrictStr = "text"
+    label_column: StrictStr = "label"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class FeedbackSource:
     """Corrected predictions of a model from the inference database: the text each answered
     prediction received, with the label feedback says it should have had."""
 
-    model: str
-    since: str = ""  # ISO 8601 date or datetime of the feedback (inclusive); empty: the beginning
-    until: str = ""  # exclusive; empty: now
-    tenant: str = "default"
-    dsn: str = ""  # empty: DATABASE_URL, else libpq's PG* variables
+    model: StrictStr
+    since: StrictStr = ""  # ISO 8601 date or datetime of the feedback (inclusive); empty: the beginning
+    until: StrictStr = ""  # exclusive; empty: now
+    tenant: StrictStr | None = None  # None: the tenant the model is trained for
+    dsn: StrictStr = ""  # empty: DATABASE_URL, else libpq's PG* variables
 
 
-Source = str | SqlSource | FeedbackSource
+# What a data source is, told by its shape: a string is a file, a mapping with `query` an SQL
+# source, one with `model` (and no `query`) feedback, a list several sources. The tags name the
+# member in error paths (dropped by _where) and in messages.
+_TAG_CLASSES = {"file path": str, "SQL source": SqlSource, "feedback source": FeedbackSource, "list": tuple}
 
 
-@dataclass(frozen=True)
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "file path"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, FeedbackSource) or (isinstance(value, dict) and "model" in value and "query" not in value):
+        return "feedback source"
+    if isinstance(value, (SqlSource, dict)):
+        return "SQL source"
+    return None
+
+
+def _sources(expected: str) -> Discriminator:
+    return Discriminator(_source_kind, custom_error_type="source", custom_error_message=f"expected one of: {expected}")
+
+
+_ONE = "a file path, an SQL source {query: ...}"
+File = Annotated[StrictStr, Tag("file path")]
+Sql = Annotated[SqlSource, Tag("SQL source")]
+Feedback = Annotated[FeedbackSource, Tag("feedback source")]
+Source = Annotated[File | Sql | Feedback, _sources(f"{_ONE}, a feedback source {{model: ...}}")]
+# A single source, or a list whose rows are concatenated (e.g. the original training file plus
+# the feedback collected since: the next version learns from its corrections).
+TrainSource = Annotated[
+    File | Sql | Feedback | Annotated[tuple[Source, ...], Tag("list")],
+    _sources(f"{_ONE}, a feedback source {{model: ...}}, a list of those"),
+]
+EvalSource = Annotated[File | Sql, _sources(_ONE)]
+
+
+@dataclass(frozen=True, config=_STRICT)
 class DataConfig:
-    # One source, or a list whose rows are concatenated (e.g. the original training file plus
-    # the feedback collected since: the next version learns from its corrections).
-    train: str | SqlSource | FeedbackSource | tuple[str | SqlSource | FeedbackSource, ...]
-    validation: str | SqlSource | None = None
-    test: str | SqlSource | None = None
-    text_column: str = "text"
-    label_column: str = "label"
+    train: TrainSource
+    validation: EvalSource | None = None
+    test: EvalSource | None = None
+    text_column: StrictStr = "text"
+    label_column: StrictStr = "label"
     # Without a validation source, this share of the training rows (stratified) validates.
-    validation_fraction: float = 0.1
-    min_examples_per_label: int = 2
+    validation_fraction: StrictFloat = 0.1
+    min_examples_per_label: StrictInt = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ArchitectureConfig:
     """The head's model. "mlp": a feed-forward network on sentence embeddings (heads/network.py),
     configured by hidden_layers, activation and dropout. "ngram": a linear model on hashed
@@ -68,12 +118,12 @@ class ArchitectureConfig:
     it needs no embedder, so routers can keep answering with it while the embedder is down."""
 
     type: Literal["mlp", "ngram"] = "mlp"
-    hidden_layers: tuple[int, ...] = (1024,)
+    hidden_layers: tuple[StrictInt, ...] = (1024,)
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
-    dropout: float = 0.3
-    ngram_range: tuple[int, int] = DEFAULT_RANGE
+    dropout: StrictFloat = 0.3
+    ngram_range: tuple[StrictInt, StrictInt] = DEFAULT_RANGE
     # 2**14: a 151-class head of 9.9 MB (see heads/ngram.py for the measured trade-off).
-    ngram_buckets: int = DEFAULT_BUCKETS
+    ngram_buckets: StrictInt = DEFAULT_BUCKETS
 
     def keys_for_other_types(self) -> list[str]:
         """Keys set away from their defaults that only another model type uses: a config that
@@ -94,47 +144,50 @@ NGRAM_KEYS = frozenset({"ngram_range", "ngram_buckets"})
 DEFAULT_LEARNING_RATE = {"mlp": 0.001, "ngram": 0.01}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TrainingConfig:
-    epochs: int = 60
-    batch_size: int = 128
+    epochs: StrictInt = 60
+    batch_size: StrictInt = 128
     # Empty: the model type's default (DEFAULT_LEARNING_RATE), filled in by HeadConfig so the
     # config stored with a version names the rate that was used.
-    learning_rate: float | None = None
-    label_smoothing: float = 0.1
-    early_stopping_patience: int = 5
-    seed: int = 13
+    learning_rate: StrictFloat | None = None
+    label_smoothing: StrictFloat = 0.1
+    early_stopping_patience: StrictInt = 5
+    seed: StrictInt = 13
     # "balanced": weight each class by n / (classes * count); "none": plain loss.
     class_weight: Literal["balanced", "none"] = "balanced"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class ThresholdConfig:
     # The label returned when the head is not confident enough (and the out-of-scope label of the
     # data, if it has one: CLINC150 calls it "oos").
-    reject_label: str = "oos"
+    reject_label: StrictStr = "oos"
     # auto: target_oos_recall when the data has reject_label rows, else none.
     # target_oos_recall: best validation in-scope accuracy with out-of-scope recall >= target.
     # max_balanced: best mean of in-scope accuracy and out-of-scope recall on validation.
     # coverage: answer the `target` share of validation rows, reject the least confident rest.
     # fixed: use `value`.  none: never reject.
     policy: Literal["auto", "target_oos_recall", "max_balanced", "coverage", "fixed", "none"] = "auto"
-    target: float = 0.8
-    value: float = 0.5
+    target: StrictFloat = 0.8
+    value: StrictFloat = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class HeadConfig:
-    name: str
+    name: StrictStr
     data: DataConfig
-    model: ArchitectureConfig = field(default_factory=ArchitectureConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    model: ArchitectureConfig = dataclasses.field(default_factory=ArchitectureConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    threshold: ThresholdConfig = dataclasses.field(default_factory=ThresholdConfig)
     # Embedder: a gRPC address ("host:port") or empty to load the model in-process.
-    embedder_address: str = ""
-    embedder_model: str = "var/embedders/minilm-l6-v2"
+    embedder_address: StrictStr = ""
+    embedder_model: StrictStr = "var/embedders/minilm-l6-v2"
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> HeadConfig:
+        """Fills the learning rate in and checks ranges and combinations: a ConfigError (not a
+        ValueError, so pydantic lets it through as it is) listing every problem by its key."""
         if self.training.learning_rate is None:
             rate = DEFAULT_LEARNING_RATE[self.model.type]
             object.__setattr__(self, "training", dataclasses.replace(self.training, learning_rate=rate))
@@ -163,86 +216,78 @@ class HeadConfig:
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ConfigError("; ".join(problems))
+        return self
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+_HEAD_CONFIG = TypeAdapter(HeadConfig)
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "string_type": "expected a string",
+    "tuple_type": "expected a list",
+    "dataclass_type": "expected a mapping",
+}
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected one of {', '.join(_type_name(o) for o in options)}, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - a bug in this module
+def _where(loc: tuple) -> str:
+    """A location as the config spells it, `data.train[1].query`; union tags are left out."""
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part not in _TAG_CLASSES:
+            where += f".{part}" if where else part
+    return where
 
 
-def _build(cls: type, raw: dict, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed: {', '.join(prefix + k for k in fields)}"
-        )
-    values = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where else name
-        if name in raw:
-            values[name] = _convert(raw[name], hints[name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key {key}")
-    return cls(**values)
+def _type_at(loc: tuple) -> Any:
+    """The declared type at `loc` (a dataclass, a Literal, ...): the keys or values it allows."""
+    tp: Any = HeadConfig
+    for part in loc:
+        if part in _TAG_CLASSES:
+            tp = _TAG_CLASSES[part]
+        elif isinstance(part, str) and dataclasses.is_dataclass(tp):
+            tp = tp.__pydantic_fields__[part].annotation
+    return tp
+
+
+def _explain(exc: ValidationError) -> str:
+    """pydantic's errors as one line of the config's own words, each naming its key."""
+    problems = []
+    unknown: dict[tuple, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        loc, kind = error["loc"], error["type"]
+        where = _where(loc)
+        if kind in _UNKNOWN:
+            unknown.setdefault(loc[:-1], []).append(where)
+        elif kind == "missing" and isinstance(loc[-1], str):
+            problems.append(f"missing required key {where}")
+        elif kind in ("missing", "too_long"):  # a fixed-length list (ngram_range) too short or too long
+            whole = loc[:-1] if kind == "missing" else loc
+            problems.append(f"{_where(whole)}: expected {len(typing.get_args(_type_at(whole)))} values")
+        elif kind == "literal_error":
+            allowed = ", ".join(map(repr, typing.get_args(_type_at(loc))))
+            problems.append(f"{where}: must be one of {allowed}, got {error['input']!r}")
+        elif kind in _EXPECTED or kind == "source":
+            problems.append(f"{where}: {_EXPECTED.get(kind, error['msg'])}, got {error['input']!r}")
+        else:
+            problems.append(f"{where}: {error['msg']}")
+    for parent, keys in unknown.items():
+        prefix = f"{_where(parent)}." if parent else ""
+        allowed = ", ".join(prefix + f.name for f in dataclasses.fields(_type_at(parent)))
+        problems.insert(0, f"unknown key(s) {', '.join(keys)}; allowed: {allowed}")
+    return "; ".join(problems)
 
 
 def parse_config(raw: dict) -> HeadConfig:
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a mapping at the top level")
-    return _build(HeadConfig, raw, "")
+    try:
+        return _HEAD_CONFIG.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
 
 
 def load_config(path: str | Path) -> HeadConfig:
@@ -261,12 +306,4 @@ def load_config(path: str | Path) -> HeadConfig:
 
 def config_to_dict(config: HeadConfig) -> dict:
     """Plain data (lists, not tuples) for YAML/JSON: the exact config stored with a version."""
-
-    def plain(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return plain(config)
+    return _HEAD_CONFIG.dump_python(config, mode="json")

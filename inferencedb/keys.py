@@ -18,6 +18,7 @@ database is back; a key revoked during that outage works there until then.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +30,7 @@ import select
 import string
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,60 +273,57 @@ def ensure_tenant(cur, name: str, *, rate_rps: float | None = None, burst: int |
     )
 
 
+@contextlib.contextmanager
+def _admin_transaction(dsn: str) -> Iterator:
+    """A cursor in one transaction on a connection of its own; driver errors become this
+    package's (DatabaseUnavailable when the server cannot be reached)."""
+    with pg.driver_errors_translated():
+        conn = psycopg2.connect(dsn, connect_timeout=5, application_name="manyheads-admin", **pg.KEEPALIVES)
+        try:
+            with conn, conn.cursor() as cur:
+                yield cur
+        finally:
+            conn.close()
+
+
 def create_key(dsn: str, *, tenant: str | None, description: str = "") -> str:
     """A new key for `tenant` (None: an operator key). The secret is returned once, never stored."""
     key, key_id, secret = new_key()
     salt = secrets.token_bytes(16)
-    conn = psycopg2.connect(dsn, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            if tenant is not None:
-                ensure_tenant(cur, tenant)
-            cur.execute(
-                "INSERT INTO api_keys (key_id, tenant, role, salt, secret_hash, description) VALUES (%s, %s, %s, %s, %s, %s)",
-                (key_id, tenant, "tenant" if tenant else "operator", salt, hash_secret(salt, secret), description),
-            )
-    finally:
-        conn.close()
+    with _admin_transaction(dsn) as cur:
+        if tenant is not None:
+            ensure_tenant(cur, tenant)
+        cur.execute(
+            "INSERT INTO api_keys (key_id, tenant, role, salt, secret_hash, description) VALUES (%s, %s, %s, %s, %s, %s)",
+            (key_id, tenant, "tenant" if tenant else "operator", salt, hash_secret(salt, secret), description),
+        )
     return key
 
 
 def list_keys(dsn: str) -> list[dict]:
-    conn = psycopg2.connect(dsn, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT key_id, tenant, role, description, created_at, revoked_at FROM api_keys ORDER BY created_at"
-            )
-            return [
-                {
-                    "key_id": k,
-                    "tenant": t,
-                    "role": r,
-                    "description": d,
-                    "created_at": c.isoformat(),
-                    "revoked_at": v.isoformat() if v else None,
-                }
-                for k, t, r, d, c, v in cur.fetchall()
-            ]
-    finally:
-        conn.close()
+    with _admin_transaction(dsn) as cur:
+        cur.execute(
+            "SELECT key_id, tenant, role, description, created_at, revoked_at FROM api_keys ORDER BY created_at"
+        )
+        return [
+            {
+                "key_id": k,
+                "tenant": t,
+                "role": r,
+                "description": d,
+                "created_at": c.isoformat(),
+                "revoked_at": v.isoformat() if v else None,
+            }
+            for k, t, r, d, c, v in cur.fetchall()
+        ]
 
 
 def revoke_key(dsn: str, key_id: str) -> bool:
-    conn = psycopg2.connect(dsn, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
-            return cur.rowcount == 1
-    finally:
-        conn.close()
+    with _admin_transaction(dsn) as cur:
+        cur.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+        return cur.rowcount == 1
 
 
 def set_limits(dsn: str, tenant: str, *, rate_rps: float | None, burst: int | None) -> None:
-    conn = psycopg2.connect(dsn, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            ensure_tenant(cur, tenant, rate_rps=rate_rps, burst=burst)
-    finally:
-        conn.close()
+    with _admin_transaction(dsn) as cur:
+        ensure_tenant(cur, tenant, rate_rps=rate_rps, burst=burst)

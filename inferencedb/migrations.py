@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg2
 
 from inferencedb import pg
+from inferencedb.errors import InferenceDbError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-class MigrationError(RuntimeError):
+class MigrationError(InferenceDbError):
     """The migrations cannot be applied (bad file set, changed file, lock timeout)."""
 
 
@@ -113,9 +114,10 @@ def apply_migrations(
     timeout = max(1, int(connect_timeout_s))
     # Keepalives, but no statement timeout: a migration may legitimately run long, and a router
     # applies them on a thread of its own that never holds up serving (api/core/runtime.py).
-    lock_conn = psycopg2.connect(
-        dsn, connect_timeout=timeout, application_name="manyheads-migrations-lock", **pg.KEEPALIVES
-    )
+    with pg.driver_errors_translated():  # an unreachable server: DatabaseUnavailable
+        lock_conn = psycopg2.connect(
+            dsn, connect_timeout=timeout, application_name="manyheads-migrations-lock", **pg.KEEPALIVES
+        )
     try:
         lock_conn.autocommit = True
         _take_lock(lock_conn, lock_timeout_s)

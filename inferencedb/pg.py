@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import psycopg2
 
+from inferencedb.errors import DatabaseUnavailable, InferenceDbError
+
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 
 
@@ -71,3 +73,16 @@ def _cut(conn) -> None:
             sock.shutdown(socket.SHUT_RDWR)  # acts on the connection, not only on our duplicate
         finally:
             sock.close()
+
+
+@contextlib.contextmanager
+def driver_errors_translated() -> Iterator[None]:
+    """Turn the driver's exceptions into this package's: a failure to reach the server becomes
+    DatabaseUnavailable, any other (a constraint, a bad statement) InferenceDbError, each with
+    the server's one-line message. For the administration functions the CLIs call."""
+    try:
+        yield
+    except psycopg2.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from None
+    except psycopg2.Error as exc:
+        raise InferenceDbError(str(exc).strip() or type(exc).__name__) from None

@@ -1,63 +1,87 @@
-"""Router settings from environment variables (`python -m api settings` lists them)."""
+"""The router's settings: one typed pydantic-settings class read from API_<FIELD> variables (and
+a few shared names such as DATABASE_URL), each field documented where it is declared
+(`python -m api settings` lists them)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from embedder.settings import from_env, setting
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "API_"
 
 
-@dataclasses.dataclass(frozen=True)
-class RouterSettings:
-    host: str = setting("127.0.0.1", "address gunicorn binds to", env="API_HOST")
-    port: int = setting(8000, "HTTP port", env="API_PORT")
-    workers: int = setting(2, "gunicorn worker processes (about one per core)", env="API_WORKERS")
-    threads: int = setting(
-        8, "threads per worker (gthread): requests wait on the embedder concurrently", env="API_THREADS"
+class RouterSettings(BaseSettings):
+    """Keyword arguments win over the environment, which wins over the defaults. Read once per
+    process, by `router_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True)
+
+    host: str = Field("127.0.0.1", description="address gunicorn binds to")
+    port: int = Field(8000, description="HTTP port")
+    workers: int = Field(2, description="gunicorn worker processes (about one per core)")
+    threads: int = Field(8, description="threads per worker (gthread): requests wait on the embedder concurrently")
+    embedder_address: str = Field(
+        "127.0.0.1:50051", validation_alias="EMBEDDER_ADDRESS", description="gRPC address of the embedding service"
     )
-    embedder_address: str = setting("127.0.0.1:50051", "gRPC address of the embedding service", env="EMBEDDER_ADDRESS")
-    embed_timeout_s: float = setting(2.0, "deadline of one embedding call; past it the request gets 503")
-    embedding_cache_size: int = setting(
+    embed_timeout_s: float = Field(2.0, description="deadline of one embedding call; past it the request gets 503")
+    embedding_cache_size: int = Field(
         10_000,
-        "embeddings each worker keeps of the phrases it saw most recently (0: none); at most 4 x dim + 512 "
-        "bytes each whatever the text's length (2 KB at dim 384)",
+        description="embeddings each worker keeps of the phrases it saw most recently (0: none); at most "
+        "4 x dim + 512 bytes each whatever the text's length (2 KB at dim 384)",
     )
-    share_embedding_cache: bool = setting(
+    share_embedding_cache: bool = Field(
         False,
-        "share the phrase caches (this worker's and the embedder's) between tenants: texts common to "
-        "tenants are embedded once, but a tenant can then tell from cache_hit or the embedding time "
+        description="share the phrase caches (this worker's and the embedder's) between tenants: texts common "
+        "to tenants are embedded once, but a tenant can then tell from cache_hit or the embedding time "
         "whether another tenant recently sent a text; false keeps one cache namespace per tenant",
     )
-    database_url: str = setting(
-        "", "PostgreSQL DSN of the inference database; empty uses libpq's PG* variables", env="DATABASE_URL"
+    database_url: str = Field(
+        "",
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL DSN of the inference database; empty uses libpq's PG* variables",
     )
-    db_timeout_s: float = setting(
+    db_timeout_s: float = Field(
         5.0,
-        "longest a feedback, report or monitoring query may take, even on a database that never answers (503 past it)",
+        description="longest a feedback, report or monitoring query may take, even on a database that never "
+        "answers (503 past it)",
     )
-    model_store: str = setting("var/models", "folder of trained heads (heads/registry.py)", env="MODEL_STORE")
-    spool_dir: str = setting("var/spool", "where prediction rows wait while PostgreSQL is unreachable")
-    reload_interval_s: float = setting(1.0, "how often workers look for a changed serving version")
-    max_texts: int = setting(64, "most texts in one predict request (413 beyond)")
-    max_text_chars: int = setting(10_000, "longest text accepted, in characters (413 beyond)")
-    max_body_bytes: int = setting(1_048_576, "largest request body, checked before parsing (413 beyond)")
-    default_top_k: int = setting(3, "labels returned per text when the request does not say")
-    max_top_k: int = setting(20, "largest top_k a request may ask for")
-    probability_decimals: int = setting(4, "decimals of every probability in responses")
-    auth: bool = setting(True, "require an API key (Authorization: Bearer); false only for local experiments")
-    tenant_rate_rps: float = setting(500.0, "default requests per second per tenant (tenants.rate_rps overrides)")
-    tenant_burst: int = setting(1000, "default burst per tenant (tenants.burst overrides)")
-    log_queue_size: int = setting(
-        10_000, "prediction rows queued in memory per worker for PostgreSQL; beyond, rows wait in the journal"
+    model_store: str = Field(
+        "var/models", validation_alias="MODEL_STORE", description="folder of trained heads (heads/registry.py)"
     )
-    log_queue_bytes: int = setting(
-        32 << 20, "bytes of prediction rows queued in memory per worker; beyond, rows wait in the journal"
+    spool_dir: str = Field("var/spool", description="where prediction rows wait while PostgreSQL is unreachable")
+    reload_interval_s: float = Field(1.0, description="how often workers look for a changed serving version")
+    max_texts: int = Field(64, description="most texts in one predict request (413 beyond)")
+    max_text_chars: int = Field(10_000, description="longest text accepted, in characters (413 beyond)")
+    max_body_bytes: int = Field(1_048_576, description="largest request body, checked before parsing (413 beyond)")
+    default_top_k: int = Field(3, description="labels returned per text when the request does not say")
+    max_top_k: int = Field(20, description="largest top_k a request may ask for")
+    probability_decimals: int = Field(4, description="decimals of every probability in responses")
+    auth: bool = Field(True, description="require an API key (Authorization: Bearer); false only for local experiments")
+    tenant_rate_rps: float = Field(
+        500.0, description="default requests per second per tenant (tenants.rate_rps overrides)"
     )
-    log_batch_size: int = setting(500, "rows per INSERT of the inference log")
+    tenant_burst: int = Field(1000, description="default burst per tenant (tenants.burst overrides)")
+    log_queue_size: int = Field(
+        10_000,
+        description="prediction rows queued in memory per worker for PostgreSQL; beyond, rows wait in the journal",
+    )
+    log_queue_bytes: int = Field(
+        32 << 20,
+        description="bytes of prediction rows queued in memory per worker; beyond, rows wait in the journal",
+    )
+    log_batch_size: int = Field(500, description="rows per INSERT of the inference log")
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return init_settings, env_settings  # no .env or secret files
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterSettings:
         checks = {
             "port": 0 <= self.port <= 65535,
             "workers": self.workers >= 1,
@@ -79,8 +103,46 @@ class RouterSettings:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("invalid router settings: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+            raise ValueError(
+                "invalid router settings: " + ", ".join(f"{variable(n)}={getattr(self, n)!r}" for n in bad)
+            )
+        return self
+
+
+def variable(name: str) -> str:
+    """The environment variable of the field `name`: its alias, else API_<NAME>."""
+    return RouterSettings.model_fields[name].validation_alias or PREFIX + name.upper()
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(variable, default, description) for every field."""
+    return [(variable(name), f.default, f.description or "") for name, f in RouterSettings.model_fields.items()]
 
 
 def router_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> RouterSettings:
-    return from_env(RouterSettings, "API_", environ, **overrides)
+    """The settings from keyword arguments, then `environ` (default: os.environ), then defaults.
+    A bad value raises a one-line ValueError naming its variable."""
+    if environ is not None:  # every field given, so that os.environ is not read
+        fields = RouterSettings.model_fields
+        overrides = {name: environ.get(variable(name), f.default) for name, f in fields.items()} | overrides
+    try:
+        return RouterSettings(**overrides)
+    except ValidationError as exc:
+        raise ValueError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    """`API_PORT='http' is not a valid int`: one line for the command line and logs."""
+    by_key = {key: name for name in RouterSettings.model_fields for key in (name, variable(name))}
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = error["loc"][0] if error["loc"] else None
+        name = by_key.get(key)
+        if key is None:  # from _check, whose message names the variables
+            problems.append(str(error["ctx"]["error"]))
+        elif name is None:
+            problems.append(f"unknown setting {key!r}")
+        else:
+            kind = RouterSettings.model_fields[name].annotation.__name__
+            problems.append(f"{variable(name)}={error['input']!r} is not a valid {kind}")
+    return "; ".join(problems)

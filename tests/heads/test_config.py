@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from heads.config import HeadConfig, config_to_dict, load_config, parse_config
+from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict, load_config, parse_config
 from heads.errors import ConfigError
 
 
@@ -15,6 +17,25 @@ def test_defaults_and_round_trip():
 def test_sql_source_is_a_mapping():
     config = parse_config({"name": "x", "data": {"train": {"query": "SELECT text, label FROM t"}}})
     assert config.data.train.query == "SELECT text, label FROM t"
+
+
+def test_sources_are_told_apart_by_their_keys():
+    train = ["t.csv", {"query": "SELECT 1"}, {"model": "intents", "since": "2024-01-01"}]
+    config = parse_config({"name": "x", "data": {"train": train, "validation": {"query": "SELECT 2"}}})
+    file, sql, feedback = config.data.train
+    assert file == "t.csv" and isinstance(sql, SqlSource) and isinstance(feedback, FeedbackSource)
+    assert feedback.tenant is None  # the tenant the model is trained for, resolved by the pipeline
+    assert config_to_dict(config)["data"]["train"][2]["tenant"] is None
+    assert parse_config(config_to_dict(config)) == config
+
+
+def test_learning_rate_defaults_to_the_model_type_and_replace_revalidates():
+    config = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "ngram"}})
+    assert config.training.learning_rate == 0.01
+    seeded = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=7))
+    assert (seeded.training.seed, seeded.training.learning_rate) == (7, 0.01)
+    with pytest.raises(ValueError, match="epochs"):
+        dataclasses.replace(config.training, epochs="many")
 
 
 @pytest.mark.parametrize(
@@ -40,6 +61,21 @@ def test_sql_source_is_a_mapping():
         ),
         ({"name": "x", "data": {"train": "t.csv"}, "model": {"dropout": 1.5}}, "model.dropout must be in [0, 1)"),
         ({"name": "x", "data": {"train": 5}}, "data.train: expected one of"),
+        ({"name": "x", "data": {"train": ["t.csv", 5]}}, "data.train[1]: expected one of"),
+        ({"name": "x", "data": {"train": {"model": "m", "tenant": 3}}}, "data.train.tenant: expected a string"),
+        (
+            {"name": "x", "data": {"train": ["t.csv", {"qurey": "SELECT 1"}]}},
+            "unknown key(s) data.train[1].qurey; allowed: data.train[1].query",
+        ),
+        ({"name": "x", "data": {"train": "t.csv", "test": {"model": "m"}}}, "data.test: expected one of"),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"ngram_range": [1]}},
+            "model.ngram_range: expected 2 values",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"ngram_buckets": 512}},
+            "model.ngram_buckets does not apply to model.type 'mlp'",
+        ),
         ({"data": {"train": "t.csv"}}, "missing required key name"),
         ({"name": "x"}, "missing required key data"),
     ],
