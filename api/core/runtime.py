@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.core import metrics
-from api.core.embedding_cache import LocalEmbeddingCache
+from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.monitoring import DriftMonitor, MonitoringLoop
 from api.core.predictor import Predictor
 from api.core.rate_limit import TenantRateLimiter
+from api.core.requests import Limits
 from api.core.settings import RouterSettings
 from api.core.tenant_heads import TenantHeads
-from api.web.validation import Limits
 from embedder.client import EmbedderClient
 from inferencedb.centroids import CentroidAccumulator
 from inferencedb.database import Database
@@ -107,7 +107,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         decimals=settings.probability_decimals,
         on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
         on_embeddings=centroids.add,
-        embedding_cache=LocalEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
+        embedding_cache=RouterEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
         share_embedding_cache=settings.share_embedding_cache,
     )
     drift = DriftMonitor(database, heads)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.core.runtime import Runtime, build_runtime
 from api.core.settings import RouterSettings, router_settings
 from api.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, from_database_error
-from api.web import auth, routes_models, routes_ops, routes_predict
+from api.web import auth, routes_models, routes_ops, routes_predict, schemas
 from api.web.responses import error_response
 from api.web.validation import check_request_id
 from inferencedb.errors import InferenceDbError
@@ -32,6 +32,9 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
     app = Flask("api")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes  # checked before the body is read
     app.extensions["manyheads"] = runtime
+    # The predict body's validator is built now, not on the first request: its text pattern comes
+    # from a scan of every Unicode code point (most of a second, once per process).
+    schemas.predict_request_model(runtime.limits)
 
     @app.before_request
     def begin() -> None:

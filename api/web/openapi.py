@@ -1,75 +1,75 @@
-"""The OpenAPI 3 description of the router, built from the running settings and from the rules the
-code enforces (validation patterns, rate-limit costs), so what it states is what is enforced.
-tests/api/test_app.py checks real responses against it; tests/api/test_fuzz_contract.py fuzzes a
-real router with it."""
+"""The OpenAPI 3.1 description of the router, built from the running settings and from the rules the
+code enforces, so what it states is what is enforced: the bodies' schemas are generated from the
+models that validate them (api/web/schemas.py), the rate-limit costs come from api/core/rate_limit.py.
+Paths, parameters and response descriptions are data here. tests/api/test_app.py checks real
+responses against it; tests/api/test_fuzz_contract.py fuzzes a real router with it."""
 
 from __future__ import annotations
 
+import copy
+import functools
+
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
 from api.core.rate_limit import FEEDBACK_COST, PREDICT_COST, REPORT_COST_PER_DAY
 from api.core.settings import RouterSettings
-from api.web.validation import MAX_REASON_CHARS, REQUEST_ID, SERVING_REQUIRED, not_blank_pattern
-from heads.names import TENANT_NAME, VERSION_NAME
-from heads.serving_state import CANDIDATE_KEYS
+from api.web import schemas
+from api.web.validation import REQUEST_ID
+from heads.names import TENANT_NAME
 from inferencedb.monitoring_report import MAX_WINDOW
+
+REF = "#/components/schemas/{model}"
+# The bodies the paths name; the models they nest (Prediction, ErrorDetail, ...) come along.
+REQUESTS = (schemas.FeedbackRequest, schemas.ServingChange)  # and the predict request, built per Limits
+RESPONSES = (
+    schemas.PredictResponse,
+    schemas.FeedbackResponse,
+    schemas.ModelList,
+    schemas.ModelSummary,
+    schemas.Report,
+    schemas.ServingState,
+    schemas.Health,
+    schemas.Readiness,
+    schemas.Error,
+)
 
 
 def _error(description: str) -> dict:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    return _ok(description, "Error")
 
 
 def _ok(description: str, schema: str) -> dict:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}},
     }
+
+
+class _ContractSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema without the titles it makes of field names ("Top K"): the names say it."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+
+def _schemas(settings: RouterSettings) -> dict:
+    limits = schemas.Limits(settings.max_texts, settings.max_text_chars, settings.max_top_k, settings.default_top_k)
+    return copy.deepcopy(_generated_schemas(limits))  # the cached one stays as generated
+
+
+@functools.cache
+def _generated_schemas(limits: schemas.Limits) -> dict:
+    models = (schemas.predict_request_model(limits), *REQUESTS, *RESPONSES)
+    _, generated = models_json_schema(
+        [(model, "validation") for model in models], ref_template=REF, schema_generator=_ContractSchema
+    )
+    return generated["$defs"]
 
 
 def openapi_document(settings: RouterSettings) -> dict:
-    text = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": settings.max_text_chars,
-        "pattern": not_blank_pattern(),
-        "description": "Not empty, and not only whitespace, control and format characters.",
-    }
     instant = {
         "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
         "examples": ["2026-11-01", "2026-11-01T12:00:00Z"],
-    }
-    labelled = {
-        "type": "object",
-        "required": ["label", "probability"],
-        "additionalProperties": False,
-        "properties": {"label": {"type": "string"}, "probability": {"type": "number", "minimum": 0, "maximum": 1}},
-    }
-    model_summary = {
-        "type": "object",
-        "required": ["name", "version", "labels", "decision", "embedder", "metrics"],
-        "properties": {
-            "name": {"type": "string"},
-            "version": {"type": "string"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "decision": {
-                "type": "object",
-                "properties": {"threshold": {"type": "number"}, "reject_label": {"type": ["string", "null"]}},
-            },
-            "embedder": {
-                "type": ["object", "null"],
-                "description": "The embedder the serving version was trained with; null for a head that needs none (ngram).",
-                "properties": {"model_id": {"type": "string"}, "dim": {"type": "integer"}},
-            },
-            "metrics": {"type": "object", "description": "Evaluation of this version at training time."},
-            "serving": {"type": "object", "description": "The serving state: primary, shadows, candidate, fallback."},
-            "created_at": {"type": ["string", "null"]},
-            "versions": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "All versions (GET /v1/models/{model} only).",
-            },
-        },
     }
     document = {
         "openapi": "3.1.0",
@@ -106,7 +106,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="PredictRequest")}}},
                     },
                     "responses": {
                         "200": {
@@ -150,12 +150,12 @@ def openapi_document(settings: RouterSettings) -> dict:
                             "name": "request_id",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                            "schema": {"type": "string", "pattern": REQUEST_ID.pattern},
                         },
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="FeedbackRequest")}}},
                     },
                     "description": f"Counts as {FEEDBACK_COST:g} requests of the tenant's rate limit "
                     "(a lookup of the prediction and an upsert).",
@@ -230,7 +230,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServingChange"}}},
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="ServingChange")}}},
                     },
                     "responses": {
                         "200": _ok("The new serving state.", "ServingState"),
@@ -290,242 +290,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "description": "An API key, `mh_<key_id>_<secret>`, from `python -m api keys create`.",
                 }
             },
-            "schemas": {
-                "PredictRequest": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "text": text,
-                        "texts": {"type": "array", "items": text, "minItems": 1, "maxItems": settings.max_texts},
-                        "top_k": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": settings.max_top_k,
-                            "default": settings.default_top_k,
-                        },
-                    },
-                    "oneOf": [{"required": ["text"]}, {"required": ["texts"]}],
-                },
-                "Prediction": {
-                    "type": "object",
-                    "required": ["label", "probability", "rejected", "top_k", "cache_hit"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "label": {
-                            "type": "string",
-                            "description": "The answer: the top label, or the reject label when rejected.",
-                        },
-                        "probability": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": 1,
-                            "description": "Probability of the top label.",
-                        },
-                        "rejected": {
-                            "type": "boolean",
-                            "description": "True when the top probability is under the head's threshold.",
-                        },
-                        "top_k": {"type": "array", "items": labelled},
-                        "cache_hit": {
-                            "type": "boolean",
-                            "description": "The embedding came from a cache (the router worker's or the embedder's) "
-                            "filled by this tenant's own requests, unless the operator shares caches between tenants "
-                            "(API_SHARE_EMBEDDING_CACHE).",
-                        },
-                    },
-                },
-                "PredictResponse": {
-                    "type": "object",
-                    "required": ["model", "version", "request_id", "variant", "fallback", "predictions", "timings_ms"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "model": {"type": "string"},
-                        "version": {"type": "string", "description": "The version that answered."},
-                        "request_id": {"type": "string"},
-                        "variant": {
-                            "enum": ["primary", "candidate", "fallback"],
-                            "description": "Which serving role answered: the primary, the A/B candidate, or the fallback.",
-                        },
-                        "fallback": {
-                            "type": "boolean",
-                            "description": "True when the fallback answered because the primary could not.",
-                        },
-                        "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
-                        "timings_ms": {
-                            "type": "object",
-                            "required": ["embedding", "head", "total"],
-                            "properties": {
-                                "embedding": {"type": "number"},
-                                "head": {"type": "number"},
-                                "total": {"type": "number"},
-                            },
-                        },
-                    },
-                },
-                "ModelSummary": model_summary,
-                "Report": {
-                    "type": "object",
-                    "required": ["model", "since", "until", "versions", "shadow_agreement"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "tenant": {"type": "string"},
-                        "since": {"type": "string", "format": "date-time"},
-                        "until": {"type": "string", "format": "date-time"},
-                        "versions": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": [
-                                    "version",
-                                    "role",
-                                    "volume",
-                                    "errors",
-                                    "label_distribution",
-                                    "confidence_histogram",
-                                    "drift",
-                                ],
-                                "properties": {
-                                    "version": {"type": "string"},
-                                    "role": {"enum": ["primary", "candidate", "fallback", "shadow"]},
-                                    "volume": {"type": "integer"},
-                                    "errors": {"type": "integer"},
-                                    "label_distribution": {
-                                        "type": "object",
-                                        "additionalProperties": {"type": "integer"},
-                                    },
-                                    "confidence_histogram": {
-                                        "type": "array",
-                                        "items": {"type": "integer"},
-                                        "minItems": 10,
-                                        "maxItems": 10,
-                                    },
-                                    "low_confidence_rate": {"type": ["number", "null"]},
-                                    "rejected_rate": {"type": ["number", "null"]},
-                                    "feedback": {"type": "object"},
-                                    "drift": {
-                                        "type": "object",
-                                        "properties": {
-                                            "label_psi": {"type": ["number", "null"]},
-                                            "confidence_psi": {"type": ["number", "null"]},
-                                            "centroid_cosine_distance": {"type": ["number", "null"]},
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                        "shadow_agreement": {"type": "array", "items": {"type": "object"}},
-                    },
-                },
-                "ServingChange": {
-                    "type": "object",
-                    "required": ["action"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "action": {"enum": list(SERVING_REQUIRED)},
-                        "version": {"type": "string", "pattern": VERSION_NAME.pattern},
-                        "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-                        "percent": {"type": "number", "minimum": 0, "maximum": 100},
-                        "key": {"enum": list(CANDIDATE_KEYS)},
-                        "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
-                    },
-                    "oneOf": [
-                        {"properties": {"action": {"const": action}}, "required": ["action", *needs]}
-                        for action, needs in SERVING_REQUIRED.items()
-                    ],
-                },
-                "ServingState": {
-                    "type": "object",
-                    "required": ["model", "primary", "shadows", "candidate", "fallback"],
-                    "properties": {
-                        "model": {"type": "string"},
-                        "primary": {"type": "string"},
-                        "shadows": {"type": "array", "items": {"type": "object"}},
-                        "candidate": {"type": ["object", "null"]},
-                        "fallback": {"type": ["string", "null"]},
-                        "updated_at": {"type": "string"},
-                        "reason": {"type": "string"},
-                        "history": {"type": "array", "items": {"type": "object"}},
-                    },
-                },
-                "FeedbackRequest": {
-                    "type": "object",
-                    "required": ["label"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "label": {"type": "string", "minLength": 1},
-                        "item_index": {"type": "integer", "minimum": 0, "default": 0},
-                    },
-                },
-                "FeedbackResponse": {
-                    "type": "object",
-                    "required": ["request_id", "item_index", "model", "version", "label"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "request_id": {"type": "string"},
-                        "item_index": {"type": "integer"},
-                        "model": {"type": "string"},
-                        "version": {"type": "string"},
-                        "label": {"type": "string"},
-                    },
-                },
-                "ModelList": {
-                    "type": "object",
-                    "required": ["models", "errors"],
-                    "properties": {
-                        "models": {"type": "array", "items": {"$ref": "#/components/schemas/ModelSummary"}},
-                        "errors": {"type": "object", "additionalProperties": {"type": "string"}},
-                    },
-                },
-                "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
-                "Readiness": {
-                    "type": "object",
-                    "required": ["status", "embedder", "models"],
-                    "properties": {
-                        "status": {"enum": ["ready", "not ready"]},
-                        "reason": {"type": "string"},
-                        "embedder": {"type": "object"},
-                        "models": {"type": "integer"},
-                        "servable_models": {"type": "integer"},
-                        "embedder_mismatch": {"type": "integer"},
-                        "load_errors": {"type": "integer"},
-                        "failed_models": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["tenant", "model", "reason", "serving"],
-                                "properties": {
-                                    "tenant": {"type": "string"},
-                                    "model": {"type": "string"},
-                                    "reason": {"type": "string"},
-                                    "serving": {
-                                        "type": ["string", "null"],
-                                        "description": "The version still answering from before the failure, or null.",
-                                    },
-                                },
-                            },
-                            "description": "Only when the request carries an operator key (optional on this "
-                            "endpoint): the models that do not load, and why. A bad model never makes the router unready.",
-                        },
-                    },
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message", "request_id"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                                "request_id": {"type": ["string", "null"]},
-                            },
-                        }
-                    },
-                },
-            },
+            "schemas": _schemas(settings),
         },
     }
     for path, operations in document["paths"].items():

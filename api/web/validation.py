@@ -1,24 +1,42 @@
 """Validation of request data: plain data in, checked values or an ApiError out.
 
-Predict bodies, {"text": "..."} or {"texts": ["...", ...]}, optionally "top_k": 1..max_top_k;
-operator serving changes; integers as the contract (JSON Schema) counts them; the X-Request-ID
-and X-Request-Timeout-Ms headers. The contract (api/web/openapi.py) takes its patterns and tables
-from here, so that it states what is enforced.
+Bodies are checked by their models in api/web/schemas.py, the same models that write the
+contract (api/web/openapi.py), so it states what is enforced; here pydantic's errors become one
+ApiError with a message that names the field. Also: integers as the contract (JSON Schema) counts
+them, and the X-Request-ID and X-Request-Timeout-Ms headers.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 from dataclasses import dataclass
 
-from api.errors import InvalidRequest, PayloadTooLarge
-from embedder.normalize import is_blank
-from heads.names import VERSION_NAME
-from heads.serving_state import CANDIDATE_KEYS
+from pydantic import MISSING, BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
-ALLOWED_FIELDS = ("text", "texts", "top_k")
+from api.core.requests import Limits, PredictRequest
+from api.errors import ApiError, InvalidRequest, PayloadTooLarge
+from api.web import schemas
+from api.web.schemas import MAX_REASON_CHARS, FeedbackRequest, not_blank_pattern
+from heads.names import VERSION_NAME
+
+# What callers import from here (Limits, FeedbackRequest and not_blank_pattern live in schemas).
+__all__ = [
+    "FeedbackRequest",
+    "Limits",
+    "PredictRequest",
+    "ServingChange",
+    "check_request_id",
+    "integer",
+    "json_type",
+    "not_blank_pattern",
+    "parse_feedback",
+    "parse_predict",
+    "parse_serving_change",
+    "request_timeout_s",
+]
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TIMEOUT_MS = re.compile(r"^[0-9]{1,5}$")  # ASCII digits only: str.isdigit() also admits "²"
 MAX_TIMEOUT_MS = 60_000
@@ -31,69 +49,52 @@ _JSON_TYPES = {
     list: "array",
     dict: "object",
 }
+_INTEGER = TypeAdapter(schemas.JsonInteger)
 
 
 @dataclass(frozen=True)
-class Limits:
-    max_texts: int
-    max_text_chars: int
-    max_top_k: int
-    default_top_k: int
+class ServingChange:
+    action: str
+    options: dict  # version, fraction, percent, key: the keyword arguments of heads.serving_state.operation
+    reason: str | None
 
 
-@dataclass(frozen=True)
-class PredictRequest:
-    texts: list[str]
-    top_k: int
+def parse_predict(body: object, limits: Limits) -> PredictRequest:
+    model = schemas.predict_request_model(limits)  # built once per Limits
+    try:
+        parsed = model.model_validate(body)
+    except ValidationError as exc:
+        raise _refusal(exc, model) from None
+    return PredictRequest([parsed.text] if parsed.texts is MISSING else parsed.texts, parsed.top_k)
+
+
+def parse_feedback(body: object) -> FeedbackRequest:
+    try:
+        return FeedbackRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _refusal(exc, FeedbackRequest) from None
+
+
+def parse_serving_change(body: object) -> ServingChange:
+    try:
+        parsed = schemas.ServingChange.model_validate(body)
+    except ValidationError as exc:
+        raise _refusal(exc, schemas.ServingChange) from None
+    options = parsed.model_dump(include={"version", "fraction", "percent", "key"})  # MISSING ones are left out
+    return ServingChange(parsed.action, options, None if parsed.reason is MISSING else parsed.reason)
 
 
 def integer(value: object, field: str) -> int:
     """An integer as JSON Schema counts them: 2 and 2.0 are integers, 2.5 and true are not."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise InvalidRequest(f"{field} must be an integer, got {json_type(value)}")
+    try:
+        return _INTEGER.validate_python(value)
+    except ValidationError:
+        raise InvalidRequest(f"{field} must be an integer, got {json_type(value)}") from None
 
 
 def json_type(value: object) -> str:
     """The JSON name of a parsed value's type, for messages."""
     return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _check_text(value: object, field: str, limits: Limits) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{field} must be a string, got {json_type(value)}")
-    if len(value) > limits.max_text_chars:
-        raise PayloadTooLarge(f"{field} has {len(value)} characters; the limit is {limits.max_text_chars}")
-    if is_blank(value):
-        raise InvalidRequest(f"{field} is empty or whitespace-only")
-    return value
-
-
-def parse_predict(body: object, limits: Limits) -> PredictRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {json_type(body)}")
-    extra = sorted(set(body) - set(ALLOWED_FIELDS))
-    if extra:
-        raise InvalidRequest(f"unknown field(s) {', '.join(extra)}; allowed: {', '.join(ALLOWED_FIELDS)}")
-    if ("text" in body) == ("texts" in body):
-        raise InvalidRequest("give exactly one of the fields text or texts")
-    if "text" in body:
-        texts = [_check_text(body["text"], "text", limits)]
-    else:
-        items = body["texts"]
-        if not isinstance(items, list):
-            raise InvalidRequest(f"texts must be an array of strings, got {json_type(items)}")
-        if not items:
-            raise InvalidRequest("texts must not be empty")
-        if len(items) > limits.max_texts:
-            raise PayloadTooLarge(f"too many texts: {len(items)}; the limit is {limits.max_texts} per request")
-        texts = [_check_text(item, f"texts[{i}]", limits) for i, item in enumerate(items)]
-    top_k = integer(body.get("top_k", limits.default_top_k), "top_k")
-    if not 1 <= top_k <= limits.max_top_k:
-        raise InvalidRequest(f"top_k must be between 1 and {limits.max_top_k}, got {top_k}")
-    return PredictRequest(texts, top_k)
 
 
 def check_request_id(value: str | None) -> str | None:
@@ -114,108 +115,85 @@ def request_timeout_s(value: str | None) -> float | None:
     return int(value) / 1000
 
 
-@functools.cache
-def not_blank_pattern() -> str:
-    """A regular expression that finds a character `is_blank` does not skip: the contract's
-    pattern for a text, derived from the very rule that refuses blank texts (computed once).
-    BMP characters are written as \\uXXXX, which Python, Rust and ECMAScript regexes all read;
-    the few beyond it stand as themselves."""
-    ranges: list[list[int]] = []
-    for code in range(sys.maxunicode + 1):
-        if is_blank(chr(code)):
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1][1] = code
-            else:
-                ranges.append([code, code])
-    spans = (_regex_char(a) if a == b else f"{_regex_char(a)}-{_regex_char(b)}" for a, b in ranges)
-    return f"[^{''.join(spans)}]"
-
-
-def _regex_char(code: int) -> str:
-    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
-
-
-# POST /v1/models/<model>/serving: the fields each action needs (the contract's oneOf is built
-# from this table); fraction, percent, key and reason are optional where they apply.
-SERVING_REQUIRED = {
-    "promote": ("version",),
-    "shadow": ("version",),
-    "unshadow": ("version",),
-    "ab": ("version", "percent"),
-    "ab_off": (),
-    "fallback": ("version",),
-    "fallback_off": (),
-    "rollback": (),
+# From pydantic's errors to one ApiError. Unknown fields are named first, all at once; otherwise
+# the first error speaks, in these words. Text fields say more: a text over its limit, or too
+# many texts, is a 413, and a text with nothing to classify is "empty or whitespace-only".
+_TEXT_FIELDS = ("text", "texts")
+_TYPES = {
+    "model_type": "a JSON object",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "list_type": "an array",
 }
-SERVING_FIELDS = ("action", "version", "fraction", "percent", "key", "reason")
-MAX_REASON_CHARS = 500
+_RANGES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+# Fields whose every refusal, of type or of value, reads as one rule.
+_RULES = {
+    "version": f"a version name ({VERSION_NAME.pattern})",
+    "reason": f"a string of at most {MAX_REASON_CHARS} characters",
+    "label": "a non-empty string",
+}
 
 
-@dataclass(frozen=True)
-class ServingChange:
-    action: str
-    options: dict  # version, fraction, percent, key: the keyword arguments of heads.serving_state.operation
-    reason: str | None
+def _refusal(exc: ValidationError, model: type[BaseModel]) -> ApiError:
+    errors = exc.errors(include_url=False)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        return InvalidRequest(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(model.model_fields)}")
+    return _explain(errors[0], model)
 
 
-def parse_serving_change(body: object) -> ServingChange:
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {json_type(body)}")
-    extra = sorted(set(body) - set(SERVING_FIELDS))
-    if extra:
-        raise InvalidRequest(f"unknown field(s) {', '.join(extra)}; allowed: {', '.join(SERVING_FIELDS)}")
-    action = body.get("action")
-    if not isinstance(action, str) or action not in SERVING_REQUIRED:
-        raise InvalidRequest(f"action must be one of {', '.join(SERVING_REQUIRED)}, got {action!r}")
-    missing = [name for name in SERVING_REQUIRED[action] if name not in body]
-    if missing:
-        raise InvalidRequest(f"{action} needs the field(s) {', '.join(missing)}")
-    options = {}
-    if "version" in body:
-        version = body["version"]
-        if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
-            raise InvalidRequest(f"version must be a version name ({VERSION_NAME.pattern}), got {version!r}"[:300])
-        options["version"] = version
-    if "fraction" in body:
-        options["fraction"] = _number(body["fraction"], "fraction", 0, 1, low_open=True)
-    if "percent" in body:
-        options["percent"] = _number(body["percent"], "percent", 0, 100)
-    if "key" in body:
-        if not isinstance(body["key"], str) or body["key"] not in CANDIDATE_KEYS:
-            raise InvalidRequest(f"key must be one of {', '.join(CANDIDATE_KEYS)}")
-        options["key"] = body["key"]
-    reason = body.get("reason")
-    if "reason" in body and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
-        raise InvalidRequest(f"reason must be a string of at most {MAX_REASON_CHARS} characters")
-    return ServingChange(action, options, reason)
+def _explain(error: ErrorDetails, model: type[BaseModel]) -> ApiError:
+    kind, loc, value, context = error["type"], error["loc"], error["input"], error.get("ctx", {})
+    if not loc:  # the body as a whole, or a rule across fields (the model's own words)
+        return InvalidRequest(
+            f"the body must be a JSON object, got {json_type(value)}" if kind in _TYPES else error["msg"]
+        )
+    name, info = str(loc[0]), model.model_fields[str(loc[0])]
+    field = name + "".join(f"[{index}]" for index in loc[1:])
+    if kind == "missing":
+        return InvalidRequest(f"the field {field} is required")
+    if name in _TEXT_FIELDS:
+        if kind == "string_too_long":
+            return PayloadTooLarge(f"{field} has {len(value)} characters; the limit is {context['max_length']}")
+        if kind == "too_long":
+            return PayloadTooLarge(f"too many texts: {len(value)}; the limit is {context['max_length']} per request")
+        if kind in ("string_too_short", "string_pattern_mismatch"):
+            return InvalidRequest(f"{field} is empty or whitespace-only")
+    if name in _RULES:
+        return InvalidRequest(f"{field} must be {_RULES[name]}, got {_shown(value)}")
+    if kind in _TYPES:
+        return InvalidRequest(f"{field} must be {_TYPES[kind]}, got {json_type(value)}")
+    if kind in _RANGES:
+        return InvalidRequest(f"{field} must be {_range(info)}, got {_shown(value)}")
+    if kind == "literal_error":
+        return InvalidRequest(f"{field} must be one of {context['expected']}, got {_shown(value)}")
+    if kind == "too_short":
+        return InvalidRequest(f"{field} must not be empty")
+    return InvalidRequest(f"{field}: {error['msg']}")
 
 
-def _number(value: object, field: str, low: float, high: float, *, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidRequest(f"{field} must be a number, got {json_type(value)}")
-    if not (low < value if low_open else low <= value) or not value <= high:
-        raise InvalidRequest(f"{field} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
-    return float(value)
+def _shown(value: object) -> str:
+    """A refused value in a message: strings and numbers themselves (shortened), else their type."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else f"{value[:60]}...")
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**20 else f"{str(value)[:20]}..."
+    return json_type(value)
 
 
-@dataclass(frozen=True)
-class FeedbackRequest:
-    label: str
-    item_index: int
-
-
-def parse_feedback(body: object) -> FeedbackRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"the body must be a JSON object, got {json_type(body)}")
-    extra = sorted(set(body) - {"label", "item_index"})
-    if extra:
-        raise InvalidRequest(f"unknown field(s) {', '.join(extra)}; allowed: label, item_index")
-    if "label" not in body:
-        raise InvalidRequest("the field label is required")
-    label = body["label"]
-    if not isinstance(label, str) or not label:
-        raise InvalidRequest(f"label must be a non-empty string, got {json_type(label)}")
-    index = integer(body.get("item_index", 0), "item_index")
-    if index < 0:
-        raise InvalidRequest(f"item_index must be >= 0, got {index}")
-    return FeedbackRequest(label, index)
+def _range(info: FieldInfo) -> str:
+    """The numbers a field admits, in words, from its constraints: "between 1 and 20" (integers),
+    "in (0, 1]" (other numbers), ">= 0" (one bound)."""
+    bounds = {name: getattr(item, name) for item in info.metadata for name in _SIGNS if hasattr(item, name)}
+    if {"ge", "le"} <= bounds.keys() and info.annotation is int:
+        return f"between {bounds['ge']} and {bounds['le']}"
+    if bounds.keys() & {"ge", "gt"} and bounds.keys() & {"le", "lt"}:
+        low = f"[{bounds['ge']:g}" if "ge" in bounds else f"({bounds['gt']:g}"
+        high = f"{bounds['le']:g}]" if "le" in bounds else f"{bounds['lt']:g})"
+        return f"in {low}, {high}"
+    return " and ".join(f"{_SIGNS[name]} {value:g}" for name, value in bounds.items())

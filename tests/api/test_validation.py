@@ -10,6 +10,7 @@ from api.web.validation import (
     check_request_id,
     integer,
     not_blank_pattern,
+    parse_feedback,
     parse_predict,
     parse_serving_change,
     request_timeout_s,
@@ -128,3 +129,27 @@ def test_bad_serving_changes_name_the_field(body, message):
     with pytest.raises(InvalidRequest) as caught:
         parse_serving_change(body)
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("label", "the body must be a JSON object, got string"),
+        ({"item_index": 0}, "the field label is required"),
+        ({"label": ""}, "label must be a non-empty string"),
+        ({"label": "a", "b": 1, "a": 2}, "unknown field(s) a, b; allowed: label, item_index"),
+        ({"label": "a", "item_index": -1}, "item_index must be >= 0, got -1"),
+        ({"label": "a", "item_index": 0.5}, "item_index must be an integer, got number"),
+    ],
+)
+def test_bad_feedback_names_the_field(body, message):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_feedback(body)
+    assert message in caught.value.message
+
+
+def test_feedback_item_index_defaults_to_the_first_item():
+    assert (
+        parse_feedback({"label": "a"}).item_index,
+        parse_feedback({"label": "a", "item_index": 2.0}).item_index,
+    ) == (0, 2)

@@ -1,0 +1,318 @@
+"""The JSON bodies of the router's API, declared once as pydantic models: the request models
+validate what clients send (api/web/validation.py turns their errors into ApiErrors), and every
+model, request or response, is a schema of the OpenAPI document (api/web/openapi.py).
+
+Optional fields default to MISSING, not None: a client may leave them out but may not send null,
+and the JSON Schema says exactly that (no "null" type, no default).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    MISSING,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from api.core.requests import Limits
+from embedder.normalize import is_blank
+from heads.names import VERSION_NAME
+from heads.serving_state import CANDIDATE_KEYS
+
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema counts them: 2 and 2.0 are integers; 2.5, true and "2" are not.
+JsonInteger = Annotated[int, Strict(), BeforeValidator(_integral)]
+
+
+@functools.cache
+def not_blank_pattern() -> str:
+    """A regular expression that finds a character `is_blank` does not skip: the pattern of a
+    text, derived from the very rule that refuses blank texts, and enforced as it is stated.
+    Computed once per process (a scan of every code point, about 0.6 s). BMP characters are
+    written as \\uXXXX, which Python, Rust and ECMAScript regexes all read; the few beyond it
+    stand as themselves."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if is_blank(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    spans = (_regex_char(a) if a == b else f"{_regex_char(a)}-{_regex_char(b)}" for a, b in ranges)
+    return f"[^{''.join(spans)}]"
+
+
+def _regex_char(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+# Requests: unknown fields refused, and no coercion (strict) beyond the integral floats above.
+REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
+def _exactly_one_text_field(body: BaseModel) -> BaseModel:
+    if (body.text is MISSING) == (body.texts is MISSING):
+        raise PydanticCustomError("text_or_texts", "give exactly one of the fields text or texts")
+    return body
+
+
+@functools.cache
+def predict_request_model(limits: Limits) -> type[BaseModel]:
+    """POST /v1/models/{model}/predict: {"text": ...} or {"texts": [...]}, optionally "top_k".
+
+    One model per Limits, built once (create_model rather than a validation context): the
+    limits become constraints of the core schema, checked in pydantic-core's Rust with no Python
+    per text, and of the JSON Schema, so the contract states them. With a context they would be
+    Python validators on the hot path, invisible to the JSON Schema."""
+    text = Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=limits.max_text_chars, pattern=not_blank_pattern()),
+        Field(description="Not empty, and not only whitespace, control and format characters."),
+    ]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(
+            **REQUEST, json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]}
+        ),
+        __module__=__name__,
+        __validators__={"exactly_one_text_field": model_validator(mode="after")(_exactly_one_text_field)},
+        text=(text | MISSING, MISSING),
+        texts=(list[text] | MISSING, Field(MISSING, min_length=1, max_length=limits.max_texts)),
+        top_k=(JsonInteger, Field(limits.default_top_k, ge=1, le=limits.max_top_k)),
+    )
+
+
+class FeedbackRequest(BaseModel):
+    """The correct label of one item (item_index) of a prediction."""
+
+    model_config = REQUEST
+
+    label: str = Field(min_length=1)
+    item_index: JsonInteger = Field(0, ge=0)
+
+
+# POST /v1/models/{model}/serving: the fields each action needs (the contract's oneOf is built
+# from this table); fraction, percent, key and reason are optional where they apply.
+SERVING_REQUIRED = {
+    "promote": ("version",),
+    "shadow": ("version",),
+    "unshadow": ("version",),
+    "ab": ("version", "percent"),
+    "ab_off": (),
+    "fallback": ("version",),
+    "fallback_off": (),
+    "rollback": (),
+}
+MAX_REASON_CHARS = 500
+Action = Literal[tuple(SERVING_REQUIRED)]
+CandidateKey = Literal[CANDIDATE_KEYS]
+
+
+class ServingChange(BaseModel):
+    """Operator only: a change of what serves; each action needs the fields its oneOf branch requires."""
+
+    model_config = ConfigDict(
+        **REQUEST,
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"action": {"const": action}}, "required": ["action", *needs]}
+                for action, needs in SERVING_REQUIRED.items()
+            ]
+        },
+    )
+
+    action: Action
+    version: str | MISSING = Field(MISSING, pattern=VERSION_NAME.pattern)
+    fraction: float | MISSING = Field(MISSING, gt=0, le=1)
+    percent: float | MISSING = Field(MISSING, ge=0, le=100)
+    key: CandidateKey | MISSING = MISSING
+    reason: str | MISSING = Field(MISSING, max_length=MAX_REASON_CHARS)
+
+    @model_validator(mode="after")
+    def _has_what_the_action_needs(self) -> ServingChange:
+        missing = [name for name in SERVING_REQUIRED[self.action] if name not in self.model_fields_set]
+        if missing:
+            raise PydanticCustomError(
+                "action_needs",
+                "{action} needs the field(s) {fields}",
+                {"action": self.action, "fields": ", ".join(missing)},
+            )
+        return self
+
+
+# Responses: documentation of what the routes render (nothing validates them at run time).
+# Closed where the router answers exactly these fields; open where more may come.
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+Untyped = dict[str, Any]
+
+
+class ErrorDetail(_Closed):
+    code: str
+    message: str
+    request_id: str | None
+
+
+class Error(_Closed):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class LabelProbability(_Closed):
+    label: str
+    probability: Probability
+
+
+class Prediction(_Closed):
+    label: str = Field(description="The answer: the top label, or the reject label when rejected.")
+    probability: Probability = Field(description="Probability of the top label.")
+    rejected: bool = Field(description="True when the top probability is under the head's threshold.")
+    top_k: list[LabelProbability]
+    cache_hit: bool = Field(
+        description="The embedding came from a cache (the router worker's or the embedder's) filled by this "
+        "tenant's own requests, unless the operator shares caches between tenants (API_SHARE_EMBEDDING_CACHE)."
+    )
+
+
+class Timings(_Open):
+    embedding: float
+    head: float
+    total: float
+
+
+class PredictResponse(_Closed):
+    model: str
+    version: str = Field(description="The version that answered.")
+    request_id: str
+    variant: Literal["primary", "candidate", "fallback"] = Field(
+        description="Which serving role answered: the primary, the A/B candidate, or the fallback."
+    )
+    fallback: bool = Field(description="True when the fallback answered because the primary could not.")
+    predictions: list[Prediction]
+    timings_ms: Timings
+
+
+class FeedbackResponse(_Closed):
+    request_id: str
+    item_index: int
+    model: str
+    version: str
+    label: str
+
+
+class DecisionRule(_Open):
+    threshold: float | MISSING = MISSING
+    reject_label: str | None | MISSING = MISSING
+
+
+class EmbedderInfo(_Open):
+    model_id: str | MISSING = MISSING
+    dim: int | MISSING = MISSING
+
+
+class ModelSummary(_Open):
+    name: str
+    version: str
+    labels: list[str]
+    decision: DecisionRule
+    embedder: EmbedderInfo | None = Field(
+        description="The embedder the serving version was trained with; null for a head that needs none (ngram)."
+    )
+    metrics: Untyped = Field(description="Evaluation of this version at training time.")
+    serving: Untyped | MISSING = Field(MISSING, description="The serving state: primary, shadows, candidate, fallback.")
+    created_at: str | None | MISSING = MISSING
+    versions: list[str] | MISSING = Field(MISSING, description="All versions (GET /v1/models/{model} only).")
+
+
+class ModelList(_Open):
+    models: list[ModelSummary]
+    errors: dict[str, str]
+
+
+class Drift(_Open):
+    label_psi: float | None | MISSING = MISSING
+    confidence_psi: float | None | MISSING = MISSING
+    centroid_cosine_distance: float | None | MISSING = MISSING
+
+
+class VersionReport(_Open):
+    version: str
+    role: Literal["primary", "candidate", "fallback", "shadow"]
+    volume: int
+    errors: int
+    label_distribution: dict[str, int]
+    confidence_histogram: list[int] = Field(min_length=10, max_length=10)
+    low_confidence_rate: float | None | MISSING = MISSING
+    rejected_rate: float | None | MISSING = MISSING
+    feedback: Untyped | MISSING = MISSING
+    drift: Drift
+
+
+class Report(_Open):
+    model: str
+    tenant: str | MISSING = MISSING
+    since: datetime
+    until: datetime
+    versions: list[VersionReport]
+    shadow_agreement: list[Untyped]
+
+
+class ServingState(_Open):
+    model: str
+    primary: str
+    shadows: list[Untyped]
+    candidate: Untyped | None
+    fallback: str | None
+    updated_at: str | MISSING = MISSING
+    reason: str | MISSING = MISSING
+    history: list[Untyped] | MISSING = MISSING
+
+
+class Health(_Open):
+    status: Literal["ok"]
+
+
+class FailedModel(_Open):
+    tenant: str
+    model: str
+    reason: str
+    serving: str | None = Field(description="The version still answering from before the failure, or null.")
+
+
+class Readiness(_Open):
+    status: Literal["ready", "not ready"]
+    reason: str | MISSING = MISSING
+    embedder: Untyped
+    models: int
+    servable_models: int | MISSING = MISSING
+    embedder_mismatch: int | MISSING = MISSING
+    load_errors: int | MISSING = MISSING
+    failed_models: list[FailedModel] | MISSING = Field(
+        MISSING,
+        description="Only when the request carries an operator key (optional on this endpoint): the models that "
+        "do not load, and why. A bad model never makes the router unready.",
+    )
