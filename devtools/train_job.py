@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from heads import layout
 from heads.registry import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def train_in_subprocess(
     The child's stderr (progress bars) is appended to `log` when given."""
     command = [
         sys.executable, "-m", "heads", "train", "--config", str(config),
-        "--store", str(store.root.parent), "--tenant", store.root.name,
+        "--store", str(layout.store_root(store.root)), "--tenant", store.tenant,
         "--cache", str(cache), "--embedder", embedder_address,
     ]  # fmt: skip
     if promote:

@@ -86,6 +86,8 @@ def _list(store) -> int:
 
 
 def _show(args: argparse.Namespace, store) -> int:
+    from heads.manifest import embedder_to_dict
+
     artifact = store.load(args.model, args.version)
     manifest = artifact.manifest
     print(
@@ -95,11 +97,11 @@ def _show(args: argparse.Namespace, store) -> int:
                 "version": artifact.version,
                 "path": str(artifact.path),
                 "labels": list(artifact.labels),
-                "decision": manifest["decision"],
-                "embedder": manifest["embedder"],
-                "metrics": manifest["metrics"],
-                "data": manifest["data"],
-                "code_version": manifest["code_version"],
+                "decision": manifest.decision.to_dict(),
+                "embedder": embedder_to_dict(manifest.embedder),
+                "metrics": manifest.metrics,
+                "data": manifest.data,
+                "code_version": manifest.code_version,
             },
             indent=2,
         )
@@ -123,12 +125,8 @@ def _report(args: argparse.Namespace, store) -> int:
         report = monitoring_report_files.compute_report(
             os.environ.get("DATABASE_URL", ""), store, args.model, args.since, args.until, tenant=args.tenant
         )
-    baselines = {}
-    for entry in report["versions"]:
-        try:
-            baselines[entry["version"]] = store.load(args.model, entry["version"]).manifest.get("baseline") or {}
-        except HeadsError:
-            baselines[entry["version"]] = {}  # not in this store: charts without the training side
+    # A version not in this store has the baseline {}: charts without the training side.
+    baselines = {entry["version"]: store.baseline(args.model, entry["version"]) for entry in report["versions"]}
     page = monitoring_report_files.write_report(report, baselines, Path(args.out or f"var/reports/{args.model}"))
     print(json.dumps({"report": str(page), "versions": len(report["versions"])}))
     return 0
@@ -239,11 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default="", help="output folder (default: var/reports/MODEL)")
     args = parser.parse_args(argv)
 
-    from heads.names import check_tenant_name
     from heads.registry import ModelStore
 
     try:
-        store = ModelStore(Path(args.store) / check_tenant_name(args.tenant))
+        store = ModelStore.for_tenant(args.store, args.tenant)
     except HeadsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

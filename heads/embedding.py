@@ -82,8 +82,9 @@ def texts_key(texts: list[str], model_id: str) -> str:
     return digest.hexdigest()
 
 
-class EmbeddingCache:
-    """Matrices on disk, one .npy per (texts, embedder) pair, written atomically."""
+class DatasetEmbeddingCache:
+    """The embedding matrices of training datasets on disk, one .npy per (texts, embedder) pair,
+    written atomically. (The router's cache of single texts is api/core/embedding_cache.py.)"""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)

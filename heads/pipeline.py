@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,9 @@ from heads.artifact import commit_version, discard, new_version_id, stage_versio
 from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
-from heads.embedding import EmbedderIdentity, EmbeddingCache, LocalEmbedder, RemoteEmbedder, TextEmbedder
+from heads.embedding import DatasetEmbeddingCache, EmbedderIdentity, LocalEmbedder, RemoteEmbedder, TextEmbedder
 from heads.errors import ConfigError, DataError
+from heads.manifest import Decision, Manifest
 from heads.metrics import confusion_matrix, per_class, summary
 from heads.names import check_model_name
 from heads.network import DenseHead
@@ -60,12 +60,20 @@ def _when(value: str, default: dt.datetime, name: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def load_source(source, config: HeadConfig) -> Dataset:
+def load_source(source, config: HeadConfig, *, tenant: str | None = None) -> Dataset:
+    """The rows of one data source. `tenant`: the tenant the model is trained for (that of the
+    store it is trained into), whose feedback a feedback source without a tenant reads."""
     if isinstance(source, tuple):
-        return concatenate([load_source(part, config) for part in source])
+        return concatenate([load_source(part, config, tenant=tenant) for part in source])
     if isinstance(source, FeedbackSource):
+        tenant = source.tenant or tenant
+        if tenant is None:
+            raise ConfigError(
+                f"data feedback on {source.model} names no tenant, and the store trained into is no tenant's: "
+                "give the source a tenant"
+            )
         params = {
-            "tenant": source.tenant,
+            "tenant": tenant,
             "model": source.model,
             "since": _when(source.since, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "since"),
             "until": _when(source.until, dt.datetime.now(dt.UTC), "until"),
@@ -101,18 +109,19 @@ def stratified_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset
     return subset(train_idx, "train split"), subset(sorted(val_idx), "validation split")
 
 
-def load_splits(config: HeadConfig) -> Splits:
-    train = load_source(config.data.train, config)
+def load_splits(config: HeadConfig, *, tenant: str | None = None) -> Splits:
+    """The train, validation and test rows; `tenant` as in `load_source`."""
+    train = load_source(config.data.train, config, tenant=tenant)
     check_label_support(train, config.data.min_examples_per_label)
     if config.data.validation is not None:
-        validation = load_source(config.data.validation, config)
+        validation = load_source(config.data.validation, config, tenant=tenant)
     elif config.data.validation_fraction > 0:
         train, validation = stratified_split(train, config.data.validation_fraction, config.training.seed)
     else:
         raise ConfigError(
             "give data.validation or a data.validation_fraction > 0: early stopping and the threshold need it"
         )
-    test = load_source(config.data.test, config) if config.data.test is not None else None
+    test = load_source(config.data.test, config, tenant=tenant) if config.data.test is not None else None
     known = set(train.labels)
     for part in (validation, test):
         if part is not None and (extra := unknown_labels(part, known)):
@@ -158,7 +167,7 @@ def prepare_inputs(
     own_embedder = embedder is None
     embedder = embedder or make_embedder(config)
     try:
-        cache = EmbeddingCache(cache_dir)
+        cache = DatasetEmbeddingCache(cache_dir)
         t0 = time.perf_counter()
         x_train = cache.embed(splits.train.texts, embedder, description="embedding train")
         x_val = cache.embed(splits.validation.texts, embedder, description="embedding validation")
@@ -180,13 +189,6 @@ def describe_architecture(config: HeadConfig, head: DenseHead | NgramHead) -> di
         "activation": config.model.activation,
         "dropout": config.model.dropout,
     }
-
-
-def describe_embedder(identity: EmbedderIdentity | None) -> dict | None:
-    """The manifest's "embedder": None for a head that needs no embedder."""
-    if identity is None:
-        return None
-    return {"model_id": identity.model_id, "name": identity.name, "version": identity.version, "dim": identity.dim}
 
 
 def drift_baseline(train: Dataset, val_probs: np.ndarray, train_inputs, reject_label: str | None) -> dict:
@@ -222,7 +224,7 @@ def train_head(
     """
     check_model_name(config.name)
     started = time.perf_counter()
-    splits = load_splits(config)
+    splits = load_splits(config, tenant=store.tenant)
     labels = tuple(sorted(set(splits.train.labels)))
     index = {label: i for i, label in enumerate(labels)}
 
@@ -246,8 +248,7 @@ def train_head(
     metrics = summary(y_eval, y_pred, list(labels), config.threshold.reject_label)
     version = new_version_id()
 
-    store.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{config.name}-", dir=store.root))
+    staging = store.new_staging_dir(config.name)
     try:
         stats = per_class(y_eval, y_pred, len(labels))
         evaluation_report.write_per_class_csv(staging / "per_class.csv", list(labels), stats)
@@ -284,29 +285,24 @@ def train_head(
             "training_seconds": round(trained.seconds, 1),
         }
         (staging / "metrics.json").write_text(json.dumps(result, indent=2))
-        manifest = {
-            "model": config.name,
-            "version": version,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "labels": list(labels),
-            "decision": {
-                "threshold": choice.threshold,
-                "reject_label": rule.reject_label,
-                "policy": choice.policy,
-                "reason": choice.reason,
-            },
-            "architecture": describe_architecture(config, trained.head),
-            "embedder": describe_embedder(inputs.embedder),
-            "data": {
+        manifest = Manifest(
+            model=config.name,
+            version=version,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            labels=labels,
+            decision=Decision(choice.threshold, rule.reject_label, choice.policy, choice.reason),
+            architecture=describe_architecture(config, trained.head),
+            embedder=inputs.embedder,
+            data={
                 name: {"source": part.source, "rows": len(part), "sha256": part.fingerprint()}
                 for name, part in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
                 if part is not None
             },
-            "metrics": result,
-            "baseline": drift_baseline(splits.train, val_probs, inputs.train, rule.reject_label),
-            "training_config": config_to_dict(config),
-            "code_version": code_version(),
-        }
+            metrics=result,
+            baseline=drift_baseline(splits.train, val_probs, inputs.train, rule.reject_label),
+            training_config=config_to_dict(config),
+            code_version=code_version(),
+        )
         stage_version(staging, trained.head, manifest)
         commit_version(staging, store.version_dir(config.name, version))
     except BaseException:

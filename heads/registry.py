@@ -4,8 +4,9 @@
     <store>/<model>/serving.json   the serving state: primary, shadows, A/B candidate, fallback,
                                    and the history of earlier states (heads/serving_state.py)
 
-Names are restricted to a safe character set, so no model or version name can reach outside the
-store. The pointer is replaced atomically (write a temporary file, then rename), so a reader
+A ModelStore is one tenant's folder of MODEL_STORE (`ModelStore.for_tenant`); the paths are
+built by heads/layout.py, which checks every name, so none can reach outside the store. The
+pointer is replaced atomically (write a temporary file, then rename), so a reader
 sees the old state or the new one, never half of it.
 """
 
@@ -15,17 +16,15 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import re
-import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from heads import serving_state
-from heads.artifact import MANIFEST, HeadArtifact, load_version
+from heads import layout, serving_state
+from heads.artifact import HeadArtifact, load_version
 from heads.errors import HeadsError, RegistryError
-from heads.names import MODEL_NAME, VERSION_NAME, check_model_name, check_version_name
-from heads.serving_state import SERVING_FILE, ServingState
+from heads.names import check_version_name
+from heads.serving_state import ServingState
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -43,20 +42,33 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 class ModelStore:
-    def __init__(self, root: str | Path):
+    """The models in `root`. `tenant`: the tenant they belong to, when the store is a tenant's
+    folder of MODEL_STORE (training from feedback reads that tenant's feedback by default)."""
+
+    def __init__(self, root: str | Path, *, tenant: str | None = None):
         self.root = Path(root)
+        self.tenant = tenant
+
+    @classmethod
+    def for_tenant(cls, store_root: str | Path, tenant: str) -> ModelStore:
+        """The models of `tenant` in MODEL_STORE `store_root` (RegistryError for an unsafe name)."""
+        return cls(layout.tenant_root(store_root, tenant), tenant=tenant)
 
     def model_dir(self, model: str) -> Path:
-        return self.root / check_model_name(model)
+        return layout.model_dir(self.root, model)
 
     def version_dir(self, model: str, version: str) -> Path:
-        return self.model_dir(model) / check_version_name(version)
+        return layout.version_dir(self.root, model, version)
+
+    def new_staging_dir(self, model: str) -> Path:
+        """An empty folder to write a version of `model` in, then rename to its version_dir."""
+        return layout.new_staging_dir(self.root, model)
 
     def models(self) -> list[str]:
         """Models with at least one complete version. A model folder that cannot be read is listed
         too: loading it raises and names the problem, so an unreadable model is reported (and keeps
         serving where it served) instead of vanishing. RegistryError if the store cannot be listed."""
-        return [name for name in subfolders(self.root, MODEL_NAME) if self._has_versions(name)]
+        return [name for name in layout.models(self.root) if self._has_versions(name)]
 
     def _has_versions(self, model: str) -> bool:
         try:
@@ -68,19 +80,18 @@ class ModelStore:
         """Complete versions (with a manifest), oldest first: version ids sort by time. A version
         folder that cannot be read is listed (loading it names why: it must not vanish unseen);
         RegistryError when the model's folder cannot be listed."""
-        directory = self.model_dir(model)
-        return [v for v in subfolders(directory, VERSION_NAME) if _maybe_file(directory / v / MANIFEST)]
+        return layout.versions(self.model_dir(model))
 
     def baseline(self, model: str, version: str) -> dict:
         """The version's training baseline (label and confidence distributions, embedding
         centroid) for drift, or {} when the version no longer loads from this store."""
         try:
-            return self.load(model, version).manifest.get("baseline") or {}
+            return self.load(model, version).manifest.baseline
         except HeadsError:
             return {}
 
     def serving(self, model: str) -> ServingState | None:
-        return serving_state.read_state(self.model_dir(model) / SERVING_FILE)
+        return serving_state.read_state(layout.serving_path(self.model_dir(model)))
 
     def serving_version(self, model: str) -> str:
         state = self.serving(model)
@@ -110,7 +121,7 @@ class ModelStore:
                 new = dataclasses.replace(new, updated_at=now, reason=reason)
             else:
                 new = serving_state.stamp(new, current, reason)
-            write_json_atomic(directory / SERVING_FILE, new.to_dict())
+            write_json_atomic(layout.serving_path(directory), new.to_dict())
         return new
 
     def set_serving(self, model: str, version: str, *, reason: str = "") -> ServingState:
@@ -129,7 +140,7 @@ class ModelStore:
     ) -> HeadArtifact:
         version = version or self.serving_version(model)
         path = self.version_dir(model, version)
-        if not _maybe_folder(path):
+        if not layout.maybe_folder(path):
             raise RegistryError(f"model {model!r} has no version {version!r}")
         artifact = load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
         # The store's folders name the model and version (a version copied to another model, or
@@ -143,42 +154,10 @@ class ModelStore:
         reload heads without a restart."""
         entries = []
         for model in self.models():
-            path = self.root / model / SERVING_FILE
+            path = layout.serving_path(self.model_dir(model))
             try:
                 st = path.stat()
                 entries.append((model, st.st_mtime_ns, st.st_size, st.st_ino))
             except OSError as exc:  # none yet, or unreadable: loading the model reports why
                 entries.append((model, exc.errno, 0, 0))
         return tuple(entries)
-
-
-def subfolders(folder: Path, pattern: re.Pattern) -> list[str]:
-    """The sorted names of `folder`'s sub-folders that match `pattern`; none when `folder` does not
-    exist. An entry that cannot be examined counts as a folder (whoever opens it reports why);
-    RegistryError when `folder` itself cannot be listed."""
-    try:
-        entries = list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except OSError as exc:
-        raise RegistryError(f"{folder}: cannot list it ({exc.strerror or exc})") from None
-    return sorted(p.name for p in entries if pattern.fullmatch(p.name) and _maybe_folder(p))
-
-
-def _maybe_folder(path: Path) -> bool:
-    return _maybe(path, stat.S_ISDIR)
-
-
-def _maybe_file(path: Path) -> bool:
-    return _maybe(path, stat.S_ISREG)
-
-
-def _maybe(path: Path, is_kind) -> bool:
-    """Whether `path` is of that kind; True when it cannot be examined (no permission, an I/O
-    error): whoever opens it then reports why, rather than it vanishing from a listing."""
-    try:
-        return is_kind(path.stat().st_mode)
-    except (FileNotFoundError, NotADirectoryError):  # absent, or a dangling link
-        return False
-    except OSError:
-        return True

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heads import layout
 from heads.errors import RegistryError
 
 HISTORY_LIMIT = 50
-SERVING_FILE = "serving.json"
 CANDIDATE_KEYS = ("client_id", "request_id")
 
 
@@ -108,7 +108,7 @@ def read_state(path: Path) -> ServingState | None:
 @contextmanager
 def locked(model_dir: Path) -> Iterator[None]:
     model_dir.mkdir(parents=True, exist_ok=True)
-    with open(model_dir / ".serving.lock", "a") as lock:
+    with open(layout.serving_lock_path(model_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

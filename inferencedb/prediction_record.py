@@ -44,6 +44,7 @@ class PredictionRecord:
     """One prediction: one text, one head, one request. Fields are the `predictions` columns."""
 
     request_id: str
+    tenant: str
     model: str
     version: str
     input_text: str
@@ -52,7 +53,6 @@ class PredictionRecord:
     probability: float | None = None
     # [(label, probability), ...] or [{"label": ..., "probability": ...}, ...], best first.
     top_k: Sequence[Any] = ()
-    tenant: str = "default"
     role: str = "primary"  # primary | shadow | candidate | fallback
     embed_ms: float | None = None
     head_ms: float | None = None
@@ -132,7 +132,7 @@ def record_to_row(record: PredictionRecord) -> dict:
         "created_at": created_at.isoformat(),
         "request_id": _clean_text(record.request_id),
         "item_index": opt_int(record.item_index),
-        "tenant": _clean_text(record.tenant) or "default",
+        "tenant": _clean_text(record.tenant),
         "model": _clean_text(record.model),
         "version": _clean_text(record.version),
         "role": _clean_text(record.role),

@@ -34,7 +34,7 @@ def entry_bytes(dim: int) -> int:
     return 4 * dim + ENTRY_OVERHEAD_BYTES
 
 
-class LocalEmbeddingCache:
+class RouterEmbeddingCache:
     def __init__(self, max_entries: int):
         self._entries: LRUCache = LRUCache(maxsize=max_entries)
         self._lowercase: dict[str, bool] = {}  # model id -> whether its normalisation lower-cases

@@ -3,12 +3,12 @@
 For every model the store's serving state (heads/serving_state.py) names a primary and optionally
 shadows, an A/B candidate and a fallback. `refresh()` compares the store's fingerprint with the
 last one seen, loads the versions a changed state needs (reusing those already loaded), and
-swaps the dict of `ServingSet`s in one assignment: a request keeps the set it started with, so
+swaps the dict of `LoadedServing`s in one assignment: a request keeps the one it started with, so
 nothing fails during a swap.
 
 One bad model never takes the others down: a model whose state does not load, for any reason (an
 unreadable folder, a malformed manifest or pointer, a corrupt file), keeps serving its previous
-set, or is absent and answers 404 with the reason if it never loaded. It is reported in `errors`
+heads, or is absent and answers 404 with the reason if it never loaded. It is reported in `errors`
 (logged once per distinct reason) and retried at every refresh until it loads.
 """
 
@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from api.errors import Conflict, NotFound
+from heads import layout
 from heads.artifact import HeadArtifact
 from heads.errors import HeadsError
 from heads.registry import ModelStore
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ServingSet:
+class LoadedServing:
+    """One model's serving state with the versions it names loaded: what answers its requests."""
+
     state: ServingState
     primary: HeadArtifact
     shadows: tuple[tuple[HeadArtifact, float], ...] = ()
@@ -50,21 +53,21 @@ REASON_CHARS = 300
 class LiveHeads:
     def __init__(self, store: ModelStore):
         self.store = store
-        self._sets: dict[str, ServingSet] = {}
+        self._serving: dict[str, LoadedServing] = {}
         self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
         self._errors: dict[str, str] = {}
         self._fingerprint: tuple | None = None
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
 
-    def get(self, model: str) -> ServingSet:
-        serving = self._sets.get(model)
+    def get(self, model: str) -> LoadedServing:
+        serving = self._serving.get(model)
         if serving is None:
             why = self._errors.get(model) or self._errors.get(EVERY_MODEL)
             raise NotFound(f"model {model!r} failed to load: {why}" if why else f"unknown model {model!r}")
         return serving
 
-    def snapshot(self) -> dict[str, ServingSet]:
-        return self._sets
+    def snapshot(self) -> dict[str, LoadedServing]:
+        return self._serving
 
     @property
     def errors(self) -> dict[str, str]:
@@ -93,11 +96,11 @@ class LiveHeads:
             cache[key] = self._artifacts.get(key) or self.store.load(model, version)
         return cache[key]
 
-    def _build(self, model: str, state: ServingState, cache: dict) -> ServingSet:
+    def _build(self, model: str, state: ServingState, cache: dict) -> LoadedServing:
         def load(version: str) -> HeadArtifact:
             return self._artifact(model, version, cache)
 
-        return ServingSet(
+        return LoadedServing(
             state=state,
             primary=load(state.primary),
             shadows=tuple((load(s.version), s.fraction) for s in state.shadows),
@@ -107,7 +110,7 @@ class LiveHeads:
 
     def refresh(self, *, force: bool = False) -> RefreshReport:
         """Load what changed in the store. Never raises: a model whose state does not load, for any
-        reason, keeps serving its previous set (or stays absent) and is reported in `errors`. While
+        reason, keeps serving what it served (or stays absent) and is reported in `errors`. While
         any model fails, every call retries it, so a fix is served at the next poll even when
         no serving pointer changed (a permission or a manifest repaired in place)."""
         with self._lock:
@@ -120,8 +123,8 @@ class LiveHeads:
                 return report
             if fingerprint == self._fingerprint and not force and not self._errors:
                 return RefreshReport()
-            current = self._sets
-            fresh: dict[str, ServingSet] = {}
+            current = self._serving
+            fresh: dict[str, LoadedServing] = {}
             cache: dict[tuple[str, str], HeadArtifact] = {}
             report = RefreshReport()
             for model in (entry[0] for entry in fingerprint):
@@ -147,7 +150,7 @@ class LiveHeads:
                             cache[(model, version)] = self._artifacts[(model, version)]
             report.removed.extend(m for m in current if m not in fresh)
             recovered = [m for m in self._errors if m not in report.failed]
-            self._sets, self._artifacts, self._errors = fresh, cache, dict(report.failed)
+            self._serving, self._artifacts, self._errors = fresh, cache, dict(report.failed)
             self._fingerprint = fingerprint
         for line in report.loaded:
             log.info("serving %s/%s", self.store.root.name, line)
@@ -159,7 +162,7 @@ class LiveHeads:
         """One short line: the message (with the exception's type unless it is one of ours), paths
         relative to MODEL_STORE (they start with the tenant), to show to the tenant and an operator."""
         text = str(exc) if isinstance(exc, HeadsError) else f"{type(exc).__name__}: {exc}"
-        text = " ".join(text.replace(f"{self.store.root.parent}/", "").split())
+        text = " ".join(text.replace(f"{layout.store_root(self.store.root)}/", "").split())
         return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
     def _note(self, model: str, why: str, exc: Exception) -> None:
@@ -168,9 +171,9 @@ class LiveHeads:
         if self._errors.get(model) == why:
             return
         if model == EVERY_MODEL:
-            kept = f"the {len(self._sets)} models loaded before keep serving"
+            kept = f"the {len(self._serving)} models loaded before keep serving"
         else:
-            kept = "it keeps serving its previous state" if model in self._sets else "it is not served"
+            kept = "it keeps serving its previous state" if model in self._serving else "it is not served"
         log.error(
             "%s/%s does not load, %s; retried at every poll: %s",
             self.store.root.name,

@@ -18,7 +18,6 @@ import threading
 import time
 
 from api.core import metrics
-from api.core.tenant_heads import tenant_store
 from heads.errors import HeadsError
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
@@ -44,7 +43,7 @@ class DriftMonitor:
         until = dt.datetime.now(dt.UTC)
         for tenant, model in list(self._heads.all_sets()):
             try:
-                store = tenant_store(self._heads.root, tenant)
+                store = self._heads.store(tenant)
                 report = build_report(
                     self._db,
                     model,

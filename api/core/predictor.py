@@ -23,11 +23,11 @@ from typing import Protocol
 
 import numpy as np
 
-from api.core.embedding_cache import LocalEmbeddingCache
-from api.core.live_heads import ServingSet
+from api.core.embedding_cache import RouterEmbeddingCache
+from api.core.live_heads import LoadedServing
+from api.core.requests import PredictRequest
 from api.core.tenant_heads import TenantHeads
 from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
-from api.web.validation import PredictRequest
 from embedder.client import Embeddings
 from embedder.errors import EmbedderError
 from embedder.normalize import normalize_text
@@ -93,7 +93,9 @@ def needs_embeddings(head: HeadArtifact) -> bool:
     return getattr(head, "needs_embeddings", True)
 
 
-def choose_variant(serving: ServingSet, model: str, client_id: str | None, request_id: str) -> tuple[HeadArtifact, str]:
+def choose_variant(
+    serving: LoadedServing, model: str, client_id: str | None, request_id: str
+) -> tuple[HeadArtifact, str]:
     if serving.candidate is not None:
         head, candidate = serving.candidate
         key = client_id if candidate.key == "client_id" and client_id else request_id
@@ -130,7 +132,7 @@ class Predictor:
         decimals: int,
         on_shadow_error: Callable[[str], None] | None = None,
         on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
-        embedding_cache: LocalEmbeddingCache | None = None,
+        embedding_cache: RouterEmbeddingCache | None = None,
         share_embedding_cache: bool = False,
     ):
         self.heads = heads
@@ -257,7 +259,7 @@ class Predictor:
         *,
         request_id: str,
         client_id: str | None = None,
-        tenant: str = "default",
+        tenant: str,
         timeout_s: float | None = None,
     ) -> PredictResult:
         started = time.perf_counter()
@@ -313,7 +315,7 @@ class Predictor:
             model, head.version, request_id, role, predictions, embed_ms, scored.head_ms, total_ms, shadow_job
         )
 
-    def _shadow_job(self, serving: ServingSet, answered: HeadArtifact, request, texts, embedded, context):
+    def _shadow_job(self, serving: LoadedServing, answered: HeadArtifact, request, texts, embedded, context):
         request_id = context[0]
 
         def run() -> None:

@@ -1,4 +1,4 @@
-"""The serving heads of every tenant: MODEL_STORE/<tenant>/<model>/<version>/.
+"""The serving heads of every tenant: MODEL_STORE/<tenant>/<model>/<version>/ (heads/layout.py).
 
 Each tenant folder is a model store of its own (heads/registry.py) with its own LiveHeads, so a
 model name is unique within a tenant and two tenants may both have an "intents" model. A request
@@ -14,20 +14,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from api.core.live_heads import EVERY_MODEL, LiveHeads, RefreshReport, ServingSet
+from api.core.live_heads import EVERY_MODEL, LiveHeads, LoadedServing, RefreshReport
 from api.errors import NotFound
+from heads import layout
 from heads.errors import RegistryError
-from heads.names import TENANT_NAME, check_tenant_name
-from heads.registry import ModelStore, subfolders
+from heads.registry import ModelStore
 
 log = logging.getLogger(__name__)
 
 
 EVERY_TENANT = "*"  # the tenant of a failure to list MODEL_STORE itself
-
-
-def tenant_store(root: str | Path, tenant: str) -> ModelStore:
-    return ModelStore(Path(root) / check_tenant_name(tenant))
 
 
 @dataclass(frozen=True)
@@ -56,17 +52,22 @@ class TenantHeads:
     def tenant(self, tenant: str) -> LiveHeads | None:
         return self._tenants.get(tenant)
 
-    def get(self, tenant: str, model: str) -> ServingSet:
+    def store(self, tenant: str) -> ModelStore:
+        """The tenant's models in MODEL_STORE, whether or not any of them serves yet."""
+        return ModelStore.for_tenant(self.root, tenant)
+
+    def get(self, tenant: str, model: str) -> LoadedServing:
         heads = self._tenants.get(tenant)
         if heads is None:
             raise NotFound(f"unknown model {model!r}")
         return heads.get(model)
 
-    def snapshot(self, tenant: str) -> dict[str, ServingSet]:
+    def snapshot(self, tenant: str) -> dict[str, LoadedServing]:
         heads = self._tenants.get(tenant)
         return heads.snapshot() if heads else {}
 
-    def all_sets(self) -> dict[tuple[str, str], ServingSet]:
+    def all_sets(self) -> dict[tuple[str, str], LoadedServing]:
+        """What every model of every tenant serves, keyed (tenant, model)."""
         return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.snapshot().items()}
 
     @property
@@ -78,9 +79,9 @@ class TenantHeads:
         """Every model that does not load, whether or not it still serves an earlier state."""
         out = [LoadFailure(EVERY_TENANT, EVERY_MODEL, self._root_error, None)] if self._root_error else []
         for tenant, heads in sorted(self._tenants.items()):
-            sets = heads.snapshot()
+            loaded = heads.snapshot()
             for model, why in sorted(heads.errors.items()):
-                serving = sets[model].primary.version if model in sets else None
+                serving = loaded[model].primary.version if model in loaded else None
                 out.append(LoadFailure(tenant, model, why, serving))
         return out
 
@@ -89,7 +90,7 @@ class TenantHeads:
         raises: when MODEL_STORE cannot be listed, the tenants found before keep serving."""
         with self._lock:
             try:
-                found = subfolders(self.root, TENANT_NAME)
+                found = layout.tenants(self.root)
             except RegistryError as exc:
                 if str(exc) != self._root_error:
                     log.error(
@@ -101,7 +102,7 @@ class TenantHeads:
                 found = list(self._tenants)
             else:
                 self._root_error = None
-            tenants = {t: self._tenants.get(t) or LiveHeads(ModelStore(self.root / t)) for t in found}
+            tenants = {t: self._tenants.get(t) or LiveHeads(self.store(t)) for t in found}
             self._tenants = tenants
         return {t: heads.refresh(force=force) for t, heads in tenants.items()}
 

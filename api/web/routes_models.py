@@ -6,14 +6,15 @@ import functools
 
 from flask import Blueprint, Response, g, request
 
+from api.core.live_heads import LoadedServing
 from api.core.rate_limit import report_cost
-from api.core.tenant_heads import tenant_store
 from api.errors import Conflict, InvalidRequest, NotFound
 from api.web.auth import request_tenant, require_operator
 from api.web.responses import json_body, json_response, runtime
 from api.web.validation import parse_serving_change
 from heads import serving_state
 from heads.errors import HeadsError, RegistryError
+from heads.manifest import embedder_to_dict
 from heads.names import check_model_name
 from inferencedb.monitoring_report import build_report, parse_window
 
@@ -28,18 +29,17 @@ def _model_name(model: str) -> str:
         raise NotFound(f"unknown model {model!r}") from None
 
 
-def _summary(serving_set) -> dict:
-    head = serving_set.primary
-    manifest = head.manifest
+def _summary(serving: LoadedServing) -> dict:
+    head = serving.primary
     return {
         "name": head.model,
         "version": head.version,
         "labels": list(head.labels),
         "decision": {"threshold": head.rule.threshold, "reject_label": head.rule.reject_label},
-        "embedder": manifest["embedder"],
-        "metrics": manifest.get("metrics", {}),
-        "created_at": manifest.get("created_at"),
-        "serving": serving_set.state.to_dict(with_history=False),
+        "embedder": embedder_to_dict(head.manifest.embedder),
+        "metrics": head.metrics,
+        "created_at": head.manifest.created_at,
+        "serving": serving.state.to_dict(with_history=False),
     }
 
 
@@ -47,24 +47,24 @@ def _summary(serving_set) -> dict:
 def list_models() -> Response:
     rt = runtime()
     tenant = request_tenant()
-    sets = rt.heads.snapshot(tenant)
+    loaded = rt.heads.snapshot(tenant)
     errors = {k.split("/", 1)[1]: v for k, v in rt.heads.errors.items() if k.startswith(f"{tenant}/")}
-    return json_response({"models": [_summary(sets[m]) for m in sorted(sets)], "errors": errors})
+    return json_response({"models": [_summary(loaded[m]) for m in sorted(loaded)], "errors": errors})
 
 
 @routes.get("/v1/models/<model>")
 def get_model(model: str) -> Response:
     rt = runtime()
     tenant = request_tenant()
-    serving_set = rt.heads.get(tenant, _model_name(model))
-    return json_response({**_summary(serving_set), "versions": tenant_store(rt.heads.root, tenant).versions(model)})
+    serving = rt.heads.get(tenant, _model_name(model))
+    return json_response({**_summary(serving), "versions": rt.heads.store(tenant).versions(model)})
 
 
 @routes.get("/v1/models/<model>/report")
 def model_report(model: str) -> Response:
     rt = runtime()
     tenant = request_tenant()
-    store = tenant_store(rt.heads.root, tenant)
+    store = rt.heads.store(tenant)
     if not store.versions(_model_name(model)):
         raise NotFound(f"unknown model {model!r}")
     extra = sorted(set(request.args) - {"since", "until"})
@@ -81,7 +81,7 @@ def model_report(model: str) -> Response:
 @routes.get("/v1/models/<model>/serving")
 def get_serving(model: str) -> Response:
     rt = runtime()
-    state = tenant_store(rt.heads.root, request_tenant()).serving(_model_name(model))
+    state = rt.heads.store(request_tenant()).serving(_model_name(model))
     if state is None:
         raise NotFound(f"unknown model {model!r}")
     return json_response({"model": model, **state.to_dict()})
@@ -95,7 +95,7 @@ def change_serving(model: str) -> Response:
     require_operator()
     tenant = request_tenant()
     parsed = parse_serving_change(json_body())
-    store = tenant_store(rt.heads.root, tenant)
+    store = rt.heads.store(tenant)
     if not store.versions(_model_name(model)):
         raise NotFound(f"unknown model {model!r}")
     try:

@@ -37,7 +37,7 @@ def trained_store(tmp_path_factory, clinc_subset):
     """A model store trained on the hash embedder: `intents` (with oos and a threshold; a serving
     version and two more that do not serve) and `plain` (no reject label)."""
     root = tmp_path_factory.mktemp("store")
-    store = ModelStore(root / "models" / "default")  # MODEL_STORE/<tenant>/<model>/<version>
+    store = ModelStore.for_tenant(root / "models", "default")  # MODEL_STORE/<tenant>/<model>/<version>
     data = {k: str(v) for k, v in clinc_subset.items()}
     runs = [
         ("intents", 16, {}),
@@ -59,7 +59,7 @@ def store(trained_store, tmp_path):
     serves its parent folder (MODEL_STORE holds one folder per tenant)."""
     copy = tmp_path / "models"
     shutil.copytree(trained_store.root.parent, copy, symlinks=True)
-    return ModelStore(copy / "default")
+    return ModelStore.for_tenant(copy, "default")
 
 
 def static_keys(**who: str | None) -> tuple[KeyRing, dict[str, str]]:
@@ -197,7 +197,7 @@ def real_store(tmp_path_factory, clinc_subset, embedder_process):
     from heads.embedding import RemoteEmbedder
 
     root = tmp_path_factory.mktemp("real-store")
-    store = ModelStore(root / "models" / "default")  # the tenant "default"
+    store = ModelStore.for_tenant(root / "models", "default")
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config(
         {"name": "intents", "data": data, "model": {"hidden_layers": [64]}, "training": {"epochs": 30}}

@@ -30,7 +30,7 @@ TENANT_MODELS = {"acme": ("billing", "intents"), "globex": ("intents", "support"
 
 
 def primary_dir(root: Path, tenant: str, model: str) -> Path:
-    store = ModelStore(root / tenant)
+    store = ModelStore.for_tenant(root, tenant)
     return store.version_dir(model, store.serving_version(model))
 
 

@@ -169,7 +169,7 @@ def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_pa
     shutil.copytree(real_store.root.parent, store_copy)
     store = ModelStore(store_copy / "default")
     old = store.serving_version("intents")
-    config = parse_config(store.load("intents").manifest["training_config"] | {"name": "intents"})
+    config = parse_config(store.load("intents").manifest.training_config | {"name": "intents"})
     new = train_head(
         config,
         store=store,

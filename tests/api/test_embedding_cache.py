@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from api.core.embedding_cache import LocalEmbeddingCache, entry_bytes
+from api.core.embedding_cache import RouterEmbeddingCache, entry_bytes
 from api.core.predictor import Predictor
 from api.core.tenant_heads import TenantHeads
 from api.errors import EmbedderMismatch
@@ -20,7 +20,7 @@ LIMITS = Limits(max_texts=64, max_text_chars=1000, default_top_k=3, max_top_k=20
 
 
 def test_entries_are_per_model_copied_and_bounded():
-    cache = LocalEmbeddingCache(max_entries=2)
+    cache = RouterEmbeddingCache(max_entries=2)
     batch = np.arange(6, dtype=np.float32).reshape(3, 2)
     cache.store("enc@1", ["a", "b", "c"], batch, scope="acme", lowercase=True)
     assert len(cache) == 2  # least recently used ("a") went first
@@ -32,7 +32,7 @@ def test_entries_are_per_model_copied_and_bounded():
 
 
 def test_a_scope_never_answers_from_another():
-    cache = LocalEmbeddingCache(max_entries=10)
+    cache = RouterEmbeddingCache(max_entries=10)
     cache.store("enc@1", ["pay my bill"], np.ones((1, 4), np.float32), scope="acme", lowercase=False)
     assert cache.lookup("enc@1", ["pay my bill"], scope="globex")[0] is None
     assert cache.lookup("enc@1", ["pay my bill"], scope="")[0] is None  # nor the shared namespace
@@ -52,13 +52,13 @@ def _bytes_held_after_filling(max_entries: int, text_of, dim: int) -> int:
     """Memory the cache holds (tracemalloc) after twice `max_entries` stores of `text_of(i)`,
     one text per call as the predictor stores them, in the scopes of two tenants."""
     vector = np.ones((1, dim), np.float32)
-    warm = LocalEmbeddingCache(max_entries=1)  # first-use allocations (hashlib, numpy) outside the measure
+    warm = RouterEmbeddingCache(max_entries=1)  # first-use allocations (hashlib, numpy) outside the measure
     warm.store("enc@1", [text_of(0)], vector, scope="acme", lowercase=False)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        cache = LocalEmbeddingCache(max_entries=max_entries)
+        cache = RouterEmbeddingCache(max_entries=max_entries)
         for i in range(2 * max_entries):
             cache.store("enc@1", [text_of(i)], vector, scope=("acme", "globex")[i % 2], lowercase=False)
         gc.collect()
@@ -72,7 +72,7 @@ def _bytes_held_after_filling(max_entries: int, text_of, dim: int) -> int:
 def test_memory_is_bounded_in_bytes_whatever_the_texts_length():
     max_entries, dim = 2_000, 384
     held = _bytes_held_after_filling(max_entries, _maximal_text, dim)
-    cache = LocalEmbeddingCache(max_entries=max_entries)
+    cache = RouterEmbeddingCache(max_entries=max_entries)
     assert cache.max_bytes(dim) == max_entries * entry_bytes(dim) == max_entries * (4 * dim + 512)
     assert held <= cache.max_bytes(dim), f"{held / max_entries:.0f} bytes an entry"
     # Raw-text keys would hold 40 KB an entry here; a 16-byte digest holds what a short text does.
@@ -87,7 +87,7 @@ def predictor(store):
     heads.refresh()
     embedder = FakeEmbedder()
     predictor = Predictor(
-        heads, embedder, ListSink(), embed_timeout_s=1.0, decimals=4, embedding_cache=LocalEmbeddingCache(100)
+        heads, embedder, ListSink(), embed_timeout_s=1.0, decimals=4, embedding_cache=RouterEmbeddingCache(100)
     )
     return predictor, embedder
 
@@ -134,7 +134,7 @@ def test_an_operator_may_share_the_caches_between_tenants(store):
         ListSink(),
         embed_timeout_s=1.0,
         decimals=4,
-        embedding_cache=LocalEmbeddingCache(100),
+        embedding_cache=RouterEmbeddingCache(100),
         share_embedding_cache=True,
     )
     predict(shared, ["check my balance"], tenant="default")

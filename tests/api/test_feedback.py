@@ -122,8 +122,8 @@ def test_feedback_round_trips_into_a_retrained_version(db_router, clinc_subset, 
     result = train_head(config, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder(), promote=False)
     assert result["n_train"] == 13 * 30 + 3
     manifest = store.load("intents", result["version"]).manifest
-    assert "feedback on intents" in manifest["data"]["train"]["source"]
-    assert manifest["training_config"]["data"]["train"][1]["model"] == "intents"
+    assert "feedback on intents" in manifest.data["train"]["source"]
+    assert manifest.training_config["data"]["train"][1]["model"] == "intents"
     assert answer["version"] != result["version"]
 
 

@@ -24,7 +24,7 @@ def test_a_hanging_database_stalls_nothing(router_env, real_store, tmp_path, api
     store_copy = tmp_path / "models"
     shutil.copytree(real_store.root.parent, store_copy)
     store = ModelStore(store_copy / "default")
-    config = parse_config(store.load("intents").manifest["training_config"] | {"name": "intents"})
+    config = parse_config(store.load("intents").manifest.training_config | {"name": "intents"})
     embedder = RemoteEmbedder(router_env["EMBEDDER_ADDRESS"])
     new = train_head(config, store=store, cache_dir=tmp_path / "cache", embedder=embedder, promote=False)["version"]
     dsn = router_env["DATABASE_URL"]

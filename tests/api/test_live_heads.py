@@ -86,7 +86,7 @@ def tenants(store):
     """MODEL_STORE with two tenants that both serve `intents` and `plain`: "acme" (listed first,
     so a failure there that aborted the refresh would leave "default" unloaded) and "default"."""
     shutil.copytree(store.root, store.root.parent / "acme", symlinks=True)
-    return TenantHeads(store.root.parent), ModelStore(store.root.parent / "acme")
+    return TenantHeads(store.root.parent), ModelStore.for_tenant(store.root.parent, "acme")
 
 
 def rewrite_manifest(store: ModelStore, model: str, change) -> str:

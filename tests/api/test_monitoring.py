@@ -18,6 +18,9 @@ class Store:
 class Heads:
     root = "unused"
 
+    def store(self, tenant):
+        return Store()
+
     def all_sets(self):
         return {("acme", "broken"): None, ("acme", "fine"): None}
 
@@ -29,7 +32,6 @@ def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypa
         return {"versions": [{"version": "v2", "role": "primary", "drift": {"label_psi": 0.25}}]}
 
     monkeypatch.setattr(monitoring, "build_report", build_report)
-    monkeypatch.setattr(monitoring, "tenant_store", lambda root, tenant: Store())
     drift = monitoring.DriftMonitor(None, Heads(), interval_s=300.0, window=dt.timedelta(hours=1))
     drift._next_run = 0.0  # due now
     drift.run_if_due()

@@ -9,6 +9,7 @@ def make_record(i: int, **overrides) -> PredictionRecord:
     fields = {
         "request_id": f"req-{i // 4}",
         "item_index": i % 4,
+        "tenant": "default",
         "model": "intent-en",
         "version": "3",
         "input_text": f"can I change my delivery address? #{i}",

@@ -12,7 +12,9 @@ import pytest
 
 from heads.artifact import commit_version, load_version, stage_version
 from heads.config import parse_config
+from heads.embedding import EmbedderIdentity
 from heads.errors import ArtifactError, ConfigError
+from heads.manifest import Decision, Manifest
 from heads.network import DenseHead
 from heads.ngram import SCHEME, NgramFeaturizer, NgramHead, sparse_dot
 from heads.pipeline import describe_architecture
@@ -180,14 +182,14 @@ def test_training_learns_and_is_deterministic(trained, clinc_subset):
 def save(head, config, names, folder, threshold=0.0):
     staging = folder.parent / f".staging-{folder.name}"
     staging.mkdir(parents=True)
-    manifest = {
-        "model": "fallback",
-        "version": folder.name,
-        "labels": names,
-        "decision": {"threshold": threshold, "reject_label": "oos" if threshold else None},
-        "architecture": describe_architecture(config, head),
-        "embedder": None,
-    }
+    manifest = Manifest(
+        model="fallback",
+        version=folder.name,
+        labels=tuple(names),
+        decision=Decision(threshold, "oos" if threshold else None),
+        architecture=describe_architecture(config, head),
+        embedder=None,
+    )
     stage_version(staging, head, manifest)
     commit_version(staging, folder)
     return folder
@@ -197,7 +199,7 @@ def test_the_saved_head_serves_what_training_optimised(trained, tmp_path):
     config, names, val_texts, _, result = trained
     folder = save(result.head, config, names, tmp_path / "v1")
     artifact = load_version(folder, expected_embedder="minilm@1", expected_dim=384)  # no embedder to mismatch
-    assert artifact.manifest["architecture"] == {
+    assert artifact.manifest.architecture == {
         "type": "ngram",
         "scheme": SCHEME,
         "ngram_range": [2, 4],
@@ -245,14 +247,14 @@ def test_mlp_heads_still_score_embeddings_positionally(tmp_path, recorded_type):
     staging = tmp_path / "staging"
     staging.mkdir()
     architecture = {"type": "mlp"} if recorded_type else {}
-    manifest = {
-        "model": "intents",
-        "version": "v1",
-        "labels": ["a", "b", "c"],
-        "decision": {"threshold": 0.0, "reject_label": None},
-        "architecture": {**architecture, "hidden_layers": [], "activation": "relu", "dropout": 0.0},
-        "embedder": {"model_id": "enc@1", "name": "enc", "version": "1", "dim": 8},
-    }
+    manifest = Manifest(
+        model="intents",
+        version="v1",
+        labels=("a", "b", "c"),
+        decision=Decision(0.0),
+        architecture={**architecture, "hidden_layers": [], "activation": "relu", "dropout": 0.0},
+        embedder=EmbedderIdentity("enc@1", "enc", "1", 8),
+    )
     stage_version(staging, head, manifest)
     commit_version(staging, tmp_path / "v1")
     artifact = load_version(tmp_path / "v1", expected_embedder="enc@1", expected_dim=8)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from heads.artifact import load_version, new_version_id
-from heads.config import parse_config
+from heads.config import FeedbackSource, parse_config
 from heads.data import Dataset
-from heads.errors import ArtifactError, DataError, RegistryError
-from heads.pipeline import stratified_split, train_head
+from heads.errors import ArtifactError, ConfigError, DataError, RegistryError
+from heads.manifest import Manifest
+from heads.pipeline import load_source, stratified_split, train_head
 from heads.registry import ModelStore
 from tests.datasets import write_csv
 from tests.fakes import HashTextEmbedder
@@ -80,6 +81,7 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
     assert manifest["architecture"] == {"type": "mlp", "hidden_layers": [32], "activation": "relu", "dropout": 0.3}
     assert set(manifest["files"]) == names - {"manifest.json"}
+    assert Manifest.read(folder).to_dict() == manifest  # the type reads and writes the same JSON
     baseline = manifest["baseline"]  # for drift (inferencedb/monitoring_report.py)
     assert sum(baseline["label_distribution"].values()) == result["n_train"] and len(baseline["centroid"]) == 32
     assert sum(baseline["confidence_histogram"]) == result["n_validation"] and baseline["reject_label"] == "oos"
@@ -284,3 +286,27 @@ def test_an_ngram_head_trains_without_any_embedder(clinc_subset, store, tmp_path
     np.testing.assert_array_equal(probs[0], probs[1])
     chosen, _ = artifact.rule.decide(probs)
     assert artifact.rule.label_of(int(chosen[0])) in artifact.labels
+
+
+def test_feedback_without_a_tenant_is_that_of_the_store_trained_into(clinc_subset, tmp_path, monkeypatch):
+    import heads.pipeline
+
+    asked = []
+
+    def read_sql(dsn, query, params, *, source):
+        asked.append(params["tenant"])
+        return Dataset(["zorblax the gizmo"], ["oos"], source)
+
+    monkeypatch.setattr(heads.pipeline, "read_sql", read_sql)
+    cfg = config(clinc_subset)
+    assert len(load_source(FeedbackSource(model="intents", tenant="other"), cfg, tenant="acme")) == 1
+    with pytest.raises(ConfigError, match="names no tenant"):
+        load_source(FeedbackSource(model="intents"), cfg)
+    raw = {"train": [str(clinc_subset["train"]), {"model": "intents"}], "validation": str(clinc_subset["validation"])}
+    result = train_head(
+        config(clinc_subset, data=raw),
+        store=ModelStore.for_tenant(tmp_path / "models", "acme"),
+        cache_dir=tmp_path / "cache",
+        embedder=HashTextEmbedder(),
+    )
+    assert asked == ["other", "acme"] and result["n_train"] == 13 * 30 + 1

@@ -11,9 +11,10 @@ from heads import serving_state
 from heads.config import parse_config
 from heads.embedding import EmbedderIdentity
 from heads.errors import ArtifactError, RegistryError
+from heads.layout import SERVING_FILE
 from heads.pipeline import train_head
 from heads.registry import ModelStore
-from heads.serving_state import SERVING_FILE, Candidate, ServingState, Shadow
+from heads.serving_state import Candidate, ServingState, Shadow
 from tests.conftest import ROOT
 from tests.fakes import HashTextEmbedder
 from tests.file_access import obeying_permissions

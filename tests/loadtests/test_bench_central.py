@@ -187,7 +187,7 @@ def standalone(tmp_path_factory):
     """A quick lt-intents head trained with the encoder in-process (as the load-test stack trains
     it, on a small CLINC150 cut), served by one standalone classifier with its own encoder."""
     base = tmp_path_factory.mktemp("standalone")
-    store = ModelStore(base / "models" / "loadtest")
+    store = ModelStore.for_tenant(base / "models", "loadtest")
     ensure_base_model(store, "", work=base / "train", logs=base, quick=True)  # "": no embedder, in-process
     with StandaloneProcess(store.root, BASE_MODEL, log_path=base / "standalone.log") as process:
         yield process, store.load(BASE_MODEL)
