@@ -15,36 +15,18 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from devtools.embedder_process import EmbedderProcess
+from devtools.processes import GunicornRouter
 from devtools.train_job import summary, train_in_subprocess
 from heads.registry import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "heads" / "demo"
 log = logging.getLogger("local_stack")
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the router exited with status {proc.returncode}; see var/log/router.log")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the router was not ready within {timeout_s:.0f}s; see var/log/router.log")
 
 
 def train_missing_demo_models(store: ModelStore, embedder_address: str, cache: Path) -> list[str]:
@@ -117,32 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             f"embedder      {embedder.address} (gRPC), metrics http://127.0.0.1:{embedder.metrics_port}/metrics",
             flush=True,
         )
-        store = ModelStore(Path(args.store) / DEMO_TENANT)
+        store = ModelStore.for_tenant(args.store, DEMO_TENANT)
         if not args.no_demo:
             train_missing_demo_models(store, embedder.address, ROOT / "var" / "cache" / "embeddings")
         tenant_key, operator_key = demo_keys(dsn)
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "EMBEDDER_ADDRESS": embedder.address,
-            "MODEL_STORE": str(args.store),
-            "API_PORT": str(args.port),
-        }
-        with open(logs / "router.log", "ab") as router_log:
-            router = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "gunicorn"),
-                    "-c",
-                    str(ROOT / "api" / "web" / "gunicorn_conf.py"),
-                    "api.web.app:create_app()",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=router_log,
-                stderr=subprocess.STDOUT,
-            )
-        base = f"http://127.0.0.1:{args.port}"
-        _wait_ready(f"{base}/readyz", router, timeout_s=120)
+        env = {"DATABASE_URL": dsn, "EMBEDDER_ADDRESS": embedder.address, "MODEL_STORE": str(args.store)}
+        router = GunicornRouter(env, logs / "router.log", port=args.port).start(timeout_s=120)
+        base = router.url
         models = store.models()
         example = models[0] if models else "MODEL"
         print(
@@ -160,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         while not stop.wait(0.5):
             if router.poll() is not None:
-                print(f"the router exited with status {router.returncode}; see var/log/router.log", file=sys.stderr)
+                print(f"the router exited with status {router.poll()}; see var/log/router.log", file=sys.stderr)
                 return 1
         return 0
     except RuntimeError as exc:
@@ -168,12 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         print("\nstopping ...", flush=True)
-        if router is not None and router.poll() is None:
-            router.send_signal(signal.SIGTERM)  # workers flush their inference logs
-            try:
-                router.wait(40)
-            except subprocess.TimeoutExpired:
-                router.kill()
+        if router is not None:
+            router.stop(40)  # SIGTERM: workers flush their inference logs
         if embedder is not None:
             embedder.stop()
         if postgres is not None:

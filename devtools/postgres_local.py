@@ -39,11 +39,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.processes import LOOPBACK, free_port
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "manyheads"
 DEFAULT_ROLE = "manyheads"
-LOOPBACK = "127.0.0.1"
+
 # Our settings live in their own file, rewritten at every start, so postgresql.conf stays initdb's.
 SETTINGS_FILE = "manyheads.conf"
 SERVER_LOG = "server.log"
@@ -307,12 +309,6 @@ def _port_is_free(port: int, host: str = LOOPBACK) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 # --- the server -------------------------------------------------------------------------------------

@@ -27,22 +27,21 @@ import csv
 import fcntl
 import json
 import logging
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.embedder_process import EmbedderProcess
+from devtools.processes import ROUTER_APP, GunicornRouter
 from devtools.train_job import summary, train_in_subprocess
-from heads.artifact import MANIFEST
+from heads import layout
+from heads.errors import HeadsError
+from heads.manifest import Manifest
 from heads.registry import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,12 +107,6 @@ def write_quick_data(out: Path, intents: int = 10, per_label: int = 12) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def copy_names(n: int) -> list[str]:
     return [f"{BASE_MODEL}-{i:03d}" for i in range(n)]
 
@@ -150,8 +143,8 @@ def ensure_base_model(store: ModelStore, embedder_address: str, *, work: Path, l
 
 def _manifest_names(store: ModelStore, name: str, version: str) -> bool:
     try:
-        return json.loads((store.version_dir(name, version) / MANIFEST).read_text()).get("model") == name
-    except (OSError, ValueError):
+        return Manifest.read(store.version_dir(name, version)).model == name
+    except (OSError, HeadsError):
         return False
 
 
@@ -173,7 +166,7 @@ def ensure_model_copies(store: ModelStore, n: int) -> list[str]:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(source, tmp)
             # The copy is a model of its own: its manifest names it (GET /v1/models shows that name).
-            manifest_path = tmp / MANIFEST
+            manifest_path = layout.manifest_path(tmp)
             manifest = json.loads(manifest_path.read_text())
             manifest["model"] = name
             manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -195,74 +188,12 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-@dataclass
-class Router:
-    """gunicorn serving api.web.app:create_app() with the given workers and threads."""
-
-    env: dict[str, str]
-    workers: int
-    threads: int
-    log_path: Path
-    app: str = "api.web.app:create_app()"
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 90.0) -> Router:
-        env = {
-            **os.environ,
-            **self.env,
-            "API_PORT": str(self.port),
-            "API_WORKERS": str(self.workers),
-            "API_THREADS": str(self.threads),
-        }
-        env.pop("API_ACCESS_LOG", None)
-        with open(self.log_path, "ab") as router_log:
-            self.proc = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "gunicorn"),
-                    "-c",
-                    str(ROOT / "api" / "web" / "gunicorn_conf.py"),
-                    self.app,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=router_log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the router exited with status {self.proc.returncode}; see {self.log_path}")
-            try:
-                if _get(self.url + "/readyz")[0] == 200:
-                    return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"the router was not ready within {timeout_s:.0f}s; see {self.log_path}")
-
-    def pids(self) -> list[int]:
-        """The master and its workers."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [self.proc.pid, *(int(p) for p in out.stdout.split())]
-
-    def stop(self, timeout_s: float = 45.0) -> None:
-        """SIGTERM: gunicorn finishes requests and each worker flushes its inference log."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+def start_router(
+    env: dict[str, str], workers: int, threads: int, log_path: Path, app: str = ROUTER_APP
+) -> GunicornRouter:
+    """gunicorn serving `app` (the router by default) with the given workers and threads."""
+    sized = {**env, "API_WORKERS": str(workers), "API_THREADS": str(threads), "API_ACCESS_LOG": None}
+    return GunicornRouter(sized, log_path, app=app).start(90.0)
 
 
 class Stack:
@@ -286,12 +217,12 @@ class Stack:
         self.logs = self.base / "log"
         self.n_models = models
         self.embedder_env = dict(embedder_env or {})
-        self.store = ModelStore(self.base / "models" / TENANT)
+        self.store = ModelStore.for_tenant(self.base / "models", TENANT)
         self.quick_model = quick_model
         self.postgres = None
         self.embedder: EmbedderProcess | None = None
         self.external_embedder = embedder_address
-        self.router: Router | None = None
+        self.router: GunicornRouter | None = None
         self.dsn = database_url
         self.models: list[str] = []
         self.api_key = ""
@@ -373,18 +304,18 @@ class Stack:
 
     def start_router(
         self, workers: int, threads: int, extra_env: dict[str, str] | None = None, *, app: str = ""
-    ) -> Router:
+    ) -> GunicornRouter:
         """gunicorn with `app` (default api.web.app:create_app(); another WSGI factory, e.g. a patched
         router on PYTHONPATH, makes an A/B comparison of a change)."""
         self.stop_router()
         env = {
             "DATABASE_URL": self.dsn,
             "EMBEDDER_ADDRESS": self.embedder_address,
-            "MODEL_STORE": str(self.store.root.parent),
+            "MODEL_STORE": str(layout.store_root(self.store.root)),
             "API_SPOOL_DIR": str(self.base / "spool"),
             **(extra_env or {}),
         }
-        self.router = Router(env, workers, threads, self.logs / "router.log", app or Router.app).start()
+        self.router = start_router(env, workers, threads, self.logs / "router.log", app or ROUTER_APP)
         return self.router
 
     def stop_router(self) -> None:

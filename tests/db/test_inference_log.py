@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.postgres_local import LocalPostgres, free_port
+from devtools.postgres_local import LocalPostgres
+from devtools.processes import free_port
 from inferencedb.inference_log import InferenceLog
 from inferencedb.prediction_record import record_to_row
 from inferencedb.spool import REJECTED_PREFIX, SpoolWriter, spool_files

@@ -1,22 +1,16 @@
 import multiprocessing
-import socket
 import threading
 import time
 
 import pytest
 
+from devtools.processes import free_port
 from embedder.cache import PhraseCache
 from embedder.client import EmbedderClient
 from embedder.errors import Unavailable
 from embedder.grpc_server import start_server
 from embedder.service import EmbeddingService
 from tests.fakes import HashEncoder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_server_raises_unavailable_after_retries():
