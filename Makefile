@@ -9,7 +9,7 @@ STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
 MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 
-.PHONY: setup run test lint bench-embedder bench-heads bench-central loadtest clean
+.PHONY: setup run test test-containers lint bench-embedder bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -34,6 +34,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The images built and compose.yaml run with podman (installed if missing, as root), checked from
+# the host: tests/containers/. About N minutes on a 2-core machine, most of it building images.
+test-containers: setup
+	$(PY) -m pytest -m containers tests/containers
 
 lint: setup
 	$(PY) -m ruff check embedder heads inferencedb api devtools tests loadtests

@@ -1,7 +1,7 @@
 """Command line of the router.
 
 python -m api serve          # gunicorn with api/web/gunicorn_conf.py (settings from the environment)
-python -m api migrate        # apply the inference-database migrations to DATABASE_URL
+python -m api migrate [--wait-s S]   # apply the inference-database migrations to DATABASE_URL
 python -m api settings       # every setting, its variable, default and meaning
 """
 
@@ -43,11 +43,41 @@ def _admin(args: argparse.Namespace, dsn: str) -> int:
     return 0
 
 
+def _migrate(dsn: str, wait_s: float) -> int:
+    import time
+
+    from inferencedb.errors import DatabaseUnavailable, InferenceDbError
+    from inferencedb.migrations import apply_migrations
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            applied = apply_migrations(dsn)
+            break
+        except DatabaseUnavailable as exc:
+            if time.monotonic() >= deadline:
+                print(f"error: {exc.message}", file=sys.stderr)
+                return 2
+            print(f"waiting for PostgreSQL: {exc.message.splitlines()[0]}", file=sys.stderr, flush=True)
+            time.sleep(1.0)
+        except InferenceDbError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api", description="The HTTP classification router.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the router under gunicorn")
-    sub.add_parser("migrate", help="apply database migrations")
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="keep retrying while PostgreSQL cannot be reached, for up to this many seconds (a start-up job)",
+    )
     sub.add_parser("settings", help="list the router settings")
     keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create")
@@ -77,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("keys", "tenants"):
         return _admin(args, settings.database_url)
     if args.command == "migrate":
-        from inferencedb.migrations import apply_migrations
-
-        applied = apply_migrations(settings.database_url)
-        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
-        return 0
+        return _migrate(settings.database_url, args.wait_s)
     for var, default, doc in describe():
         print(f"{var}={default}\n    {doc}")
     return 0

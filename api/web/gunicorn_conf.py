@@ -27,6 +27,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # Prometheus metrics shared by all workers through files in one folder per master process.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="manyheads-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+# gunicorn's control socket, one per master beside its metrics: the default is under $HOME, which
+# the image's user does not have, and one path shared by every gunicorn of a user collides.
+control_socket = os.path.join(_metrics_dir, "gunicorn.ctl")
 
 
 def on_starting(server):

@@ -10,8 +10,12 @@
 #
 # Build context: the repository root, narrowed by embedder-gpu.Dockerfile.dockerignore (BuildKit).
 
+# The Python base image of every stage. The default is the public image; a registry-less
+# machine builds a local one and passes it (devtools/containers.py does, for make test-containers).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
 # --- gRPC stubs: grpcio-tools lives only in this stage ---------------------------------------
-FROM python:3.11-slim-bookworm AS stubs
+FROM ${PYTHON_IMAGE} AS stubs
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY env/base.txt env/base.txt
@@ -21,7 +25,7 @@ RUN mkdir -p embedder/proto \
     && python -m grpc_tools.protoc -Iembedder/proto=protos --python_out=. --grpc_python_out=. --pyi_out=. protos/embedder.proto
 
 # --- dependencies into a virtual environment ------------------------------------------------
-FROM python:3.11-slim-bookworm AS venv
+FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 COPY env/base.txt env/embedder-gpu.txt /tmp/env/
@@ -36,7 +40,7 @@ COPY embedder/ embedder/
 RUN python -m embedder build-model --out /srv/embedders/minilm-l6-v2
 
 # --- runtime ------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -6,8 +6,12 @@
 #
 # Build context: the repository root, narrowed by router.Dockerfile.dockerignore (BuildKit).
 
+# The Python base image of every stage. The default is the public image; a registry-less
+# machine builds a local one and passes it (devtools/containers.py does, for make test-containers).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
 # --- gRPC stubs: grpcio-tools lives only in this stage ---------------------------------------
-FROM python:3.11-slim-bookworm AS stubs
+FROM ${PYTHON_IMAGE} AS stubs
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY env/base.txt env/base.txt
@@ -17,26 +21,30 @@ RUN mkdir -p embedder/proto \
     && python -m grpc_tools.protoc -Iembedder/proto=protos --python_out=. --grpc_python_out=. --pyi_out=. protos/embedder.proto
 
 # --- dependencies into a virtual environment ------------------------------------------------
-FROM python:3.11-slim-bookworm AS venv
+FROM ${PYTHON_IMAGE} AS venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 COPY env/base.txt env/router.txt /tmp/env/
 RUN pip install --no-cache-dir -r /tmp/env/router.txt
 
 # --- runtime ------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app \
+    API_HOST=0.0.0.0 \
     API_PORT=8000 \
+    API_SPOOL_DIR=/app/var/spool \
     MODEL_STORE=/srv/models
-# /srv/models is mounted read-only in production. var/ (relative to /app) is the only place the
-# router writes: local state such as the inference-log spool files.
+# /srv/models is mounted read-only in production. /app/var/spool is the only place the router
+# writes that must outlive the container (the journal of prediction rows, rows waiting for
+# PostgreSQL, the API-key snapshot): mount a volume there. Owned by the router's user, so a new
+# named volume mounted on it starts with that owner.
 RUN groupadd --system --gid 10001 manyheads \
     && useradd --system --uid 10001 --gid manyheads --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin manyheads \
-    && mkdir -p /srv/models /app/var \
-    && chown manyheads:manyheads /app/var
+    && mkdir -p /srv/models /app/var/spool \
+    && chown -R manyheads:manyheads /app/var
 COPY --from=venv /opt/venv /opt/venv
 WORKDIR /app
 # The whole embedder package is small; the router imports only its client, normalize,

@@ -58,6 +58,7 @@ class Stage:
 
 def parse_dockerfile(path: Path) -> list[Stage]:
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     pending, start = "", 0
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         stripped = raw.strip()
@@ -72,8 +73,11 @@ def parse_dockerfile(path: Path) -> list[Stage]:
         pending = ""
         keyword, _, args = text.partition(" ")
         instruction = Instruction(keyword.upper(), args.strip(), start)
-        if instruction.keyword == "FROM":
-            words = instruction.args.split()
+        if instruction.keyword == "ARG" and not stages:  # a global build argument, usable in FROM
+            name, _, default = instruction.args.partition("=")
+            global_args[name.strip()] = default.strip()
+        elif instruction.keyword == "FROM":
+            words = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m[1] or m[2]], instruction.args).split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name))
         else:
@@ -448,11 +452,14 @@ def test_router_dockerfile_installs_only_router_requirements():
     assert "tensorflow" not in text and "model-weights" not in text and "build-model" not in text
     final = stages[-1]
     assert exec_form(final.all("CMD")[-1]) == ["gunicorn", "-c", "api/web/gunicorn_conf.py", "api.web.app:create_app()"]
-    assert env_vars(final)["API_PORT"] == "8000"
+    env = env_vars(final)
+    assert env["API_PORT"] == "8000"
+    assert env["API_HOST"] == "0.0.0.0", "bound to 127.0.0.1 a published port and a load balancer reach nothing"
+    assert env["API_SPOOL_DIR"] == "/app/var/spool"
     assert "8000" in final.all("EXPOSE")[-1].args.split()
     assert "/healthz" in final.all("HEALTHCHECK")[-1].args
-    writable = [i.args for i in final.all("RUN") if "chown manyheads:manyheads /app/var" in i.args]
-    assert writable, "the router needs a writable var/ (spool files of the inference log)"
+    writable = [i.args for i in final.all("RUN") if "chown -R manyheads:manyheads /app/var" in i.args]
+    assert writable and "/app/var/spool" in writable[0], "the spool (a volume's mount point) belongs to the router"
 
 
 # --- the embedder images ---------------------------------------------------------------------------
