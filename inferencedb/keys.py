@@ -219,8 +219,9 @@ class KeyStore:
             return
         try:
             self._snapshot.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._snapshot.with_name(f".{self._snapshot.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # Unique: routers of several hosts may share the folder (EFS), where pids repeat.
+            tmp = self._snapshot.with_name(f".{self._snapshot.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
             os.replace(tmp, self._snapshot)  # atomic: workers writing at once each leave a whole file

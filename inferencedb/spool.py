@@ -17,7 +17,8 @@ A line is one JSON object, written with one `write` and followed by `flush`, so 
 killed process leaves at most one truncated last line, which the reader skips with a warning.
 Flushed data survives the process (the kernel has it); `fsync` at most every `fsync_interval_s`
 (default 1 s) bounds what a power loss or kernel crash can take, without a disk sync per request
-on the overflow path. The folder must be on a local filesystem (flock over NFS is unreliable).
+on the overflow path. The folder may be local or on NFSv4 (EFS): files are opened read-write, because
+an exclusive flock on a file opened read-only fails with EBADF over NFS.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def _is_live_journal(path: Path) -> bool:
 
 def _is_locked(path: Path) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -277,7 +278,7 @@ def claim_next(directory: Path, *, prefixes: tuple[str, ...] = REPLAYABLE) -> Cl
         _remove_abandoned_new_files(directory, prefix)
     for path in spool_files(directory, prefixes=prefixes):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # claimed or finished by someone else meanwhile
         try:
@@ -312,7 +313,7 @@ def _remove_abandoned_new_files(directory: Path, prefix: str) -> None:
             st = entry.stat()
             if st.st_size or time.time() - st.st_mtime < _ABANDONED_NEW_FILE_S:
                 continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(entry.path, os.O_RDWR | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.unlink(entry.path)

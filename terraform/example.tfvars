@@ -35,7 +35,9 @@ router_workers             = 2
 router_threads             = 8
 router_requests_per_target = 3000
 model_sync_interval_s      = 30
-certificate_arn            = "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+# HTTPS only (TLS 1.2+, port 80 redirects). Without a certificate the plan fails, unless
+# allow_plain_http = true, which is meant for throwaway test stacks.
+certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 
 # Training: every night at 03:00 UTC from s3://<bucket>/training/heads.yaml.
 training_cpu                 = 4096

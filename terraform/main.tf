@@ -1,7 +1,9 @@
 # manyheads on AWS: one ECS cluster running
 #   - the embedder (gRPC, TensorFlow) behind an internal NLB, on Fargate or GPU instances,
-#   - the HTTP routers (gunicorn + model-sync sidecar) behind a public ALB, on Fargate,
+#   - the HTTP routers (gunicorn + model-sync and metrics sidecars) behind a public HTTPS ALB,
+#     on Fargate, with their inference-log spool on EFS,
 #   - one-shot training tasks (manual or scheduled) that publish heads to S3,
+#   - a one-shot migrations task that updates the schema and the services' database roles,
 # with PostgreSQL on RDS for the inference log. See docs/deployment.md.
 
 locals {
@@ -16,11 +18,15 @@ locals {
   embedder_role = var.embedder_use_gpu ? "embedder-gpu" : "embedder-cpu"
   bucket_name   = coalesce(var.model_store_bucket_name, "${local.name}-models-${data.aws_caller_identity.current.account_id}")
 
+  # Each service logs in with its own role and secret; only the migrations use the owner's.
   database = {
-    host       = module.database.address
-    port       = module.database.port
-    name       = module.database.database_name
-    secret_arn = module.database.master_user_secret_arn
+    host        = module.database.address
+    port        = module.database.port
+    name        = module.database.database_name
+    kms_key_arn = module.database.master_user_secret_kms_key_arn
+  }
+  database_as = { for who, arn in merge(module.database.service_secret_arns, { owner = module.database.master_user_secret_arn }) :
+    who => merge(local.database, { secret_arn = arn })
   }
 }
 
@@ -108,29 +114,31 @@ module "embedder" {
 module "router" {
   source = "./modules/router"
 
-  name                   = local.name
-  cluster_name           = module.cluster.cluster_name
-  vpc_id                 = module.network.vpc_id
-  public_subnet_ids      = module.network.public_subnet_ids
-  private_subnet_ids     = module.network.private_subnet_ids
-  alb_security_group_id  = module.network.security_group_ids.alb
-  task_security_group_id = module.network.security_group_ids.router
-  image                  = local.images["router"]
-  cpu                    = var.router_cpu
-  memory                 = var.router_memory
-  min_count              = var.router_min_count
-  max_count              = var.router_max_count
-  cpu_target_percent     = var.router_cpu_target_percent
-  requests_per_target    = var.router_requests_per_target
-  workers                = var.router_workers
-  threads                = var.router_threads
-  extra_environment      = var.router_extra_environment
-  embedder_address       = module.embedder.address
-  database               = local.database
-  certificate_arn        = var.certificate_arn
-  model_sync_image       = var.aws_cli_image
-  model_sync_interval_s  = var.model_sync_interval_s
-  log_retention_days     = var.log_retention_days
+  name                    = local.name
+  cluster_name            = module.cluster.cluster_name
+  vpc_id                  = module.network.vpc_id
+  public_subnet_ids       = module.network.public_subnet_ids
+  private_subnet_ids      = module.network.private_subnet_ids
+  alb_security_group_id   = module.network.security_group_ids.alb
+  task_security_group_id  = module.network.security_group_ids.router
+  image                   = local.images["router"]
+  cpu                     = var.router_cpu
+  memory                  = var.router_memory
+  min_count               = var.router_min_count
+  max_count               = var.router_max_count
+  cpu_target_percent      = var.router_cpu_target_percent
+  requests_per_target     = var.router_requests_per_target
+  workers                 = var.router_workers
+  threads                 = var.router_threads
+  extra_environment       = var.router_extra_environment
+  embedder_address        = module.embedder.address
+  database                = local.database_as["router"]
+  certificate_arn         = var.certificate_arn
+  allow_plain_http        = var.allow_plain_http
+  spool_security_group_id = module.network.security_group_ids.router_spool
+  model_sync_image        = var.aws_cli_image
+  model_sync_interval_s   = var.model_sync_interval_s
+  log_retention_days      = var.log_retention_days
 
   model_store = {
     bucket     = module.model_store.bucket_name
@@ -153,13 +161,25 @@ module "training" {
   schedule_expression = var.training_schedule_expression
   publish_last        = var.model_store_publish_last
   aws_cli_image       = var.aws_cli_image
-  database            = local.database
+  database            = local.database_as["training"]
   log_retention_days  = var.log_retention_days
 
   model_store = {
     bucket     = module.model_store.bucket_name
     bucket_arn = module.model_store.bucket_arn
   }
+}
+
+module "migrations" {
+  source = "./modules/migrations"
+
+  name                = local.name
+  image               = local.images["router"]
+  psql_image          = var.psql_image
+  database            = local.database_as["owner"]
+  service_roles       = module.database.service_roles
+  service_secret_arns = module.database.service_secret_arns
+  log_retention_days  = var.log_retention_days
 }
 
 module "monitoring" {
@@ -176,6 +196,7 @@ module "monitoring" {
   router = {
     alb_arn_suffix          = module.router.alb_arn_suffix
     target_group_arn_suffix = module.router.target_group_arn_suffix
+    metrics_namespace       = module.router.metrics_namespace
   }
 
   embedder = {

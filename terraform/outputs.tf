@@ -27,8 +27,34 @@ output "db_address" {
 }
 
 output "db_master_user_secret_arn" {
-  description = "ARN of the RDS-managed secret with the database credentials (the password itself is never output)."
+  description = "ARN of the RDS-managed secret of the owner (master user), for migrations and key management (the password itself is never output)."
   value       = module.database.master_user_secret_arn
+}
+
+output "db_service_secret_arns" {
+  description = "ARN of the router's and training's own database secrets (least-privilege roles)."
+  value       = module.database.service_secret_arns
+}
+
+output "migrations_task_definition" {
+  description = "Family of the migrations task (latest revision): run it before the first routers, and after each release that brings a migration."
+  value       = module.migrations.task_definition_family
+}
+
+output "migrations_network_configuration" {
+  description = "--network-configuration value for `aws ecs run-task` of the migrations task."
+  value = jsonencode({
+    awsvpcConfiguration = {
+      subnets        = module.network.private_subnet_ids
+      securityGroups = [module.network.security_group_ids.migrations]
+      assignPublicIp = "DISABLED"
+    }
+  })
+}
+
+output "router_metrics_key_secret_arn" {
+  description = "Secret to put an operator API key into, for the routers' metrics collector (docs/deployment.md)."
+  value       = module.router.metrics_key_secret_arn
 }
 
 output "cluster_name" {
@@ -53,9 +79,10 @@ output "training_network_configuration" {
 
 output "log_groups" {
   value = {
-    embedder = module.embedder.log_group_name
-    router   = module.router.log_group_name
-    training = module.training.log_group_name
+    embedder   = module.embedder.log_group_name
+    router     = module.router.log_group_name
+    training   = module.training.log_group_name
+    migrations = module.migrations.log_group_name
   }
 }
 

@@ -206,9 +206,15 @@ variable "router_extra_environment" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for HTTPS on the public load balancer; null serves HTTP only."
+  description = "ACM certificate of the public load balancer's HTTPS listener (TLS 1.2+; HTTP redirects to it). Required unless allow_plain_http."
   type        = string
   default     = null
+}
+
+variable "allow_plain_http" {
+  description = "Serve the API over plain HTTP when certificate_arn is null (API keys in clear text): throwaway test stacks only."
+  type        = bool
+  default     = false
 }
 
 variable "model_sync_interval_s" {
@@ -221,6 +227,12 @@ variable "aws_cli_image" {
   description = "AWS CLI image of the model-sync sidecar and the training fetch/publish steps."
   type        = string
   default     = "public.ecr.aws/aws-cli/aws-cli:2.32.9"
+}
+
+variable "psql_image" {
+  description = "Image with psql of the migrations task's role-passwords step."
+  type        = string
+  default     = "public.ecr.aws/docker/library/postgres:17-alpine"
 }
 
 # --- training -------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ mock_provider "aws" {
 
 
 variables {
-  secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock-AbCdEf"
+  secret_arn          = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-mock-AbCdEf"
+  router_secret_arn   = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mh-test/database/router-AbCdEf"
+  training_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:mh-test/database/training-AbCdEf"
 }
 
 # --- network ------------------------------------------------------------------------------
@@ -124,9 +126,19 @@ run "network" {
 
   assert {
     condition = toset([for rule in aws_vpc_security_group_ingress_rule.database_from_clients : rule.referenced_security_group_id]) == toset([
-      aws_security_group.router.id, aws_security_group.training.id,
+      aws_security_group.router.id, aws_security_group.training.id, aws_security_group.migrations.id,
     ]) && alltrue([for rule in aws_vpc_security_group_ingress_rule.database_from_clients : rule.from_port == 5432])
-    error_message = "PostgreSQL admits routers and training tasks only, on 5432."
+    error_message = "PostgreSQL admits routers, training and migration tasks only, on 5432."
+  }
+
+  assert {
+    condition = (
+      aws_vpc_security_group_ingress_rule.router_spool_from_router.security_group_id == aws_security_group.router_spool.id &&
+      aws_vpc_security_group_ingress_rule.router_spool_from_router.referenced_security_group_id == aws_security_group.router.id &&
+      aws_vpc_security_group_ingress_rule.router_spool_from_router.from_port == 2049 &&
+      output.security_group_ids.router_spool == aws_security_group.router_spool.id
+    )
+    error_message = "The spool's EFS mount targets admit NFS (2049) from router tasks only."
   }
 
   assert {
@@ -176,6 +188,24 @@ run "database" {
   assert {
     condition     = aws_db_instance.this.backup_retention_period >= 1 && aws_db_instance.this.deletion_protection
     error_message = "Backups on and deletion protection on by default."
+  }
+
+  assert {
+    condition = (
+      { for service, version in aws_secretsmanager_secret_version.service : service => jsondecode(version.secret_string).username } == { router = "manyheads_router", training = "manyheads_training" } &&
+      alltrue([for service, version in aws_secretsmanager_secret_version.service : jsondecode(version.secret_string).password == data.aws_secretsmanager_random_password.service[service].random_password]) &&
+      alltrue([for generated in data.aws_secretsmanager_random_password.service : generated.password_length == 40 && generated.exclude_punctuation])
+    )
+    error_message = "Router and training each get a secret of their own: the least-privilege role and a generated password."
+  }
+
+  assert {
+    condition = (
+      aws_secretsmanager_secret.service["router"].name == "mh-test/database/router" &&
+      toset(keys(output.service_secret_arns)) == toset(["router", "training"]) &&
+      !contains(values(output.service_secret_arns), output.master_user_secret_arn)
+    )
+    error_message = "The service secrets are separate from the master user's secret."
   }
 }
 
@@ -301,6 +331,7 @@ run "alarms" {
     router = {
       alb_arn_suffix          = "app/mh-test-router/0123456789abcdef"
       target_group_arn_suffix = "targetgroup/mh-test-router/0123456789abcdef"
+      metrics_namespace       = "mh-test/router"
     }
     embedder = {
       load_balancer_arn_suffix = "net/mh-test-embedder/0123456789abcdef"
@@ -314,12 +345,52 @@ run "alarms" {
   }
 
   assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.router_unhealthy_hosts.namespace == "AWS/ApplicationELB" &&
+      aws_cloudwatch_metric_alarm.router_unhealthy_hosts.metric_name == "UnHealthyHostCount" &&
+      aws_cloudwatch_metric_alarm.router_unhealthy_hosts.dimensions.TargetGroup == "targetgroup/mh-test-router/0123456789abcdef" &&
+      aws_cloudwatch_metric_alarm.router_unhealthy_hosts.threshold == 0 &&
+      aws_cloudwatch_metric_alarm.router_no_healthy_hosts.metric_name == "HealthyHostCount" &&
+      aws_cloudwatch_metric_alarm.router_no_healthy_hosts.comparison_operator == "LessThanThreshold" &&
+      aws_cloudwatch_metric_alarm.router_no_healthy_hosts.treat_missing_data == "breaching"
+    )
+    error_message = "Alarms on unhealthy router targets and on a router target group with no healthy host."
+  }
+
+  assert {
+    condition = {
+      for event, alarm in aws_cloudwatch_metric_alarm.inference_rows : event => "${alarm.namespace} ${alarm.metric_name} ${alarm.dimensions.event} ${alarm.statistic} > ${alarm.threshold}"
+      } == {
+      lost             = "mh-test/router router_inference_log_rows lost Sum > 0"
+      spooled          = "mh-test/router router_inference_log_rows spooled Sum > 0"
+      overflow_spooled = "mh-test/router router_inference_log_rows overflow_spooled Sum > 0"
+    }
+    error_message = "Alarms on lost, spooled and overflow-spooled inference-log rows, from the routers' own counters."
+  }
+
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.inference_rows["lost"].evaluation_periods == 1
+    error_message = "One lost row is enough to alarm."
+  }
+
+  assert {
+    condition = (
+      aws_cloudwatch_metric_alarm.router_metrics_missing.namespace == "mh-test/router" &&
+      aws_cloudwatch_metric_alarm.router_metrics_missing.metric_name == "router_metrics_up" &&
+      aws_cloudwatch_metric_alarm.router_metrics_missing.treat_missing_data == "breaching"
+    )
+    error_message = "A broken metrics pipeline alarms instead of silencing the inference-rows alarms."
+  }
+
+  assert {
     condition = alltrue([
-      for alarm in [
+      for alarm in concat([
         aws_cloudwatch_metric_alarm.router_5xx_rate, aws_cloudwatch_metric_alarm.router_p99_latency,
+        aws_cloudwatch_metric_alarm.router_unhealthy_hosts, aws_cloudwatch_metric_alarm.router_no_healthy_hosts,
+        aws_cloudwatch_metric_alarm.router_metrics_missing,
         aws_cloudwatch_metric_alarm.embedder_unhealthy_hosts, aws_cloudwatch_metric_alarm.db_cpu,
         aws_cloudwatch_metric_alarm.db_free_storage,
-      ] : alarm.alarm_actions == toset([aws_sns_topic.alarms[0].arn])
+      ], values(aws_cloudwatch_metric_alarm.inference_rows)) : alarm.alarm_actions == toset([aws_sns_topic.alarms[0].arn])
     ])
     error_message = "Every alarm notifies the SNS topic."
   }
@@ -446,48 +517,52 @@ run "router" {
   }
 
   variables {
-    name                   = "mh-test"
-    cluster_name           = "mh-test"
-    vpc_id                 = "vpc-1"
-    public_subnet_ids      = ["subnet-pa", "subnet-pb"]
-    private_subnet_ids     = ["subnet-a", "subnet-b"]
-    alb_security_group_id  = "sg-alb"
-    task_security_group_id = "sg-router"
-    image                  = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mh-test/router:abc"
-    embedder_address       = "internal-embedder.elb.amazonaws.com:50051"
-    certificate_arn        = "arn:aws:acm:eu-west-1:123456789012:certificate/mock"
+    name                    = "mh-test"
+    cluster_name            = "mh-test"
+    vpc_id                  = "vpc-1"
+    public_subnet_ids       = ["subnet-pa", "subnet-pb"]
+    private_subnet_ids      = ["subnet-a", "subnet-b"]
+    alb_security_group_id   = "sg-alb"
+    task_security_group_id  = "sg-router"
+    spool_security_group_id = "sg-spool"
+    embedder_address        = "internal-embedder.elb.amazonaws.com:50051"
     database = {
       host       = "db.internal"
       port       = 5432
       name       = "manyheads"
-      secret_arn = var.secret_arn
+      secret_arn = var.router_secret_arn
     }
     model_store = {
       bucket     = "mh-test-models"
       bucket_arn = "arn:aws:s3:::mh-test-models"
     }
+    image           = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mh-test/router:abc"
+    certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/mock"
   }
 
   assert {
     condition = [for secret in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].secrets : "${secret.name}=${secret.valueFrom}"] == [
-      "PGUSER=${var.secret_arn}:username::",
-      "PGPASSWORD=${var.secret_arn}:password::",
+      "PGUSER=${var.router_secret_arn}:username::",
+      "PGPASSWORD=${var.router_secret_arn}:password::",
     ]
-    error_message = "PGUSER/PGPASSWORD come from the keys of the RDS-managed secret."
+    error_message = "PGUSER/PGPASSWORD come from the keys of the router role's secret."
   }
 
   assert {
     condition = {
       for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : pair.name => pair.value
-      if contains(["EMBEDDER_ADDRESS", "MODEL_STORE", "PGHOST", "PGDATABASE", "API_PORT"], pair.name)
+      if contains(["API_HOST", "API_PORT", "API_SPOOL_DIR", "API_MIGRATE_ON_START", "EMBEDDER_ADDRESS", "MODEL_STORE", "PGHOST", "PGDATABASE"], pair.name)
       } == {
-      EMBEDDER_ADDRESS = "internal-embedder.elb.amazonaws.com:50051"
-      MODEL_STORE      = "/srv/models"
-      PGHOST           = "db.internal"
-      PGDATABASE       = "manyheads"
-      API_PORT         = "8000"
+      API_HOST             = "0.0.0.0"
+      API_PORT             = "8000"
+      API_SPOOL_DIR        = "/srv/spool"
+      API_MIGRATE_ON_START = "false"
+      EMBEDDER_ADDRESS     = "internal-embedder.elb.amazonaws.com:50051"
+      MODEL_STORE          = "/srv/models"
+      PGHOST               = "db.internal"
+      PGDATABASE           = "manyheads"
     }
-    error_message = "Router environment: embedder address, model store folder, libpq variables, port."
+    error_message = "Router environment: all interfaces (the image default is not relied on), port, spool on EFS, no migrations as the router role, embedder address, model store folder, libpq variables."
   }
 
   assert {
@@ -497,10 +572,138 @@ run "router" {
 
   assert {
     condition = (
-      jsondecode(aws_ecs_task_definition.this.container_definitions)[0].mountPoints == [{ sourceVolume = "models", containerPath = "/srv/models", readOnly = true }] &&
+      jsondecode(aws_ecs_task_definition.this.container_definitions)[0].mountPoints == [
+        { sourceVolume = "models", containerPath = "/srv/models", readOnly = true },
+        { sourceVolume = "spool", containerPath = "/srv/spool", readOnly = false },
+      ] &&
       jsondecode(aws_ecs_task_definition.this.container_definitions)[1].mountPoints == [{ sourceVolume = "models", containerPath = "/srv/models", readOnly = false }]
     )
-    error_message = "The sidecar writes the shared volume, the router mounts it read-only."
+    error_message = "The sidecar writes the models volume, the router mounts it read-only and writes the spool at API_SPOOL_DIR."
+  }
+
+  # --- the spool on EFS
+
+  assert {
+    condition = (
+      [for volume in aws_ecs_task_definition.this.volume : volume.name if length(volume.efs_volume_configuration) == 1] == ["spool"] &&
+      one([for volume in aws_ecs_task_definition.this.volume : volume.efs_volume_configuration[0] if volume.name == "spool"]).file_system_id == aws_efs_file_system.spool.id &&
+      one([for volume in aws_ecs_task_definition.this.volume : volume.efs_volume_configuration[0] if volume.name == "spool"]).transit_encryption == "ENABLED" &&
+      one([for volume in aws_ecs_task_definition.this.volume : volume.efs_volume_configuration[0] if volume.name == "spool"]).authorization_config[0].access_point_id == aws_efs_access_point.spool.id &&
+      one([for volume in aws_ecs_task_definition.this.volume : volume.efs_volume_configuration[0] if volume.name == "spool"]).authorization_config[0].iam == "ENABLED"
+    )
+    error_message = "The spool volume is the EFS file system, through its access point, over TLS, with the task role's identity: it outlives the task."
+  }
+
+  assert {
+    condition     = aws_efs_file_system.spool.encrypted && aws_efs_file_system.spool.throughput_mode == "elastic"
+    error_message = "The spool file system is encrypted at rest."
+  }
+
+  assert {
+    condition     = [for target in aws_efs_mount_target.spool : target.subnet_id] == ["subnet-a", "subnet-b"] && alltrue([for target in aws_efs_mount_target.spool : target.security_groups == toset(["sg-spool"])])
+    error_message = "One mount target in every zone of the router tasks, behind the spool security group."
+  }
+
+  assert {
+    condition = (
+      aws_efs_access_point.spool.posix_user[0].uid == 10001 && aws_efs_access_point.spool.posix_user[0].gid == 10001 &&
+      aws_efs_access_point.spool.root_directory[0].path == "/router-spool" &&
+      aws_efs_access_point.spool.root_directory[0].creation_info[0].owner_uid == 10001 &&
+      aws_efs_access_point.spool.root_directory[0].creation_info[0].permissions == "0700"
+    )
+    error_message = "One folder for every router task, owned by the router image's user (10001), who every client becomes."
+  }
+
+  assert {
+    condition = (
+      jsondecode(aws_efs_file_system_policy.spool.policy).Statement[0].Principal.AWS == aws_iam_role.task.arn &&
+      jsondecode(aws_efs_file_system_policy.spool.policy).Statement[0].Condition.StringEquals["elasticfilesystem:AccessPointArn"] == aws_efs_access_point.spool.arn &&
+      jsondecode(aws_efs_file_system_policy.spool.policy).Statement[1].Effect == "Deny" &&
+      jsondecode(aws_efs_file_system_policy.spool.policy).Statement[1].Condition.Bool["aws:SecureTransport"] == "false"
+    )
+    error_message = "Only the router task role mounts the spool, only through its access point, only over TLS."
+  }
+
+  # --- HTTPS
+
+  assert {
+    condition = (
+      length(aws_lb_listener.https) == 1 && aws_lb_listener.https[0].port == 443 && aws_lb_listener.https[0].protocol == "HTTPS" &&
+      aws_lb_listener.https[0].certificate_arn == "arn:aws:acm:eu-west-1:123456789012:certificate/mock" &&
+      aws_lb_listener.https[0].ssl_policy == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    )
+    error_message = "HTTPS on 443 with the certificate and a TLS 1.2+ policy."
+  }
+
+  assert {
+    condition = (
+      aws_lb_listener.http.default_action[0].type == "redirect" && aws_lb_listener.http.default_action[0].target_group_arn == null &&
+      aws_lb_listener.http.default_action[0].redirect[0].protocol == "HTTPS" && aws_lb_listener.http.default_action[0].redirect[0].port == "443"
+    )
+    error_message = "Port 80 only redirects to HTTPS: it never forwards a request (and its API key) in clear text."
+  }
+
+  assert {
+    condition     = output.url == "https://${aws_lb.this.dns_name}"
+    error_message = "The API's URL is HTTPS."
+  }
+
+  assert {
+    condition     = aws_lb_target_group.this.health_check[0].path == "/readyz" && aws_lb_target_group.this.port == 8000
+    error_message = "The load balancer checks /readyz on the API port."
+  }
+
+  # --- metrics collector
+
+  assert {
+    condition = (
+      jsondecode(aws_ecs_task_definition.this.container_definitions)[2].name == "metrics-collector" &&
+      !jsondecode(aws_ecs_task_definition.this.container_definitions)[2].essential &&
+      jsondecode(aws_ecs_task_definition.this.container_definitions)[2].secrets == [{ name = "ROUTER_METRICS_KEY", valueFrom = aws_secretsmanager_secret.metrics_key.arn }]
+    )
+    error_message = "A non-essential collector sidecar gets the operator key from its own secret."
+  }
+
+  assert {
+    condition = (
+      yamldecode(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"])).receivers.prometheus.config.scrape_configs[0].static_configs[0].targets == ["127.0.0.1:8000"] &&
+      yamldecode(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"])).receivers.prometheus.config.scrape_configs[0].metrics_path == "/metrics" &&
+      yamldecode(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"])).receivers.prometheus.config.scrape_configs[0].authorization.credentials == "$${env:ROUTER_METRICS_KEY}"
+    )
+    error_message = "The collector scrapes the router's /metrics in the task with the operator key (expanded from the environment, never in the task definition)."
+  }
+
+  assert {
+    condition = (
+      yamldecode(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"])).exporters.awsemf.namespace == "mh-test/router" &&
+      [for declaration in yamldecode(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"])).exporters.awsemf.metric_declarations : declaration.dimensions] == [[["event"]], [["service"]]] &&
+      strcontains(one([for pair in jsondecode(aws_ecs_task_definition.this.container_definitions)[2].environment : pair.value if pair.name == "AOT_CONFIG_CONTENT"]), "router_inference_log_rows") &&
+      output.metrics_namespace == "mh-test/router"
+    )
+    error_message = "router_inference_log_rows (by event) and the scrape health reach CloudWatch as EMF in <name>/router."
+  }
+
+  assert {
+    condition = (
+      jsondecode(aws_iam_role_policy.task_metrics.policy).Statement[0].Resource == ["${aws_cloudwatch_log_group.metrics.arn}:*"] &&
+      !strcontains(aws_iam_role_policy.task_metrics.policy, "PutMetricData")
+    )
+    error_message = "The collector writes its EMF log group and nothing else."
+  }
+
+  # --- IAM and scaling
+
+  assert {
+    condition = (
+      jsondecode(aws_iam_role_policy.execution_secret.policy).Statement[0].Resource == [var.router_secret_arn, aws_secretsmanager_secret.metrics_key.arn] &&
+      length(jsondecode(aws_iam_role_policy.execution_secret.policy).Statement) == 1
+    )
+    error_message = "The execution role reads exactly the router's database secret and the metrics key."
+  }
+
+  assert {
+    condition     = !strcontains(aws_iam_role_policy.task_model_store.policy, "PutObject") && !strcontains(aws_iam_role_policy.task_model_store.policy, "DeleteObject")
+    error_message = "Routers only read the model store."
   }
 
   assert {
@@ -514,62 +717,212 @@ run "router" {
   }
 
   assert {
-    condition     = aws_lb_target_group.this.health_check[0].path == "/readyz" && aws_lb_target_group.this.port == 8000
-    error_message = "The load balancer checks /readyz on the API port."
-  }
-
-  assert {
-    condition     = aws_lb_listener.http.default_action[0].type == "redirect" && length(aws_lb_listener.https) == 1
-    error_message = "With a certificate: HTTPS listener, and HTTP redirects to it."
-  }
-
-  assert {
-    condition     = jsondecode(aws_iam_role_policy.execution_secret.policy).Statement[0].Resource == [var.secret_arn] && length(jsondecode(aws_iam_role_policy.execution_secret.policy).Statement) == 1
-    error_message = "The execution role reads exactly the database secret."
-  }
-
-  assert {
-    condition     = !strcontains(aws_iam_role_policy.task_model_store.policy, "PutObject") && !strcontains(aws_iam_role_policy.task_model_store.policy, "DeleteObject")
-    error_message = "Routers only read the model store."
-  }
-
-  assert {
     condition     = aws_appautoscaling_policy.requests.target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget"
     error_message = "Routers scale on requests per target as well as CPU."
   }
 }
 
-run "router_http_only" {
+run "router_needs_https" {
+  command = plan
+
   module {
     source = "./modules/router"
   }
 
   variables {
-    name                   = "mh-test"
-    cluster_name           = "mh-test"
-    vpc_id                 = "vpc-1"
-    public_subnet_ids      = ["subnet-pa", "subnet-pb"]
-    private_subnet_ids     = ["subnet-a", "subnet-b"]
-    alb_security_group_id  = "sg-alb"
-    task_security_group_id = "sg-router"
-    image                  = "example/router:abc"
-    embedder_address       = "embedder:50051"
-    certificate_arn        = null
+    name                    = "mh-test"
+    cluster_name            = "mh-test"
+    vpc_id                  = "vpc-1"
+    public_subnet_ids       = ["subnet-pa", "subnet-pb"]
+    private_subnet_ids      = ["subnet-a", "subnet-b"]
+    alb_security_group_id   = "sg-alb"
+    task_security_group_id  = "sg-router"
+    spool_security_group_id = "sg-spool"
+    embedder_address        = "internal-embedder.elb.amazonaws.com:50051"
+    database = {
+      host       = "db.internal"
+      port       = 5432
+      name       = "manyheads"
+      secret_arn = var.router_secret_arn
+    }
+    model_store = {
+      bucket     = "mh-test-models"
+      bucket_arn = "arn:aws:s3:::mh-test-models"
+    }
+    image           = "example/router:abc"
+    certificate_arn = null
+  }
+
+  expect_failures = [aws_lb_listener.http]
+}
+
+run "router_plain_http_only_when_allowed" {
+  module {
+    source = "./modules/router"
+  }
+
+  variables {
+    name                    = "mh-test"
+    cluster_name            = "mh-test"
+    vpc_id                  = "vpc-1"
+    public_subnet_ids       = ["subnet-pa", "subnet-pb"]
+    private_subnet_ids      = ["subnet-a", "subnet-b"]
+    alb_security_group_id   = "sg-alb"
+    task_security_group_id  = "sg-router"
+    spool_security_group_id = "sg-spool"
+    embedder_address        = "internal-embedder.elb.amazonaws.com:50051"
+    database = {
+      host       = "db.internal"
+      port       = 5432
+      name       = "manyheads"
+      secret_arn = var.router_secret_arn
+    }
+    model_store = {
+      bucket     = "mh-test-models"
+      bucket_arn = "arn:aws:s3:::mh-test-models"
+    }
+    image            = "example/router:abc"
+    certificate_arn  = null
+    allow_plain_http = true
+  }
+
+  assert {
+    condition     = aws_lb_listener.http.default_action[0].type == "forward" && length(aws_lb_listener.https) == 0 && startswith(output.url, "http://")
+    error_message = "Without a certificate, and only with allow_plain_http, the HTTP listener forwards to the routers."
+  }
+}
+
+run "router_refuses_tls_below_1_2" {
+  command = plan
+
+  module {
+    source = "./modules/router"
+  }
+
+  variables {
+    name                    = "mh-test"
+    cluster_name            = "mh-test"
+    vpc_id                  = "vpc-1"
+    public_subnet_ids       = ["subnet-pa", "subnet-pb"]
+    private_subnet_ids      = ["subnet-a", "subnet-b"]
+    alb_security_group_id   = "sg-alb"
+    task_security_group_id  = "sg-router"
+    spool_security_group_id = "sg-spool"
+    embedder_address        = "internal-embedder.elb.amazonaws.com:50051"
+    database = {
+      host       = "db.internal"
+      port       = 5432
+      name       = "manyheads"
+      secret_arn = var.router_secret_arn
+    }
+    model_store = {
+      bucket     = "mh-test-models"
+      bucket_arn = "arn:aws:s3:::mh-test-models"
+    }
+    image           = "example/router:abc"
+    certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/mock"
+    ssl_policy      = "ELBSecurityPolicy-2016-08"
+  }
+
+  expect_failures = [var.ssl_policy]
+}
+
+run "router_environment_cannot_move_host_or_spool" {
+  command = plan
+
+  module {
+    source = "./modules/router"
+  }
+
+  variables {
+    name                    = "mh-test"
+    cluster_name            = "mh-test"
+    vpc_id                  = "vpc-1"
+    public_subnet_ids       = ["subnet-pa", "subnet-pb"]
+    private_subnet_ids      = ["subnet-a", "subnet-b"]
+    alb_security_group_id   = "sg-alb"
+    task_security_group_id  = "sg-router"
+    spool_security_group_id = "sg-spool"
+    embedder_address        = "internal-embedder.elb.amazonaws.com:50051"
+    database = {
+      host       = "db.internal"
+      port       = 5432
+      name       = "manyheads"
+      secret_arn = var.router_secret_arn
+    }
+    model_store = {
+      bucket     = "mh-test-models"
+      bucket_arn = "arn:aws:s3:::mh-test-models"
+    }
+    image             = "example/router:abc"
+    certificate_arn   = "arn:aws:acm:eu-west-1:123456789012:certificate/mock"
+    extra_environment = { API_HOST = "127.0.0.1", API_SPOOL_DIR = "var/spool" }
+  }
+
+  expect_failures = [var.extra_environment]
+}
+
+# --- migrations -----------------------------------------------------------------------------------
+
+run "migrations" {
+  module {
+    source = "./modules/migrations"
+  }
+
+  variables {
+    name  = "mh-test"
+    image = "example/router:abc"
     database = {
       host       = "db.internal"
       port       = 5432
       name       = "manyheads"
       secret_arn = var.secret_arn
     }
-    model_store = {
-      bucket     = "mh-test-models"
-      bucket_arn = "arn:aws:s3:::mh-test-models"
-    }
+    service_roles       = { router = "manyheads_router", training = "manyheads_training" }
+    service_secret_arns = { router = var.router_secret_arn, training = var.training_secret_arn }
   }
 
   assert {
-    condition     = aws_lb_listener.http.default_action[0].type == "forward" && length(aws_lb_listener.https) == 0
-    error_message = "Without a certificate the HTTP listener forwards to the routers."
+    condition = (
+      [for container in jsondecode(aws_ecs_task_definition.this.container_definitions) : "${container.name}:${container.essential}"] == ["migrate:false", "role-passwords:true"] &&
+      jsondecode(aws_ecs_task_definition.this.container_definitions)[0].command == ["python", "-m", "api", "migrate", "--wait-s", "300"] &&
+      jsondecode(aws_ecs_task_definition.this.container_definitions)[1].dependsOn == [{ containerName = "migrate", condition = "SUCCESS" }]
+    )
+    error_message = "migrate (python -m api migrate), then role-passwords only if it succeeded."
+  }
+
+  assert {
+    condition = alltrue([
+      for container in jsondecode(aws_ecs_task_definition.this.container_definitions) :
+      slice(container.secrets, 0, 2) == [
+        { name = "PGUSER", valueFrom = "${var.secret_arn}:username::" },
+        { name = "PGPASSWORD", valueFrom = "${var.secret_arn}:password::" },
+      ]
+    ])
+    error_message = "Migrations run as the owner (the master user's secret)."
+  }
+
+  assert {
+    condition = (
+      slice(jsondecode(aws_ecs_task_definition.this.container_definitions)[1].secrets, 2, 4) == [
+        { name = "ROUTER_DB_PASSWORD", valueFrom = "${var.router_secret_arn}:password::" },
+        { name = "TRAINING_DB_PASSWORD", valueFrom = "${var.training_secret_arn}:password::" },
+      ] &&
+      strcontains(jsondecode(aws_ecs_task_definition.this.container_definitions)[1].command[0], "\\set router_password `printenv ROUTER_DB_PASSWORD`") &&
+      strcontains(jsondecode(aws_ecs_task_definition.this.container_definitions)[1].command[0], "ALTER ROLE manyheads_router WITH LOGIN PASSWORD :'router_password';") &&
+      strcontains(jsondecode(aws_ecs_task_definition.this.container_definitions)[1].command[0], "ALTER ROLE manyheads_training WITH LOGIN PASSWORD :'training_password';")
+    )
+    error_message = "Each service role gets the password of its own secret, read from the environment (never on a command line)."
+  }
+
+  assert {
+    condition     = !can(regex("(?i)password", jsonencode(jsondecode(aws_ecs_task_definition.this.container_definitions)[1].environment)))
+    error_message = "No password in plain environment variables."
+  }
+
+  assert {
+    condition     = jsondecode(aws_iam_role_policy.execution_secrets.policy).Statement[0].Resource == [var.secret_arn, var.router_secret_arn, var.training_secret_arn]
+    error_message = "The execution role reads the owner's and the services' secrets, nothing else."
   }
 }
 

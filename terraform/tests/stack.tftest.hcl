@@ -110,6 +110,31 @@ run "example_tfvars" {
     condition     = !can(regex("(?i)password", jsonencode(module.database)))
     error_message = "No database output may carry a password."
   }
+
+  assert {
+    condition = (
+      module.router.database_secret_arn == output.db_service_secret_arns["router"] &&
+      module.training.database_secret_arn == output.db_service_secret_arns["training"] &&
+      output.db_service_secret_arns["router"] != output.db_service_secret_arns["training"] &&
+      !contains(values(output.db_service_secret_arns), output.db_master_user_secret_arn)
+    )
+    error_message = "Routers and training log in with their own roles' secrets, never the master user's."
+  }
+
+  assert {
+    condition     = output.migrations_task_definition == "manyheads-prod-migrations" && strcontains(output.migrations_network_configuration, module.network.security_group_ids.migrations)
+    error_message = "The migrations task (the only user of the owner's secret) runs in its own security group."
+  }
+
+  assert {
+    condition     = module.router.spool.path == "/srv/spool" && module.router.spool.file_system_id != null
+    error_message = "The routers' spool is on EFS."
+  }
+
+  assert {
+    condition     = module.router.metrics_namespace == "manyheads-prod/router" && contains(module.monitoring.alarm_names, "manyheads-prod-inference-rows-lost")
+    error_message = "The monitoring module alarms on the routers' own metrics namespace."
+  }
 }
 
 run "gpu_embedder" {
@@ -126,13 +151,14 @@ run "gpu_embedder" {
   }
 }
 
-run "http_only_without_certificate" {
+run "http_only_when_allowed" {
   variables {
-    certificate_arn = null
+    certificate_arn  = null
+    allow_plain_http = true
   }
 
   assert {
     condition     = startswith(output.api_url, "http://")
-    error_message = "Without a certificate the API is plain HTTP."
+    error_message = "Without a certificate, and only with allow_plain_http (modules.tftest.hcl: router_needs_https), the API is plain HTTP."
   }
 }

@@ -253,3 +253,38 @@ def test_analyst_views(db: str):
     ):
         comment = query(db, "SELECT obj_description(%s::regclass, 'pg_class')", (view,))[0][0]
         assert comment and len(comment) > 40, view
+
+
+def _as_role(dsn: str, role: str, statement: str, params: tuple = ()) -> str | None:
+    """Run `statement` logged in as `role` (trust auth); None when it succeeds, else the error class."""
+    conn = psycopg2.connect(dsn, user=role)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(statement, params)
+        return None
+    except psycopg2.Error as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def test_service_roles_may_do_their_work_and_nothing_more(db):
+    """Migration 0008: the router writes rows and partitions, training only reads, neither may
+    change the schema or delete predictions, and training never sees the key hashes."""
+    tomorrow = (datetime.now(UTC) + timedelta(days=9)).isoformat()
+    insert = (
+        "INSERT INTO predictions (row_id, created_at, request_id, model, version, label, probability) "
+        "VALUES (%s, %s, 'r', 'm', '1', 'a', 0.9)"
+    )
+    router = "manyheads_router"
+    assert _as_role(db, router, "SELECT ensure_prediction_partitions(1, 10)") is None  # as the owner
+    assert _as_role(db, router, insert, (str(uuid.uuid4()), tomorrow)) is None
+    assert _as_role(db, router, "SELECT count(*) FROM answered_predictions") is None
+    assert _as_role(db, router, "SELECT key_id FROM api_keys") is None
+    assert _as_role(db, router, "DELETE FROM predictions") == "InsufficientPrivilege"
+    assert _as_role(db, router, "SELECT drop_prediction_partitions(0)") == "InsufficientPrivilege"
+    assert _as_role(db, router, "CREATE TABLE intruder (x int)") == "InsufficientPrivilege"
+    training = "manyheads_training"
+    assert _as_role(db, training, "SELECT count(*) FROM predictions JOIN feedback USING (request_id)") is None
+    assert _as_role(db, training, insert, (str(uuid.uuid4()), tomorrow)) == "InsufficientPrivilege"
+    assert _as_role(db, training, "SELECT secret_hash FROM api_keys") == "InsufficientPrivilege"

@@ -1,6 +1,7 @@
 # PostgreSQL for the inference log. RDS generates the master password and keeps it in a
 # Secrets Manager secret it manages (manage_master_user_password): the password never
-# appears in variables, plans or state, only the secret's ARN does.
+# appears in variables, plans or state, only the secret's ARN does. The master user owns the
+# schema and runs the migrations; the services log in with roles of their own (below).
 
 locals {
   major = split(".", var.engine_version)[0]
@@ -75,4 +76,44 @@ resource "aws_db_instance" "this" {
 resource "aws_cloudwatch_log_group" "postgresql" {
   name              = "/aws/rds/instance/${var.name}/postgresql"
   retention_in_days = var.log_retention_days
+}
+
+# --- one login role per service ---------------------------------------------------------
+#
+# Routers and training do not connect as the master user. Each service has its own role,
+# created with its grants by a migration (inferencedb/migrations, run as the owner by the
+# migrations task), and its own secret here (JSON keys username and password). The password is
+# generated once by Secrets Manager; the migrations task sets it on the role (ALTER ROLE ...
+# PASSWORD) from this secret. Terraform keeps the generated value in its state (sensitive), so
+# the state must stay private and encrypted; to rotate, replace the secret version
+# (terraform apply -replace=...), run the migrations task, then redeploy the service.
+
+data "aws_secretsmanager_random_password" "service" {
+  for_each = var.service_roles
+
+  password_length     = 40
+  exclude_punctuation = true # no quoting trouble in libpq, psql or URLs
+}
+
+resource "aws_secretsmanager_secret" "service" {
+  for_each = var.service_roles
+
+  name                    = "${var.name}/database/${each.key}"
+  description             = "PostgreSQL login of the ${each.key} (role ${each.value}) on ${var.name}"
+  kms_key_id              = var.master_user_secret_kms_key_arn
+  recovery_window_in_days = 7
+}
+
+resource "aws_secretsmanager_secret_version" "service" {
+  for_each = var.service_roles
+
+  secret_id = aws_secretsmanager_secret.service[each.key].id
+  secret_string = jsonencode({
+    username = each.value
+    password = data.aws_secretsmanager_random_password.service[each.key].random_password
+  })
+
+  lifecycle {
+    ignore_changes = [secret_string] # generated once: a fresh random value every plan must not rotate it
+  }
 }

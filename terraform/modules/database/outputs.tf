@@ -21,6 +21,16 @@ output "master_user_secret_arn" {
 }
 
 output "master_user_secret_kms_key_arn" {
-  description = "Customer-managed key of the secret, or null when aws/secretsmanager encrypts it."
+  description = "Customer-managed key of the master and service secrets, or null when aws/secretsmanager encrypts them."
   value       = var.master_user_secret_kms_key_arn
+}
+
+output "service_roles" {
+  description = "Login role per service."
+  value       = var.service_roles
+}
+
+output "service_secret_arns" {
+  description = "ARN of each service's secret (JSON keys username and password), by service. Never the password itself."
+  value       = { for service, secret in aws_secretsmanager_secret.service : service => secret.arn }
 }

@@ -51,6 +51,20 @@ variable "master_username" {
   default     = "manyheads"
 }
 
+variable "service_roles" {
+  description = "Login role of each service (router, training), as created by the inference database's migrations; one secret each."
+  type        = map(string)
+  default = {
+    router   = "manyheads_router"
+    training = "manyheads_training"
+  }
+
+  validation {
+    condition     = alltrue([for role in values(var.service_roles) : can(regex("^[a-z_][a-z0-9_]{0,62}$", role))])
+    error_message = "Role names are lower-case PostgreSQL identifiers (letters, digits, underscores)."
+  }
+}
+
 variable "multi_az" {
   type    = bool
   default = false
@@ -95,7 +109,7 @@ variable "kms_key_arn" {
 }
 
 variable "master_user_secret_kms_key_arn" {
-  description = "Customer-managed KMS key for the master user secret; null uses aws/secretsmanager."
+  description = "Customer-managed KMS key for the master user secret and the service secrets; null uses aws/secretsmanager."
   type        = string
   default     = null
 }

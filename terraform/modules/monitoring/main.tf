@@ -1,5 +1,6 @@
-# Alarms for what users feel (router errors and latency), for the embedder behind it, and for
-# the database. Actions go to an optional SNS topic; without one the alarms still show in
+# Alarms for what users feel (router errors, latency, unhealthy router tasks), for the
+# inference log (rows lost or waiting in the spool), for the embedder behind the routers, and
+# for the database. Actions go to an optional SNS topic; without one the alarms still show in
 # the console.
 
 locals {
@@ -89,6 +90,89 @@ resource "aws_cloudwatch_metric_alarm" "router_p99_latency" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.router_p99_seconds
   treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "router_unhealthy_hosts" {
+  alarm_name          = "${var.name}-router-unhealthy-hosts"
+  alarm_description   = "A router task fails the load balancer health check (/readyz) and gets no traffic."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "UnHealthyHostCount"
+  dimensions          = { LoadBalancer = var.router.alb_arn_suffix, TargetGroup = var.router.target_group_arn_suffix }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "router_no_healthy_hosts" {
+  alarm_name          = "${var.name}-router-no-healthy-hosts"
+  alarm_description   = "No router task is healthy: every API request fails."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "HealthyHostCount"
+  dimensions          = { LoadBalancer = var.router.alb_arn_suffix, TargetGroup = var.router.target_group_arn_suffix }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+# --- inference log: the routers' own counters (router module, metrics.tf) ------------------
+
+resource "aws_cloudwatch_metric_alarm" "inference_rows" {
+  for_each = {
+    lost = {
+      description = "Prediction rows were LOST: PostgreSQL did not take them and the spool could not keep them (router log: \"LOST\")."
+      periods     = 1
+    }
+    spooled = {
+      description = "Prediction rows wait in the spool for PostgreSQL (database down, refusing the router role, or too slow); they are replayed when it is back."
+      periods     = var.spooled_rows_minutes
+    }
+    overflow_spooled = {
+      description = "The routers' in-memory queue for PostgreSQL overflowed: rows wait in the spool because the database does not keep up."
+      periods     = var.spooled_rows_minutes
+    }
+  }
+
+  alarm_name          = "${var.name}-inference-rows-${replace(each.key, "_", "-")}"
+  alarm_description   = each.value.description
+  namespace           = var.router.metrics_namespace
+  metric_name         = "router_inference_log_rows"
+  dimensions          = { event = each.key }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = each.value.periods
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching" # a counter that never moved has no series at all
+  alarm_actions       = local.actions
+  ok_actions          = local.actions
+}
+
+# Without this one the three above could stay quiet because nothing reaches CloudWatch.
+resource "aws_cloudwatch_metric_alarm" "router_metrics_missing" {
+  alarm_name          = "${var.name}-router-metrics-missing"
+  alarm_description   = "A router task's /metrics cannot be scraped (no valid operator key in the metrics-key secret, collector down): the inference-rows alarms are blind."
+  namespace           = var.router.metrics_namespace
+  metric_name         = "router_metrics_up"
+  dimensions          = { service = "router" }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 10
+  datapoints_to_alarm = 5
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
   alarm_actions       = local.actions
   ok_actions          = local.actions
 }

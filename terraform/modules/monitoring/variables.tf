@@ -22,10 +22,11 @@ variable "existing_topic_arn" {
 }
 
 variable "router" {
-  description = "ARN suffixes of the router ALB and target group."
+  description = "ARN suffixes of the router ALB and target group; CloudWatch namespace of the routers' own metrics."
   type = object({
     alb_arn_suffix          = string
     target_group_arn_suffix = string
+    metrics_namespace       = string
   })
 }
 
@@ -51,6 +52,12 @@ variable "router_p99_seconds" {
   description = "Alarm when the p99 target response time exceeds this for 3 of 5 minutes."
   type        = number
   default     = 1.5
+}
+
+variable "spooled_rows_minutes" {
+  description = "Alarm when rows are spooled in each of this many consecutive minutes (a failover of a minute or two passes unnoticed)."
+  type        = number
+  default     = 3
 }
 
 variable "db_cpu_percent" {

@@ -22,13 +22,15 @@ output "nat_public_ips" {
 }
 
 output "security_group_ids" {
-  description = "Security group per role: alb, router, embedder_lb, embedder, training, database, gpu_instances."
+  description = "Security group per role: alb, router, router_spool, embedder_lb, embedder, training, migrations, database, gpu_instances."
   value = {
     alb           = aws_security_group.alb.id
     router        = aws_security_group.router.id
+    router_spool  = aws_security_group.router_spool.id
     embedder_lb   = aws_security_group.embedder_lb.id
     embedder      = aws_security_group.embedder.id
     training      = aws_security_group.training.id
+    migrations    = aws_security_group.migrations.id
     database      = aws_security_group.database.id
     gpu_instances = aws_security_group.gpu_instances.id
   }

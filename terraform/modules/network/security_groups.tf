@@ -2,7 +2,8 @@
 #
 #   internet --80/443--> router ALB --router_port--> router tasks
 #   router tasks, training tasks --embedder_port--> embedder NLB --embedder_port--> embedder tasks
-#   router tasks, training tasks --database_port--> PostgreSQL
+#   router tasks, training tasks, migration tasks --database_port--> PostgreSQL
+#   router tasks --2049 (NFS)--> EFS mount targets of the router spool
 #
 # Tasks may open any outbound connection (AWS APIs through NAT, the S3 endpoint, each other
 # through the rules above); nothing else is allowed in.
@@ -40,6 +41,20 @@ resource "aws_security_group" "training" {
   description = "One-shot training tasks"
   vpc_id      = aws_vpc.this.id
   tags        = { Name = "${var.name}-training" }
+}
+
+resource "aws_security_group" "migrations" {
+  name        = "${var.name}-migrations"
+  description = "One-shot database migration tasks"
+  vpc_id      = aws_vpc.this.id
+  tags        = { Name = "${var.name}-migrations" }
+}
+
+resource "aws_security_group" "router_spool" {
+  name        = "${var.name}-router-spool"
+  description = "EFS mount targets of the router spool"
+  vpc_id      = aws_vpc.this.id
+  tags        = { Name = "${var.name}-router-spool" }
 }
 
 resource "aws_security_group" "database" {
@@ -138,8 +153,9 @@ resource "aws_vpc_security_group_ingress_rule" "embedder_from_lb" {
 
 resource "aws_vpc_security_group_ingress_rule" "database_from_clients" {
   for_each = {
-    router   = aws_security_group.router.id
-    training = aws_security_group.training.id
+    router     = aws_security_group.router.id
+    training   = aws_security_group.training.id
+    migrations = aws_security_group.migrations.id
   }
 
   security_group_id            = aws_security_group.database.id
@@ -150,6 +166,17 @@ resource "aws_vpc_security_group_ingress_rule" "database_from_clients" {
   to_port                      = var.database_port
 }
 
+# --- router spool (EFS) ---------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "router_spool_from_router" {
+  security_group_id            = aws_security_group.router_spool.id
+  description                  = "NFS from router tasks only"
+  referenced_security_group_id = aws_security_group.router.id
+  ip_protocol                  = "tcp"
+  from_port                    = 2049
+  to_port                      = 2049
+}
+
 # --- outbound from tasks and container instances ------------------------------------------
 
 resource "aws_vpc_security_group_egress_rule" "tasks_any" {
@@ -157,6 +184,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_any" {
     router        = aws_security_group.router.id
     embedder      = aws_security_group.embedder.id
     training      = aws_security_group.training.id
+    migrations    = aws_security_group.migrations.id
     gpu_instances = aws_security_group.gpu_instances.id
   }
 

@@ -1,5 +1,6 @@
-# Internet-facing ALB. Without a certificate it serves HTTP on 80; with certificate_arn it
-# serves HTTPS on 443 and redirects 80 to it.
+# Internet-facing ALB. API keys travel in every request, so it serves HTTPS on 443 (TLS 1.2 or
+# newer, certificate_arn) and port 80 only redirects to it. Plain HTTP on 80 happens only when
+# there is no certificate and allow_plain_http says so explicitly (throwaway test stacks).
 
 resource "aws_lb" "this" {
   name                       = "${var.name}-router"
@@ -34,6 +35,13 @@ resource "aws_lb_listener" "http" {
   load_balancer_arn = aws_lb.this.arn
   port              = 80
   protocol          = "HTTP"
+
+  lifecycle {
+    precondition {
+      condition     = local.https || var.allow_plain_http
+      error_message = "The API needs HTTPS: set certificate_arn (an ACM certificate), or allow_plain_http = true for a test stack."
+    }
+  }
 
   default_action {
     type             = local.https ? "redirect" : "forward"

@@ -1,5 +1,5 @@
 # HTTP routers: gunicorn serving api.web.app behind an internet-facing ALB, with a model-sync
-# sidecar in every task.
+# sidecar and a metrics collector in every task.
 #
 # Model store in the task: the sidecar mirrors s3://<bucket>/<prefix> into a task volume
 # every model_sync_interval_s seconds (`aws s3 sync --delete`); the router container mounts
@@ -7,25 +7,40 @@
 # registry files change and ignores partial artifacts, so the order in which files arrive
 # does not matter. The router starts only after the first sync succeeded (sidecar HEALTHY).
 #
-# Database credentials: ECS reads the RDS-managed secret at task start and injects its
-# username/password keys as PGUSER/PGPASSWORD; libpq (psycopg2) picks up PGHOST, PGPORT,
-# PGDATABASE and PGSSLMODE from the environment, so no DSN with a password exists anywhere.
+# Spool: the inference log's journal and spool files and the API-key snapshot live on EFS
+# (spool.tf), one folder shared by every router task, so rows a task leaves behind are replayed
+# by the others or by its replacement.
+#
+# Database credentials: ECS reads the router's own secret (role manyheads_router, not the
+# master user) at task start and injects its username/password keys as PGUSER/PGPASSWORD;
+# libpq (psycopg2) picks up PGHOST, PGPORT, PGDATABASE and PGSSLMODE from the environment, so
+# no DSN with a password exists anywhere.
 
 locals {
   router       = "router"
   sidecar      = "model-sync"
   models_path  = "/srv/models"
+  spool_path   = "/srv/spool"
   sync_marker  = "/tmp/model-sync.ok"
   https        = var.certificate_arn != null
   model_s3_uri = "s3://${var.model_store.bucket}/${var.model_store.prefix}"
 
+  # Tied to this task's ports, mounts and database role: extra_environment may not change them.
+  fixed_environment = {
+    API_HOST = "0.0.0.0" # the router binds 127.0.0.1 by default, which the load balancer cannot reach
+    API_PORT = tostring(var.port)
+    # Journal, spool and API-key snapshot on EFS: they outlive the task (spool.tf).
+    API_SPOOL_DIR = local.spool_path
+    # The router role cannot change the schema: migrations run in the migrations task, as the owner.
+    API_MIGRATE_ON_START = "false"
+    MODEL_STORE          = local.models_path
+  }
+
   environment = merge(
     {
-      API_PORT         = tostring(var.port)
       API_WORKERS      = tostring(var.workers)
       API_THREADS      = tostring(var.threads)
       EMBEDDER_ADDRESS = var.embedder_address
-      MODEL_STORE      = local.models_path
       PGHOST           = var.database.host
       PGPORT           = tostring(var.database.port)
       PGDATABASE       = var.database.name
@@ -33,6 +48,7 @@ locals {
       PGAPPNAME        = "manyheads-router"
     },
     var.extra_environment,
+    local.fixed_environment,
   )
 
   # sh is PID 1 in the sidecar: trap SIGTERM, and sleep in the background so the trap runs at once.
@@ -69,6 +85,7 @@ locals {
       ]
       mountPoints = [
         { sourceVolume = "models", containerPath = local.models_path, readOnly = true },
+        { sourceVolume = "spool", containerPath = local.spool_path, readOnly = false },
       ]
       dependsOn = [
         { containerName = local.sidecar, condition = "HEALTHY" },
@@ -108,6 +125,7 @@ locals {
       }
       logConfiguration = { logDriver = "awslogs", options = merge(local.log_options, { awslogs-stream-prefix = local.sidecar }) }
     },
+    local.collector_container, # metrics.tf
   ]
 }
 
@@ -137,10 +155,10 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
-# The execution role (used by ECS to start the task, not by the code) may read exactly one
-# secret: the database credentials.
+# The execution role (used by ECS to start the task, not by the code) may read exactly two
+# secrets: the router's database credentials and the collector's metrics key.
 resource "aws_iam_role_policy" "execution_secret" {
-  name = "read-database-secret"
+  name = "read-task-secrets"
   role = aws_iam_role.execution.id
   policy = jsonencode({
     Version = "2012-10-17"
@@ -148,7 +166,7 @@ resource "aws_iam_role_policy" "execution_secret" {
       [{
         Effect   = "Allow"
         Action   = ["secretsmanager:GetSecretValue"]
-        Resource = [var.database.secret_arn]
+        Resource = [var.database.secret_arn, aws_secretsmanager_secret.metrics_key.arn]
       }],
       var.database.kms_key_arn == null ? [] : [{
         Effect   = "Allow"
@@ -159,7 +177,8 @@ resource "aws_iam_role_policy" "execution_secret" {
   })
 }
 
-# The task role (used by the sidecar's AWS CLI): read-only on the model prefix.
+# The task role: read-only on the model prefix (the model-sync sidecar's AWS CLI), mounting the
+# spool through its access point (spool.tf), writing the collector's metric log (metrics.tf).
 resource "aws_iam_role" "task" {
   name = "${var.name}-router-task"
   assume_role_policy = jsonencode({
@@ -212,9 +231,25 @@ resource "aws_ecs_task_definition" "this" {
   task_role_arn            = aws_iam_role.task.arn
   container_definitions    = jsonencode(local.containers)
 
-  # Fargate task storage shared by the two containers.
+  # Fargate task storage shared by the router and the model-sync sidecar.
   volume {
     name = "models"
+  }
+
+  # The EFS spool, through its access point (uid 10001, the router image's user), over TLS and
+  # with the task role's IAM identity (the file system policy admits no one else).
+  volume {
+    name = "spool"
+
+    efs_volume_configuration {
+      file_system_id     = aws_efs_file_system.spool.id
+      transit_encryption = "ENABLED"
+
+      authorization_config {
+        access_point_id = aws_efs_access_point.spool.id
+        iam             = "ENABLED"
+      }
+    }
   }
 
   runtime_platform {
@@ -257,7 +292,8 @@ resource "aws_ecs_service" "this" {
     ignore_changes = [desired_count] # autoscaling owns it
   }
 
-  depends_on = [aws_lb_listener.http, aws_lb_listener.https]
+  # Tasks mount the spool at start: every zone's mount target must exist first.
+  depends_on = [aws_lb_listener.http, aws_lb_listener.https, aws_efs_mount_target.spool]
 }
 
 # --- autoscaling: CPU and requests per task ------------------------------------------------

@@ -27,3 +27,27 @@ output "service_name" {
 output "log_group_name" {
   value = aws_cloudwatch_log_group.this.name
 }
+
+output "spool" {
+  description = "The EFS file system and access point of the spool (API_SPOOL_DIR)."
+  value = {
+    file_system_id  = aws_efs_file_system.spool.id
+    access_point_id = aws_efs_access_point.spool.id
+    path            = local.spool_path
+  }
+}
+
+output "metrics_namespace" {
+  description = "CloudWatch namespace of the router's own metrics (inference-log rows, scrape health)."
+  value       = local.metrics_namespace
+}
+
+output "metrics_key_secret_arn" {
+  description = "Secret to put the metrics collector's operator API key into."
+  value       = aws_secretsmanager_secret.metrics_key.arn
+}
+
+output "database_secret_arn" {
+  description = "The secret the routers log in with (the router role's)."
+  value       = var.database.secret_arn
+}

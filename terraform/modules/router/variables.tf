@@ -96,7 +96,7 @@ variable "embedder_address" {
 }
 
 variable "database" {
-  description = "PostgreSQL connection: host, port, name, sslmode, and the ARN of the RDS-managed secret (keys username and password)."
+  description = "PostgreSQL connection: host, port, name, sslmode, and the ARN of the router role's secret (keys username and password); kms_key_arn when the secrets use a customer-managed key."
   type = object({
     host        = string
     port        = number
@@ -130,18 +130,30 @@ variable "model_sync_interval_s" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for an HTTPS listener; when set, HTTP redirects to HTTPS. null serves plain HTTP."
+  description = "ACM certificate of the HTTPS listener (HTTP redirects to it). Required unless allow_plain_http."
   type        = string
   default     = null
 }
 
+variable "allow_plain_http" {
+  description = "Without a certificate, serve the API over plain HTTP (API keys in clear text): test stacks only."
+  type        = bool
+  default     = false
+}
+
 variable "ssl_policy" {
-  type    = string
-  default = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  description = "TLS policy of the HTTPS listener: TLS 1.2 or newer only."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+  validation {
+    condition     = can(regex("^ELBSecurityPolicy-(TLS13-1-[23]|TLS-1-2|FS-1-2)-", var.ssl_policy))
+    error_message = "ssl_policy must allow TLS 1.2 or newer only (e.g. ELBSecurityPolicy-TLS13-1-2-2021-06)."
+  }
 }
 
 variable "health_check_path" {
-  description = "Load balancer health check: ready means the embedder is reachable and heads are loaded."
+  description = "Load balancer health check: 200 while the router can answer (heads loaded; /readyz reports a degraded embedder without failing)."
   type        = string
   default     = "/readyz"
 }
@@ -152,9 +164,43 @@ variable "deletion_protection" {
 }
 
 variable "extra_environment" {
-  description = "More environment variables for the router container; they override the defaults."
+  description = "More environment variables for the router container; they override the defaults, except those tied to the task (API_HOST, API_PORT, API_SPOOL_DIR, API_MIGRATE_ON_START, MODEL_STORE)."
   type        = map(string)
   default     = {}
+
+  validation {
+    condition     = length(setintersection(keys(var.extra_environment), ["API_HOST", "API_PORT", "API_SPOOL_DIR", "API_MIGRATE_ON_START", "MODEL_STORE"])) == 0
+    error_message = "API_HOST, API_PORT, API_SPOOL_DIR, API_MIGRATE_ON_START and MODEL_STORE follow from the task (port, mounts, database role): set port instead, or leave them."
+  }
+}
+
+variable "spool_security_group_id" {
+  description = "Security group of the spool's EFS mount targets (admits NFS from the router tasks)."
+  type        = string
+}
+
+variable "spool_kms_key_arn" {
+  description = "Customer-managed KMS key of the spool file system; null uses aws/elasticfilesystem (still encrypted)."
+  type        = string
+  default     = null
+}
+
+variable "run_as_uid" {
+  description = "UID (and GID) of the router image's USER: owner of every spool file, enforced by the EFS access point."
+  type        = number
+  default     = 10001
+}
+
+variable "metrics_collector_image" {
+  description = "AWS Distro for OpenTelemetry collector image of the metrics sidecar (reads its configuration from AOT_CONFIG_CONTENT)."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.45.1"
+}
+
+variable "metrics_log_retention_days" {
+  description = "Retention of the collector's EMF log group (the metrics themselves stay in CloudWatch for 15 months)."
+  type        = number
+  default     = 7
 }
 
 variable "log_retention_days" {

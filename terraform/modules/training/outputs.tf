@@ -10,3 +10,8 @@ output "task_definition_family" {
 output "log_group_name" {
   value = aws_cloudwatch_log_group.this.name
 }
+
+output "database_secret_arn" {
+  description = "The secret training logs in with (the training role's)."
+  value       = var.database.secret_arn
+}

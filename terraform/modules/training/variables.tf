@@ -58,7 +58,7 @@ variable "run_as_uid" {
 }
 
 variable "database" {
-  description = "PostgreSQL connection: host, port, name, sslmode, and the ARN of the RDS-managed secret."
+  description = "PostgreSQL connection: host, port, name, sslmode, and the ARN of the training role's secret (keys username and password; the role may only read)."
   type = object({
     host        = string
     port        = number
