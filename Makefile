@@ -36,7 +36,8 @@ test: setup
 	$(PY) -m pytest
 
 # The images built and compose.yaml run with podman (installed if missing, as root), checked from
-# the host: tests/containers/. About N minutes on a 2-core machine, most of it building images.
+# the host: tests/containers/. About 18 minutes from nothing on 2 cores (mostly building the
+# TensorFlow images), 4 once the images are built. Not part of `make test`.
 test-containers: setup
 	$(PY) -m pytest -m containers tests/containers
 

@@ -38,6 +38,17 @@ class LoadedServing:
     candidate: tuple[HeadArtifact, Candidate] | None = None
     fallback: HeadArtifact | None = None
 
+    def without_embedder(self) -> str:
+        """What this model answers while the embedding service is unreachable: "all" (its primary
+        and A/B candidate need no embeddings), "fallback" (its fallback needs none and answers in
+        their place, see Predictor.predict), or "none"."""
+        answering = [self.primary, *([self.candidate[0]] if self.candidate else [])]
+        if not any(head.needs_embeddings for head in answering):
+            return "all"
+        if self.fallback is not None and not self.fallback.needs_embeddings:
+            return "fallback"
+        return "none"
+
 
 @dataclass(frozen=True)
 class RefreshReport:
@@ -56,7 +67,7 @@ class LiveHeads:
         self._serving: dict[str, LoadedServing] = {}
         self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
         self._errors: dict[str, str] = {}
-        self._fingerprint: tuple | None = None
+        self._seen: dict[str, tuple] = {}  # each model's entry in the store's fingerprint, as last read
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
 
     def get(self, model: str) -> LoadedServing:
@@ -110,9 +121,14 @@ class LiveHeads:
 
     def refresh(self, *, force: bool = False) -> RefreshReport:
         """Load what changed in the store. Never raises: a model whose state does not load, for any
-        reason, keeps serving what it served (or stays absent) and is reported in `errors`. While
-        any model fails, every call retries it, so a fix is served at the next poll even when
-        no serving pointer changed (a permission or a manifest repaired in place)."""
+        reason, keeps serving what it served (or stays absent) and is reported in `errors`.
+
+        A poll reads the serving state of the models whose entry in the store's fingerprint
+        changed, and of those that failed: a failed one is retried at every poll until it loads,
+        so a state that arrived before its versions' files (a store synced file by file) serves
+        once they are there, and a fix in place (a permission, a manifest) at the next poll, though
+        no serving pointer changed. The healthy models that did not change are not read again.
+        `force` reads every model's state (the operator's reload)."""
         with self._lock:
             try:
                 fingerprint = self.store.fingerprint()
@@ -121,37 +137,38 @@ class LiveHeads:
                 self._note(EVERY_MODEL, report.failed[EVERY_MODEL], exc)
                 self._errors = {**self._errors, **report.failed}
                 return report
-            if fingerprint == self._fingerprint and not force and not self._errors:
-                return RefreshReport()
+            entries = {entry[0]: entry for entry in fingerprint}
             current = self._serving
-            fresh: dict[str, LoadedServing] = {}
-            cache: dict[tuple[str, str], HeadArtifact] = {}
-            report = RefreshReport()
-            for model in (entry[0] for entry in fingerprint):
+            changed = [m for m, e in entries.items() if force or m in self._errors or self._seen.get(m) != e]
+            gone = [m for m in current if m not in entries]
+            if not changed and not gone and not self._errors:
+                return RefreshReport()
+            fresh = {m: serving for m, serving in current.items() if m in entries}
+            cache: dict[tuple[str, str], HeadArtifact] = {}  # versions loaded by this refresh
+            report = RefreshReport(removed=gone)
+            for model in changed:
                 try:
                     state = self.store.serving(model)
                     if state is None:
                         raise HeadsError(f"model {model!r} has versions but none is serving: promote one")
                     if model in current and current[model].state == state:
-                        fresh[model] = current[model]
-                        for version in state.versions():
-                            cache[(model, version)] = self._artifacts[(model, version)]
                         continue
                     fresh[model] = self._build(model, state, cache)
                     report.loaded.append(f"{model}: {describe(state)}")
                 # One model's failure of any kind (a HeadsError, or an OSError, KeyError... that the
-                # loader did not foresee) stays with that model: the others load and serve.
+                # loader did not foresee) stays with that model: the others load and serve; what it
+                # served before (in `fresh` already) keeps serving.
                 except Exception as exc:  # noqa: BLE001
                     report.failed[model] = self._reason(exc)
                     self._note(model, report.failed[model], exc)
-                    if model in current:  # keep serving what worked
-                        fresh[model] = current[model]
-                        for version in current[model].state.versions():
-                            cache[(model, version)] = self._artifacts[(model, version)]
-            report.removed.extend(m for m in current if m not in fresh)
-            recovered = [m for m in self._errors if m not in report.failed]
-            self._serving, self._artifacts, self._errors = fresh, cache, dict(report.failed)
-            self._fingerprint = fingerprint
+            artifacts = {
+                key: cache.get(key) or self._artifacts[key]
+                for model, serving in fresh.items()
+                for key in ((model, version) for version in serving.state.versions())
+            }
+            recovered = [m for m in self._errors if m not in report.failed and (m in fresh or m == EVERY_MODEL)]
+            self._serving, self._artifacts, self._errors = fresh, artifacts, dict(report.failed)
+            self._seen = entries
         for line in report.loaded:
             log.info("serving %s/%s", self.store.root.name, line)
         for model in recovered:

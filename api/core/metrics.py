@@ -66,6 +66,12 @@ HEAD_LOAD_FAILED = Gauge(
     ["model"],
     multiprocess_mode="livemax",
 )
+# One series per live worker (label pid): which operator's reload each has applied (/v1/admin/reload).
+RELOAD_GENERATION = Gauge(
+    "router_reload_generation",
+    "The router's reload generation this worker applied last (0: no reload asked since it started)",
+    multiprocess_mode="liveall",
+)
 _published_failures: set[str] = set()  # labels this process set to 1: reset to 0 once they load
 
 
@@ -81,6 +87,7 @@ def publish_gauges(inference_log, heads) -> None:
     LOG_SPOOL_FILES.set(stats.spool_files)
     LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
     HEADS_LOADED.set(len(heads.all_sets()))
+    RELOAD_GENERATION.set(heads.reload_generation)
     failing = set(heads.errors)
     HEADS_FAILED.set(len(failing))
     for model in failing:

@@ -16,6 +16,8 @@ from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.monitoring import DriftMonitor, MonitoringLoop
 from api.core.predictor import Predictor
 from api.core.rate_limit import TenantRateLimiter
+from api.core.reload_generation import FILE_NAME as RELOAD_GENERATION_FILE
+from api.core.reload_generation import ReloadGeneration
 from api.core.requests import Limits
 from api.core.settings import RouterSettings
 from api.core.tenant_heads import TenantHeads
@@ -81,14 +83,17 @@ def _migrate_until_done(dsn: str, stop: threading.Event) -> None:
 
 
 def build_runtime(settings: RouterSettings) -> Runtime:
-    heads = TenantHeads(settings.model_store)
+    # The reload generation is per router, in the spool its workers share (the store may be read-only).
+    generation = ReloadGeneration(Path(settings.spool_dir) / RELOAD_GENERATION_FILE)
+    heads = TenantHeads(settings.model_store, generation=generation)
     heads.refresh()
     embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)
-    migrations = threading.Thread(
-        target=_migrate_until_done, args=(settings.database_url, threading.Event()), name="migrations", daemon=True
-    )
-    migrations.start()
-    migrations.join(timeout=15.0)  # usually milliseconds; a database outage must not block serving
+    if settings.migrate_on_start:
+        migrations = threading.Thread(
+            target=_migrate_until_done, args=(settings.database_url, threading.Event()), name="migrations", daemon=True
+        )
+        migrations.start()
+        migrations.join(timeout=15.0)  # usually milliseconds; a database outage must not block serving
     inference_log = InferenceLog(
         settings.database_url,
         spool_dir=Path(settings.spool_dir),

@@ -52,6 +52,11 @@ class RouterSettings(BaseSettings):
         "var/models", validation_alias="MODEL_STORE", description="folder of trained heads (heads/registry.py)"
     )
     spool_dir: str = Field("var/spool", description="where prediction rows wait while PostgreSQL is unreachable")
+    migrate_on_start: bool = Field(
+        True,
+        description="apply the database migrations at start (retrying in the background); false where a "
+        "separate job runs them as the schema owner and routers log in with a role that may not",
+    )
     reload_interval_s: float = Field(1.0, description="how often workers look for a changed serving version")
     max_texts: int = Field(64, description="most texts in one predict request (413 beyond)")
     max_text_chars: int = Field(10_000, description="longest text accepted, in characters (413 beyond)")

@@ -4,6 +4,10 @@ Each tenant folder is a model store of its own (heads/registry.py) with its own 
 model name is unique within a tenant and two tenants may both have an "intents" model. A request
 reaches only the heads of the tenant its API key belongs to: asking for another tenant's model
 is, from the caller's side, asking for a model that does not exist.
+
+Each worker process polls on its own (`start_polling`). The operator's reload reaches them all
+through the router's reload generation (reload_generation.py): `reload_everywhere` bumps it and
+reloads this worker; every other worker's next `poll` sees it moved and reloads everything too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.core.live_heads import EVERY_MODEL, LiveHeads, LoadedServing, RefreshReport
+from api.core.reload_generation import ReloadGeneration
 from api.errors import NotFound
 from heads import layout
 from heads.errors import RegistryError
@@ -41,8 +46,11 @@ class LoadFailure:
 
 
 class TenantHeads:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, generation: ReloadGeneration | None = None):
+        """`generation`: the reload generation shared by the router's workers; None for a router
+        of one process, whose reload reaches all of it."""
         self.root = Path(root)
+        self._generation = generation
         self._tenants: dict[str, LiveHeads] = {}
         self._root_error: str | None = None
         self._lock = threading.Lock()
@@ -106,14 +114,39 @@ class TenantHeads:
             self._tenants = tenants
         return {t: heads.refresh(force=force) for t, heads in tenants.items()}
 
+    @property
+    def reload_generation(self) -> int:
+        """The router's reload generation this worker applied last (0: none asked since it started)."""
+        return self._generation.applied if self._generation else 0
+
+    def poll(self) -> dict[str, RefreshReport]:
+        """One poll: every serving state when the router's reload generation moved since this
+        worker applied it, else what changed (see LiveHeads.refresh)."""
+        asked = self._generation.pending() if self._generation else None
+        reports = self.refresh(force=asked is not None)
+        if asked is not None:
+            self._generation.applied = asked
+            log.info("reload generation %d asked by an operator: every serving state read again", asked)
+        return reports
+
+    def reload_everywhere(self) -> tuple[int | None, dict[str, RefreshReport]]:
+        """The operator's reload: bump the router's reload generation, so that every other worker
+        reloads at its next poll, and reload this worker now. Returns the generation (None without
+        one) and this worker's reports. OSError when the generation cannot be written."""
+        generation = self._generation.bump() if self._generation else None
+        reports = self.refresh(force=True)
+        if generation is not None:
+            self._generation.applied = generation
+        return generation, reports
+
     def start_polling(self, interval_s: float, on_tick=None) -> None:
-        """Refresh every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
-        each refresh (the metrics use it to publish gauges)."""
+        """`poll()` every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
+        each poll (the metrics use it to publish gauges)."""
 
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:
-                    self.refresh()
+                    self.poll()
                     if on_tick is not None:
                         on_tick()
                 except Exception:  # noqa: BLE001 - the poller must outlive any one bad refresh

@@ -30,6 +30,7 @@ RESPONSES = (
     schemas.ServingState,
     schemas.Health,
     schemas.Readiness,
+    schemas.ReloadResponse,
     schemas.Error,
 )
 
@@ -247,21 +248,26 @@ def openapi_document(settings: RouterSettings) -> dict:
             },
             "/v1/admin/reload": {
                 "post": {
-                    "summary": "Operator only: load every changed serving state now (routers also poll)",
-                    "responses": {
-                        "200": {
-                            "description": "What was loaded or failed",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
+                    "summary": "Operator only: read every serving state again, in every worker of the router "
+                    "(routers also poll for changes)",
+                    "description": "The worker that takes the request reloads before answering; its results are "
+                    "the body. It bumps the router's reload generation (a file in API_SPOOL_DIR, shared by the "
+                    "workers), and every other worker reloads at its next poll, within `others_within_s`.",
+                    "responses": {"200": _ok("What this worker loaded or failed to load.", "ReloadResponse")},
                 }
             },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _ok("The process is up.", "Health")}}},
             "/readyz": {
                 "get": {
-                    "summary": "Readiness: the embedder answers and at least one head can serve",
+                    "summary": "Readiness: 200 while the router can answer, 503 when it cannot",
+                    "description": "ready: the embedder answers and at least one head can serve. degraded: the "
+                    "embedder is unreachable, but some models still answer without it (from an n-gram fallback, "
+                    "or with n-gram heads only); the router stays in service and `reason` says how many models "
+                    "answer from their fallback and how many cannot answer. not ready (503): no model is loaded, "
+                    "none can be served, or the embedder is unreachable and no model answers without it. Models "
+                    "that do not load are counted but never make the router unready.",
                     "responses": {
-                        "200": _ok("Ready.", "Readiness"),
+                        "200": _ok("Ready, or degraded but answering.", "Readiness"),
                         "503": _ok("Not ready, with the reason.", "Readiness"),
                     },
                 }

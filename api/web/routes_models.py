@@ -110,14 +110,18 @@ def change_serving(model: str) -> Response:
 
 @routes.post("/v1/admin/reload")
 def reload_heads() -> Response:
-    """Operator only: load every changed serving state now."""
+    """Operator only: read every serving state again, in every worker of this router. This worker
+    reloads before answering (its reports are the body); it bumps the router's reload generation,
+    which the other workers apply at their next poll, within API_RELOAD_INTERVAL_S."""
     require_operator()
     rt = runtime()
-    reports = rt.heads.refresh(force=True)
+    generation, reports = rt.heads.reload_everywhere()
     return json_response(
         {
             "tenants": len(reports),
             "loaded": [f"{t}/{line}" for t, r in reports.items() for line in r.loaded],
             "failed": {f"{t}/{m}": why for t, r in reports.items() for m, why in r.failed.items()},
+            "generation": generation,
+            "others_within_s": rt.settings.reload_interval_s,
         }
     )

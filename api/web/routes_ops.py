@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from flask import Blueprint, Response, current_app, request
 
@@ -24,11 +25,17 @@ def healthz() -> Response:
 
 @routes.get("/readyz")
 def readyz() -> Response:
-    """Ready when the embedder answers and at least one head can serve. Models that do not load
-    are counted (`load_errors`) but never make the router unready: a bad model is in the shared
-    store, the same on every replica, so failing the probe would only take the healthy tenants'
-    traffic away from every replica. Counts only: which tenants and models exist is not shown to
-    an unauthenticated caller; with an operator key, `failed_models` lists them with the reason."""
+    """Ready (200) while this router can answer: the embedder answers and at least one head can
+    serve. While the embedder is unreachable, 200 `degraded` if some model still answers without
+    it (its fallback, or all its heads, need no embeddings: n-gram heads): the load balancer keeps
+    the router, which answers what it can, rather than replacing every replica in an outage that
+    new ones would meet too. 503 when nothing can be answered.
+
+    Models that do not load are counted (`load_errors`) but never make the router unready: a bad
+    model is in the shared store, the same on every replica, so failing the probe would only take
+    the healthy tenants' traffic away from every replica. Counts only: which tenants and models
+    exist is not shown to an unauthenticated caller; with an operator key, `failed_models` lists
+    them with the reason."""
     rt = runtime()
     ready_cache = current_app.extensions.setdefault("ready_cache", {"at": 0.0, "info": None, "error": None})
     now = time.monotonic()
@@ -40,22 +47,31 @@ def readyz() -> Response:
         ready_cache["at"] = now
     info, sets, failures = ready_cache["info"], rt.heads.all_sets(), rt.heads.failures()
     mismatched = [k for k, s in sets.items() if info is not None and s.primary.embedder_id not in (None, info.model_id)]
-    servable = len(sets) - len(mismatched)
     body = {
         "embedder": {"model_id": info.model_id if info else None, "reachable": info is not None},
         "models": len(sets),
-        "servable_models": servable,
+        "servable_models": len(sets) - len(mismatched),
         "embedder_mismatch": len(mismatched),
         "load_errors": len(failures),
     }
+    if info is None:  # what each model can still answer without embeddings
+        answers = Counter(serving.without_embedder() for serving in sets.values())
+        body["servable_models"] = answers["all"] + answers["fallback"]
+        body["fallback_models"], body["unanswerable_models"] = answers["fallback"], answers["none"]
     if _is_operator(rt):
         body["failed_models"] = [f.to_dict() for f in failures]
-    if info is None or not servable:
+    if not body["servable_models"]:
         why = "the embedding service is unreachable" if info is None else "no model can be served"
         error = NotReady(why)
         return json_response(
             {"status": "not ready", "reason": why, **body}, error.status, {"Retry-After": str(error.retry_after_s)}
         )
+    if info is None:
+        why = (
+            f"the embedding service is unreachable; models answering from their fallback: {answers['fallback']}, "
+            f"needing no embedder: {answers['all']}, unable to answer: {answers['none']}"
+        )
+        return json_response({"status": "degraded", "reason": why, **body})
     return json_response({"status": "ready", **body})
 
 

@@ -304,15 +304,40 @@ class FailedModel(_Open):
 
 
 class Readiness(_Open):
-    status: Literal["ready", "not ready"]
-    reason: str | MISSING = MISSING
+    status: Literal["ready", "degraded", "not ready"] = Field(
+        description="ready: the embedder answers and a model can serve. degraded (200): the embedder is "
+        "unreachable but some models answer without it (an n-gram fallback, or n-gram heads only). "
+        "not ready (503): nothing can be answered."
+    )
+    reason: str | MISSING = Field(MISSING, description="Why the router is degraded or not ready.")
     embedder: Untyped
     models: int
-    servable_models: int | MISSING = MISSING
+    servable_models: int | MISSING = Field(
+        MISSING, description="Models that can answer now (while the embedder is unreachable: without it)."
+    )
+    fallback_models: int | MISSING = Field(
+        MISSING, description="Only while the embedder is unreachable: models that answer from their fallback."
+    )
+    unanswerable_models: int | MISSING = Field(
+        MISSING, description="Only while the embedder is unreachable: models that cannot answer."
+    )
     embedder_mismatch: int | MISSING = MISSING
     load_errors: int | MISSING = MISSING
     failed_models: list[FailedModel] | MISSING = Field(
         MISSING,
         description="Only when the request carries an operator key (optional on this endpoint): the models that "
         "do not load, and why. A bad model never makes the router unready.",
+    )
+
+
+class ReloadResponse(_Open):
+    tenants: int
+    loaded: list[str] = Field(description="What this worker now serves that it did not, as `tenant/model: ...`.")
+    failed: dict[str, str] = Field(description="`tenant/model`: why its serving state does not load.")
+    generation: int | None = Field(
+        description="The router's reload generation this reload set; every worker reports the one it applied "
+        "in the metric router_reload_generation{pid}. Null for a router of one process."
+    )
+    others_within_s: float = Field(
+        description="The router's other workers reload within this many seconds (API_RELOAD_INTERVAL_S)."
     )

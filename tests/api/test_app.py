@@ -8,6 +8,9 @@ import pytest
 from api.errors import BadRequest
 from api.web.responses import parse_json
 from embedder.errors import DeadlineExceeded, ModelFailure, Overloaded, Unavailable
+from heads import serving_state
+from heads.config import parse_config
+from heads.pipeline import train_head
 
 PREDICT = "/v1/models/intents/predict"
 
@@ -248,7 +251,61 @@ def test_not_ready_without_embedder(router, monkeypatch):
     router.embedder.fail_with = Unavailable("down")
     monkeypatch.setattr("api.web.routes_ops.READY_CACHE_S", 0.0)
     response = router.client.get("/readyz")
-    assert response.status_code == 503 and response.get_json()["reason"] == "the embedding service is unreachable"
+    body = response.get_json()
+    assert response.status_code == 503 and body["reason"] == "the embedding service is unreachable"
+    assert body["status"] == "not ready" and response.headers["Retry-After"]
+    assert (body["models"], body["servable_models"], body["fallback_models"], body["unanswerable_models"]) == (
+        2,
+        0,
+        0,
+        2,
+    )
+    jsonschema.validate(body, schema_for(router, "Readiness"))
+
+
+def test_degraded_but_in_service_while_models_answer_without_the_embedder(router, clinc_subset, tmp_path, monkeypatch):
+    """An embedder outage with n-gram heads: the router answers what it can, so /readyz (the load
+    balancer's health check) stays 200, "degraded", rather than having every replica replaced."""
+    monkeypatch.setattr("api.web.routes_ops.READY_CACHE_S", 0.0)
+    data = {k: str(v) for k, v in clinc_subset.items()}
+    config = parse_config({"name": "intents", "data": data, "model": {"type": "ngram"}, "training": {"epochs": 5}})
+    ngram = train_head(config, store=router.store, cache_dir=tmp_path / "cache", promote=False)["version"]
+    router.store.change_serving("intents", lambda s: serving_state.set_fallback(s, ngram), reason="test")
+    router.runtime.heads.refresh()
+    router.embedder.fail_with = Unavailable("down")
+
+    def readyz(key=None):
+        response = router.client.get("/readyz", headers={"Authorization": f"Bearer {key}"} if key else {})
+        jsonschema.validate(response.get_json(), schema_for(router, "Readiness"))
+        return response.status_code, response.get_json()
+
+    status, body = readyz()
+    assert status == 200 and body["status"] == "degraded" and body["embedder"]["reachable"] is False
+    assert (body["models"], body["servable_models"], body["fallback_models"], body["unanswerable_models"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    assert body["reason"] == (
+        "the embedding service is unreachable; models answering from their fallback: 1, needing no embedder: 0, "
+        "unable to answer: 1"
+    )
+    assert body["load_errors"] == 0 and "failed_models" not in body
+    assert readyz(router.keys["operator"])[1]["failed_models"] == []
+    # What it says is what happens: intents answers from its fallback, plain cannot answer.
+    assert post(router, {"text": "what is my balance"}).get_json()["variant"] == "fallback"
+    assert post(router, {"text": "what is my balance"}, path="/v1/models/plain/predict").status_code == 503
+
+    router.store.set_serving("intents", ngram)  # an n-gram primary needs no embedder at all
+    router.runtime.heads.refresh()
+    status, body = readyz()
+    assert status == 200 and body["status"] == "degraded" and "needing no embedder: 1" in body["reason"]
+    assert (body["servable_models"], body["fallback_models"], body["unanswerable_models"]) == (1, 0, 1)
+
+    router.embedder.fail_with = None
+    status, body = readyz()
+    assert status == 200 and body["status"] == "ready" and "reason" not in body and "fallback_models" not in body
 
 
 def test_not_ready_when_every_head_needs_another_embedder(router, monkeypatch):

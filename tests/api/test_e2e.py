@@ -20,6 +20,7 @@ from heads.registry import ModelStore
 from inferencedb.keys import create_key
 from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess, free_port
+from tests.api.test_reload_generation import rewrite_unseen
 from tests.db.helpers import query, wait_until
 
 
@@ -202,6 +203,52 @@ def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_pa
             t.join()
     assert set(statuses) == {200}
     assert seen[0] == old and seen[-1] == new
+
+
+def reload_generations(router: RouterProcess, operator: str) -> dict[int, float]:
+    """router_reload_generation of every live worker, by pid, from /metrics."""
+    request = urllib.request.Request(f"{router.url}/metrics", headers={"Authorization": f"Bearer {operator}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        rows = response.read().decode().splitlines()
+    prefix = 'router_reload_generation{pid="'
+    return {int(row[len(prefix) :].split('"')[0]): float(row.split()[-1]) for row in rows if row.startswith(prefix)}
+
+
+def test_admin_reload_reaches_every_worker(router_env, real_store, tmp_path, api_key):
+    """One POST /v1/admin/reload, taken by one worker, reloads both: a serving change that no poll
+    can see (serving.json rewritten with its size, inode and time kept) serves everywhere after it."""
+    operator = create_key(router_env["DATABASE_URL"], tenant=None, description="e2e operator")
+    store_copy = tmp_path / "models"
+    shutil.copytree(real_store.root.parent, store_copy)
+    store = ModelStore(store_copy / "default")
+    old = store.serving_version("intents")
+    new = old[:-4] + ("cafe" if old[-4:] != "cafe" else "beef")  # the same head under a second version id
+    shutil.copytree(store.version_dir("intents", old), store.version_dir("intents", new))
+    env = {**router_env, "MODEL_STORE": str(store_copy)}
+
+    def versions(n: int) -> set[str]:
+        return {
+            call(f"{router.url}/v1/models/intents/predict", {"text": "hi"}, key=api_key)[1]["version"] for _ in range(n)
+        }
+
+    with RouterProcess(env, tmp_path / "router.log") as router:
+
+        def applied() -> set[float] | None:
+            """The generations the router's two workers applied, once both publish theirs."""
+            workers, generations = router.workers(), reload_generations(router, operator)
+            return set(generations.values()) if len(workers) == 2 and sorted(generations) == sorted(workers) else None
+
+        wait_until(lambda: applied() == {0.0})  # both workers up, with the state of the start
+        rewrite_unseen(store.root / "intents" / "serving.json", old, new)
+        time.sleep(1.0)  # five polls of every worker
+        assert versions(10) == {old}
+
+        status, body, _ = call(f"{router.url}/v1/admin/reload", {}, key=operator)
+        assert status == 200 and body["generation"] == 1 and body["others_within_s"] == 0.2
+        assert body["loaded"] == [f"default/intents: primary {new}"] and body["failed"] == {}
+        wait_until(lambda: applied() == {1.0})
+        assert versions(20) == {new}
+        assert call(f"{router.url}/v1/admin/reload", {}, key=api_key)[0] == 403  # operators only
 
 
 def test_unreachable_embedder_gives_503_and_logs_the_failure(router_env, tmp_path, api_key):

@@ -62,6 +62,61 @@ def test_a_broken_new_version_keeps_the_old_one_serving(store, clinc_subset, tmp
     assert "intents" in heads.errors
 
 
+def test_a_state_synced_before_its_version_serves_once_the_files_arrive(store, clinc_subset, tmp_path):
+    """A store synced file by file (`aws s3 sync`): the router's copy receives the new serving.json
+    and the version's manifest before its weights. The state fails to load, the old version keeps
+    serving, and the state is retried at every poll, so it serves once the rest of the files are
+    there, though serving.json does not change again."""
+    synced = ModelStore.for_tenant(tmp_path / "synced", "default")  # what the router reads
+    shutil.copytree(store.root.parent, synced.root.parent, symlinks=True)
+    heads = LiveHeads(synced)
+    heads.refresh()
+    old = heads.get("intents").primary.version
+    new = _second_version(store, clinc_subset, tmp_path)  # trained and promoted at the source
+    store.set_serving("intents", new)
+    source, target = store.version_dir("intents", new), synced.version_dir("intents", new)
+    target.mkdir()
+    shutil.copy2(store.root / "intents" / "serving.json", synced.root / "intents" / "serving.json")
+    shutil.copy2(source / "manifest.json", target / "manifest.json")
+    for _ in range(3):  # polls while the weights are still on their way
+        report = heads.refresh()
+        assert "partial version" in report.failed["intents"] and report.loaded == []
+        assert heads.get("intents").primary.version == old
+    for path in source.iterdir():
+        if not (target / path.name).exists():
+            shutil.copy2(path, target / path.name)
+    assert heads.refresh().loaded == [f"intents: primary {new}"]
+    assert heads.get("intents").primary.version == new and heads.errors == {}
+    assert heads.refresh().loaded == []  # loaded once: no reload at every poll afterwards
+
+
+def test_a_poll_reads_only_the_models_that_changed_or_failed(store, monkeypatch):
+    """Thousands of models per router: a poll reads the serving state of a model only when its
+    serving.json changed or it failed to load, never the healthy models that did not change."""
+    heads = LiveHeads(store)
+    heads.refresh()
+    read: list[str] = []
+    serving = store.serving
+    monkeypatch.setattr(store, "serving", lambda model: read.append(model) or serving(model))
+    heads.refresh()
+    assert read == []
+    pointer = store.root / "plain" / "serving.json"
+    original = pointer.read_text()
+    pointer.write_text("{")
+    for _ in range(3):
+        heads.refresh()
+    assert read == ["plain"] * 3  # retried at every poll; `intents`, healthy and unchanged, never read
+    assert sorted(heads.snapshot()) == ["intents", "plain"]  # plain keeps serving its last good state
+    pointer.write_text(original)
+    read.clear()
+    heads.refresh()
+    heads.refresh()
+    assert read == ["plain"] and heads.errors == {}
+    read.clear()
+    heads.refresh(force=True)  # the operator's reload reads them all
+    assert sorted(read) == ["intents", "plain"]
+
+
 def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
     heads = TenantHeads(store.root.parent)  # what a router worker polls: every tenant's LiveHeads
     heads.refresh()
