@@ -24,7 +24,12 @@ def build_service(settings: EmbedderSettings, observer: ServiceObserver | None =
     if settings.tf_threads:
         tf.config.threading.set_intra_op_parallelism_threads(settings.tf_threads)
 
-    encoder = load_encoder(settings.model, name=settings.model_name, version=settings.model_version)
+    encoder = load_encoder(
+        settings.model,
+        name=settings.model_name,
+        version=settings.model_version,
+        max_batch_tokens=settings.max_batch_tokens,
+    )
     encoder.embed(["warm up the graph"])  # the first call traces and allocates: keep it off a request
     return EmbeddingService(
         encoder,

@@ -30,7 +30,12 @@ class EmbedderSettings(BaseSettings):
         "", description="version reported to clients (default: from the model's metadata or a fingerprint)"
     )
     cache_size: int = Field(50_000, description="phrases kept in the LRU phrase cache; 0 disables the cache")
-    max_batch_size: int = Field(64, description="most texts in one model call")
+    max_batch_size: int = Field(64, description="most texts the batcher hands the model at once")
+    max_batch_tokens: int = Field(
+        8192,
+        description="most padded tokens in one model call: a batch is cut into calls of texts of similar "
+        "length, each padded to its own longest",
+    )
     max_wait_ms: float = Field(2.0, description="longest a text waits for others to join its batch")
     max_queue: int = Field(
         4096, description="most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED"
@@ -59,6 +64,7 @@ class EmbedderSettings(BaseSettings):
         checks = {
             "cache_size": self.cache_size >= 0,
             "max_batch_size": self.max_batch_size >= 1,
+            "max_batch_tokens": self.max_batch_tokens >= 512,
             "max_wait_ms": self.max_wait_ms >= 0,
             "max_queue": self.max_queue >= self.max_batch_size,
             "max_texts": 1 <= self.max_texts <= self.max_queue,

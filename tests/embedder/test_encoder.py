@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from embedder.encoder import load_encoder
+from embedder.encoder import CALL_COST_TOKENS, load_encoder, plan_calls
 from embedder.normalize import normalize_text
 from tests.conftest import MODEL_DIR
 
@@ -30,6 +30,43 @@ def test_batch_composition_does_not_change_a_vector(minilm, reference):
     together = minilm.embed(texts)
     alone = np.stack([minilm.embed([t])[0] for t in texts])
     assert np.abs(together - alone).max() < 1e-5
+
+
+def test_a_mixed_batch_is_cut_into_calls_padded_to_their_own_longest_and_answers_in_order(minilm, reference):
+    long_texts = [item["text"] for item in reference["items"] if len(item["text"].split()) > 100]
+    short_texts = ["hi", "cancel my card", "what is the weather in paris tomorrow", "ok"] * 4
+    texts = [t for pair in zip(short_texts, long_texts * 16) for t in pair]  # long and short interleaved
+    lengths = np.array([len(minilm.tokenize([t])[0][0]) for t in texts])
+    calls = plan_calls(lengths, max_tokens=minilm.max_batch_tokens)
+    padded = sum(len(c) * lengths[c].max() for c in calls)
+    assert len(calls) >= 2 and padded <= 1.05 * lengths.sum() < 0.6 * len(texts) * lengths.max()
+    got = minilm.embed(texts)
+    ids, mask = minilm.tokenize(texts)  # the old way: one call padded to the longest text
+    one_call = minilm._fn(input_ids=ids, attention_mask=mask)["embeddings"].numpy()
+    assert np.abs(got - one_call).max() < 1e-5
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 256])
+def test_plan_calls_covers_every_text_once_within_the_token_cap(n):
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(3, 257, n)
+    calls = plan_calls(lengths, max_tokens=1024)
+    assert sorted(np.concatenate(calls).tolist()) == list(range(n))
+    for call in calls:
+        assert len(call) == 1 or len(call) * lengths[call].max() <= 1024
+    longest = [int(lengths[c].max()) for c in calls]
+    assert longest == sorted(longest)  # calls hold texts of similar length, shortest first
+
+
+def test_plan_calls_splits_only_where_the_padding_saved_outweighs_a_call():
+    same = np.full(64, 12)
+    assert len(plan_calls(same)) == 1  # nothing to save
+    close = np.array([12, 13] * 8)
+    assert len(plan_calls(close)) == 1  # 8 padded tokens saved < one call
+    apart = np.array([4] * 32 + [200] * 2)
+    calls = plan_calls(apart)
+    assert [len(c) for c in calls] == [32, 2]  # 32 x 196 padded tokens saved >> one call
+    assert CALL_COST_TOKENS > 0 and plan_calls(np.array([], dtype=np.int64)) == []
 
 
 @pytest.mark.parametrize(
