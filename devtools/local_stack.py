@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from devtools.embedder_process import EmbedderProcess
@@ -72,6 +72,15 @@ def demo_keys(dsn: str) -> tuple[str, str]:
     return tenant, operator
 
 
+def _interrupt(signum, frame) -> None:
+    """The first Ctrl-C or SIGTERM stops the stack wherever it is, starting included; later ones
+    are ignored, so that they cannot cut the orderly stop short (each step of it is bounded). No
+    lock is taken here: a handler that takes one deadlocks when a second signal interrupts it."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.local_stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
@@ -80,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, _interrupt)
     logs = ROOT / "var" / "log"
     logs.mkdir(parents=True, exist_ok=True)
     postgres = embedder = router = None
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             postgres = LocalPostgres(ROOT / "var" / "pg")
             dsn = postgres.start()
         print(f"PostgreSQL    {dsn}", flush=True)
-        embedder = EmbedderProcess({"EMBEDDER_METRICS_PORT": "0"}, log_path=logs / "embedder.log").start()
+        embedder = EmbedderProcess({"EMBEDDER_METRICS_PORT": "0"}, log_path=logs / "embedder.log")
+        embedder.start()  # assigned first: an interrupted start is still stopped below
         print(
             f"embedder      {embedder.address} (gRPC), metrics http://127.0.0.1:{embedder.metrics_port}/metrics",
             flush=True,
@@ -104,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             train_missing_demo_models(store, embedder.address, ROOT / "var" / "cache" / "embeddings")
         tenant_key, operator_key = demo_keys(dsn)
         env = {"DATABASE_URL": dsn, "EMBEDDER_ADDRESS": embedder.address, "MODEL_STORE": str(args.store)}
-        router = GunicornRouter(env, logs / "router.log", port=args.port).start(timeout_s=120)
+        router = GunicornRouter(env, logs / "router.log", port=args.port)
+        router.start(timeout_s=120)
         base = router.url
         models = store.models()
         example = models[0] if models else "MODEL"
@@ -121,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             "Ctrl-C stops everything. Logs: var/log/",
             flush=True,
         )
-        while not stop.wait(0.5):
-            if router.poll() is not None:
-                print(f"the router exited with status {router.poll()}; see var/log/router.log", file=sys.stderr)
-                return 1
+        while router.poll() is None:
+            time.sleep(0.5)
+        print(f"the router exited with status {router.poll()}; see var/log/router.log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any point of the start or afterwards
         return 0
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
