@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from devtools.postgres_local import LocalPostgres
@@ -73,5 +74,14 @@ def db(postgres: LocalPostgres, migrated_template: str) -> Iterator[str]:
     postgres.start()
     name = f"test_{secrets.token_hex(6)}"
     dsn = postgres.create_database(name, template=migrated_template)
+    # The template's daily partitions are those of the day it was migrated: a session that runs
+    # past midnight UTC would see yesterday's set. Bring them to today, as every router does at
+    # start and hourly (found by a CI run that crossed midnight).
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT ensure_prediction_partitions()")
+    finally:
+        conn.close()
     yield dsn
     _drop_database(postgres, name)

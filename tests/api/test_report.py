@@ -10,7 +10,7 @@ from api.errors import from_database_error
 from heads import serving_state
 from inferencedb.errors import InferenceDbError, InvalidWindow
 from inferencedb.monitoring_report import parse_instant, parse_window, psi
-from tests.db.helpers import query, wait_until
+from tests.db.helpers import clear_of_midnight, query, wait_until
 
 
 def test_psi():
@@ -117,6 +117,7 @@ def predict(router, text, **headers):
 
 
 def test_report_numbers_equal_the_views(db_router):
+    clear_of_midnight()  # the rows and the one-day window must fall on the same UTC day
     router, db = db_router
     store = router.store
     primary = store.serving_version("intents")
@@ -226,6 +227,7 @@ def test_cli_renders_the_same_report_as_html(db_router, tmp_path):
 
     from tests.conftest import ROOT
 
+    clear_of_midnight()
     router, db = db_router
     for i in range(12):
         predict(router, f"cancel my card {i}")

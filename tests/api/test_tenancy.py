@@ -351,8 +351,10 @@ def test_heads_report_reads_the_named_tenant_from_the_database_and_through_the_r
         for tenant in ids
     }
     assert expected["acme"] != expected["globex"]
-    today = time.strftime("%Y-%m-%d", time.gmtime())
-    window = ["--since", today, "--until", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))]
+    # Yesterday to tomorrow: every row of this module, even in a run that crosses midnight UTC.
+    day = 86400
+    since, until = (time.strftime("%Y-%m-%d", time.gmtime(time.time() + d)) for d in (-day, 2 * day))
+    window = ["--since", since, "--until", until]
 
     for tenant in ids:  # from the database
         out = heads_report(

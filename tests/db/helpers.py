@@ -31,3 +31,11 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float = 30.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         time.sleep(interval_s)
+
+
+def clear_of_midnight(margin_s: float = 90.0) -> None:
+    """Wait until the current UTC day has more than `margin_s` seconds left, so that rows written
+    now and a one-day window computed afterwards fall on the same day."""
+    left = 86400 - time.time() % 86400
+    if left < margin_s:
+        time.sleep(left + 1.0)
