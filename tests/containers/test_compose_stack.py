@@ -19,7 +19,9 @@ import pytest
 from devtools import containers
 from devtools.processes import free_port
 
-pytestmark = pytest.mark.containers
+# Building images from nothing takes longer than the suite's 600 s per test (make test-containers
+# builds them first; the fixture's build is then a cache hit).
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(2400)]
 
 PROJECT = "mhtest"
 MODELS = {"email-replies", "news-topics", "support-tickets"}
