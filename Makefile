@@ -36,8 +36,8 @@ test: setup
 	$(PY) -m pytest
 
 # The images built and compose.yaml run with podman (installed if missing, as root), checked from
-# the host: tests/containers/. About 18 minutes from nothing on 2 cores (mostly building the
-# TensorFlow images), 4 once the images are built. Not part of `make test` nor of CI: with it a
+# the host: tests/containers/. About 20 minutes of image builds from nothing on 2 cores (mostly the
+# TensorFlow images), then 4-5 minutes of tests. Not part of `make test` nor of CI: with it a
 # fresh CI run took about 40 minutes (make test 19, the images 20), the bound issue 12 set.
 test-containers: setup
 	$(PY) -m devtools.containers build
