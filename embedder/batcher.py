@@ -1,7 +1,9 @@
 """Micro-batching: merge items from concurrent callers into one model call.
 
 One owner thread takes items from a bounded queue. A batch closes when it holds
-`max_batch_size` items or when `max_wait_s` has passed since its first item was queued. Each
+`max_batch_size` items, when `max_wait_s` has passed since its first item was queued, or as soon
+as `expect_more()` says no other caller is on its way (a lone request never waits for company
+that is not coming; under load, items gather while the model runs the previous batch). Each
 item has its own Future; if the model call fails, the error is set on every Future of that batch
 and the thread goes on with the next batch. Items whose deadline has passed while they waited
 are dropped before the model call (nobody waits for them any more), so an overload does not
@@ -82,6 +84,7 @@ class MicroBatcher(Generic[T, R]):
         max_queue: int = 4096,
         observer: BatchObserver | None = None,
         name: str = "micro-batcher",
+        expect_more: Callable[[], bool] | None = None,
     ):
         if max_batch_size < 1 or max_queue < max_batch_size or max_wait_s < 0:
             raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait_s >= 0")
@@ -90,6 +93,7 @@ class MicroBatcher(Generic[T, R]):
         self._max_wait_s = max_wait_s
         self._max_queue = max_queue
         self._observer = observer or _NoObserver()
+        self._expect_more = expect_more or (lambda: True)
         self._queue: deque[Ticket[T, R]] = deque()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -124,6 +128,11 @@ class MicroBatcher(Generic[T, R]):
             self._cond.notify()
             return tickets
 
+    def nudge(self) -> None:
+        """Tell the thread that `expect_more()` may have changed."""
+        with self._cond:
+            self._cond.notify()
+
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting items, finish the queued ones, and stop the thread."""
         with self._cond:
@@ -138,7 +147,7 @@ class MicroBatcher(Generic[T, R]):
                     return None
                 self._cond.wait()
             close_at = self._queue[0].enqueued + self._max_wait_s
-            while len(self._queue) < self._max_batch_size and not self._closed:
+            while len(self._queue) < self._max_batch_size and not self._closed and self._expect_more():
                 remaining = close_at - time.monotonic()
                 if remaining <= 0:
                     break

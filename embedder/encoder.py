@@ -17,11 +17,15 @@ import json
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from embedder.call_plan import DEFAULT_MAX_BATCH_TOKENS, plan_calls
+from embedder.model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,54 @@ def import_tensorflow():
         import tensorflow as tf
         import tensorflow_hub as hub
     return tf, hub
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(lanes: int, threads_per_lane: int = 0) -> tuple[int, int]:
+    """Size TensorFlow's thread pools for `lanes` model calls at once, each on `threads_per_lane`
+    intra-op threads (0: the cores shared out among the lanes). Must run before TensorFlow runs
+    its first op; later it is logged and ignored. Returns (lanes, threads_per_lane)."""
+    tf, _ = import_tensorflow()
+    lanes = max(1, lanes or available_cores())
+    threads = threads_per_lane or max(1, available_cores() // lanes)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(lanes)
+    except RuntimeError as exc:
+        log.warning("TensorFlow threads already fixed, %d lanes keep them: %s", lanes, exc)
+    return lanes, threads
+
+
+def use_xla_cache(directory: str) -> str:
+    """Keep XLA's compiled functions in `directory`, in a subfolder per TensorFlow version and CPU
+    (a function compiled for one CPU's instructions must not load on another). Must run before
+    TensorFlow is imported. Returns the subfolder, or "" when `directory` is ""."""
+    if not directory:
+        return ""
+    cpu = ""
+    try:
+        cpu = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    from importlib import metadata
+
+    try:
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:  # pragma: no cover - tensorflow-cpu or a custom build
+        tf_version = "unknown"
+    folder = Path(directory) / f"tf{tf_version}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    flag = f"--tf_xla_persistent_cache_directory={folder.resolve()}"
+    if flag not in os.environ.get("TF_XLA_FLAGS", ""):
+        os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
+    return str(folder)
 
 
 @dataclass(frozen=True)
@@ -57,42 +109,8 @@ class SentenceEncoder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), info.dim]."""
 
-
-# What one extra model call costs, in padded tokens: about 12 ms of fixed cost per call against
-# about 0.13 ms per padded token on 2 cores (all-MiniLM-L6-v2, measured; the ratio is what counts:
-# with 32 instead, real short phrases got 0.8-0.9x, cut into calls that cost more than they saved).
-CALL_COST_TOKENS = 96
-DEFAULT_MAX_BATCH_TOKENS = 8192
-
-
-def plan_calls(lengths: np.ndarray, *, max_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> list[np.ndarray]:
-    """The texts of one batch (their token counts) cut into model calls of similar lengths.
-
-    A call pads every text to its longest, so texts are sorted by length and cut where the padding
-    saved is worth more than the fixed cost of another call (CALL_COST_TOKENS); no call holds more
-    than `max_tokens` padded tokens (one text always fits). The cut is optimal for that cost: a
-    dynamic programme over the sorted lengths, O(n^2) for n texts, vectorised over the cut point.
-    Returns the indices of each call's texts, shortest call first."""
-    n = len(lengths)
-    if n == 0:
-        return []
-    order = np.argsort(lengths, kind="stable")
-    longest = np.asarray(lengths, dtype=np.int64)[order]  # a call of sorted[i:j] pads to longest[j - 1]
-    best = np.zeros(n + 1)
-    cut = np.zeros(n + 1, dtype=np.int64)
-    starts = np.arange(n)
-    for j in range(1, n + 1):
-        padded = (j - starts[:j]) * longest[j - 1]
-        cost = best[:j] + CALL_COST_TOKENS + padded
-        cost[padded > max_tokens] = np.inf
-        cost[j - 1] = best[j - 1] + CALL_COST_TOKENS + longest[j - 1]  # a text alone always fits
-        cut[j] = int(np.argmin(cost))
-        best[j] = cost[cut[j]]
-    calls, j = [], n
-    while j > 0:
-        calls.append(order[cut[j] : j])
-        j = int(cut[j])
-    return calls[::-1]
+    def warm_up(self) -> None:
+        """Do once, before serving, what would otherwise slow the first requests."""
 
 
 class TokenInputEncoder:
@@ -100,17 +118,31 @@ class TokenInputEncoder:
 
     A batch is not padded to its longest text: `plan_calls` cuts it into model calls of texts of
     similar length, each padded only to its own longest (the padding is most of the compute with
-    real traffic's spread of lengths)."""
+    real traffic's spread of lengths). The calls of one batch run on `lanes` threads at once,
+    each call on the intra-op threads TensorFlow was configured with (`configure_threads`), and
+    each by the cheapest function ready for its shape (`ModelRunner`)."""
 
-    def __init__(self, loaded, info: EncoderInfo, *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS):
+    def __init__(
+        self,
+        loaded,
+        info: EncoderInfo,
+        *,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        lanes: int = 1,
+        xla_max_tokens: int = 0,
+    ):
         from tokenizers import Tokenizer
 
+        self._loaded = loaded  # owns the variables: a function traced later needs them alive
         self._fn = loaded.signatures["embed_tokens"]
         tokenizer = Tokenizer.from_file(_asset_path(loaded.tokenizer_file))
         tokenizer.no_padding()  # each call pads to its own longest, below
         self._pad_id = tokenizer.token_to_id("[PAD]") or 0
         self._tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
+        self.lanes = max(1, lanes)
+        self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens)
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="model-lane") if self.lanes > 1 else None
         self.info = info
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,16 +158,38 @@ class TokenInputEncoder:
             mask[row, : len(tokens)] = 1
         return ids, mask
 
+    def warm_up(self) -> None:
+        """Trace the graph, and start compiling the XLA shapes in the background, shortest first
+        (the shapes of single phrases, which most requests hold)."""
+        self.embed(["warm up the graph"])
+        self.runner.prepare(self.runner.shapes())
+
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """Stop background compilation (waiting for the one under way) and the lanes."""
+        stopped = self.runner.close(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        return stopped
+
     def embed(self, texts: list[str]) -> np.ndarray:
-        tf, _ = import_tensorflow()
         if not texts:
             return np.zeros((0, self.info.dim), np.float32)
         token_ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
         out = np.empty((len(texts), self.info.dim), dtype=np.float32)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-        for call in plan_calls(lengths, max_tokens=self.max_batch_tokens):
-            ids, mask = self._padded([token_ids[i] for i in call])
-            out[call] = self._fn(input_ids=tf.constant(ids), attention_mask=tf.constant(mask))["embeddings"].numpy()
+        calls = plan_calls(lengths, max_tokens=self.max_batch_tokens, min_calls=self.lanes)
+
+        def run(call: np.ndarray) -> None:
+            out[call] = self.runner.run(*self._padded([token_ids[i] for i in call]))
+
+        if self._pool is None or len(calls) == 1:
+            for call in calls:
+                run(call)
+        else:
+            # The costliest calls first, so the lanes finish together.
+            calls.sort(key=lambda c: -len(c) * int(lengths[c].max()))
+            for future in [self._pool.submit(run, call) for call in calls]:
+                future.result()
         return out
 
 
@@ -145,6 +199,9 @@ class StringInputEncoder:
     def __init__(self, loaded, info: EncoderInfo):
         self._model = loaded
         self.info = info
+
+    def warm_up(self) -> None:
+        self.embed(["warm up the graph"])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         tf, _ = import_tensorflow()
@@ -167,9 +224,18 @@ def _fingerprint(model_dir: Path) -> str:
 
 
 def load_encoder(
-    handle: str, *, name: str = "", version: str = "", max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    handle: str,
+    *,
+    name: str = "",
+    version: str = "",
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    lanes: int = 1,
+    xla_max_tokens: int = 0,
 ) -> SentenceEncoder:
-    """Load a sentence encoder with tensorflow_hub from a folder or a TF Hub handle."""
+    """Load a sentence encoder with tensorflow_hub from a folder or a TF Hub handle. A token-input
+    model runs its calls on `lanes` threads, and calls of a single text of at most
+    `xla_max_tokens` padded tokens XLA-compiled (0, the default here: never; the service turns
+    it on, see EMBEDDER_XLA_MAX_TOKENS)."""
     _, hub = import_tensorflow()
 
     if os.path.isdir(handle) and not Path(handle, "saved_model.pb").is_file():
@@ -187,7 +253,9 @@ def load_encoder(
             lowercase=bool(meta["lowercase"]),
             max_seq_length=int(meta.get("max_seq_length", 0)),
         )
-        encoder: SentenceEncoder = TokenInputEncoder(loaded, info, max_batch_tokens=max_batch_tokens)
+        encoder: SentenceEncoder = TokenInputEncoder(
+            loaded, info, max_batch_tokens=max_batch_tokens, lanes=lanes, xla_max_tokens=xla_max_tokens
+        )
     else:
         resolved = Path(hub.resolve(handle))
         probe = StringInputEncoder(loaded, EncoderInfo("probe", "0", 0, False, 0))

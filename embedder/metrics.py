@@ -66,3 +66,8 @@ class _ServiceCollector:
         yield GaugeMetricFamily(
             "embedder_requests_in_flight", "Embed requests being served", value=self._service.requests_in_flight
         )
+        yield GaugeMetricFamily(
+            "embedder_xla_shapes_ready",
+            "Call shapes compiled with XLA so far (small calls of other shapes run the graph meanwhile)",
+            value=self._service.xla_shapes_ready,
+        )

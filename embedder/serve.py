@@ -18,19 +18,20 @@ log = logging.getLogger(__name__)
 
 def build_service(settings: EmbedderSettings, observer: ServiceObserver | None = None) -> EmbeddingService:
     """Load the model named by the settings and wrap it in the cache and the batcher."""
-    from embedder.encoder import import_tensorflow, load_encoder
+    from embedder.encoder import configure_threads, load_encoder, use_xla_cache
 
-    tf, _ = import_tensorflow()
-    if settings.tf_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(settings.tf_threads)
-
+    use_xla_cache(settings.xla_cache_dir)  # before TensorFlow is imported
+    lanes, threads = configure_threads(settings.lanes, settings.tf_threads)
     encoder = load_encoder(
         settings.model,
         name=settings.model_name,
         version=settings.model_version,
         max_batch_tokens=settings.max_batch_tokens,
+        lanes=lanes,
+        xla_max_tokens=settings.xla_max_tokens,
     )
-    encoder.embed(["warm up the graph"])  # the first call traces and allocates: keep it off a request
+    log.info("%d model lanes of %d TensorFlow threads each", lanes, threads)
+    encoder.warm_up()  # the first call traces and allocates: keep it off a request
     return EmbeddingService(
         encoder,
         cache=PhraseCache(settings.cache_size),

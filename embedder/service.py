@@ -102,16 +102,25 @@ class EmbeddingService:
             max_wait_s=max_wait_s,
             max_queue=max_queue,
             observer=self._observer,
+            expect_more=lambda: self._arriving > 0,
         )
         # Keys being computed right now: a concurrent request for the same phrase waits on the
         # same ticket instead of computing it again. Guarded, with the cache lookup, by _lock.
         self._inflight: dict[bytes, Ticket[tuple[bytes, str], np.ndarray]] = {}
         self._lock = threading.Lock()
         self._requests_in_flight = 0
+        # Requests between their start and their texts' submission: the batch waits for them only.
+        self._arriving = 0
 
     @property
     def queue_depth(self) -> int:
         return self._batcher.depth
+
+    @property
+    def xla_shapes_ready(self) -> int:
+        """Call shapes the encoder has compiled with XLA so far (0 for encoders without XLA)."""
+        runner = getattr(self._encoder, "runner", None)
+        return len(runner.compiled_shapes) if runner is not None else 0
 
     @property
     def requests_in_flight(self) -> int:
@@ -132,20 +141,20 @@ class EmbeddingService:
         """Vectors for `texts`, in order. Cache hits and shared computations come from requests
         of the same `scope` only. Raises an EmbedderError subclass on any failure."""
         started = time.perf_counter()
-        with self._lock:
-            self._requests_in_flight += 1
+        arrival = _Arrival(self)
         try:
-            result = self._embed(texts, timeout, scope)
+            result = self._embed(texts, timeout, scope, arrival)
         except EmbedderError as exc:
             self._observer.on_request(len(texts), 0, time.perf_counter() - started, exc.code)
             raise
         finally:
+            arrival.done(nudge=True)
             with self._lock:
                 self._requests_in_flight -= 1
         self._observer.on_request(len(texts), sum(result.cache_hits), time.perf_counter() - started, "ok")
         return result
 
-    def _embed(self, texts: Sequence[str], timeout: float | None, scope: str) -> EmbedResult:
+    def _embed(self, texts: Sequence[str], timeout: float | None, scope: str, arrival: _Arrival) -> EmbedResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not texts:
             return EmbedResult(np.zeros((0, self.info.dim), np.float32), [])
@@ -169,6 +178,7 @@ class EmbeddingService:
                     waiting[u] = ticket
                 else:
                     to_submit.append(u)
+            arrival.done(nudge=False)  # before submit(), whose notify wakes the batcher to a settled count
             if to_submit:
                 # on_done takes self._lock, so it cannot run before the tickets are recorded below.
                 tickets = self._batcher.submit(
@@ -194,3 +204,31 @@ class EmbeddingService:
 
     def close(self, timeout: float | None = None) -> None:
         self._batcher.close(timeout)
+        close_encoder = getattr(self._encoder, "close", None)
+        if close_encoder is not None:
+            close_encoder(timeout)
+
+
+class _Arrival:
+    """One request counted in `EmbeddingService._arriving` until its texts are queued (or it ends)."""
+
+    __slots__ = ("_service", "_pending")
+
+    def __init__(self, service: EmbeddingService):
+        self._service = service
+        with service._lock:
+            service._requests_in_flight += 1
+            service._arriving += 1
+        self._pending = True
+
+    def done(self, *, nudge: bool) -> None:
+        """Idempotent; called with the service's lock held when `nudge` is False."""
+        if not self._pending:
+            return
+        self._pending = False
+        if nudge:
+            with self._service._lock:
+                self._service._arriving -= 1
+            self._service._batcher.nudge()
+        else:
+            self._service._arriving -= 1

@@ -12,7 +12,8 @@ single_nat_gateway = false
 image_tag = "2026.11.22-cb5a6d0"
 
 # Embedder: 2 vCPU / 4 GiB Fargate tasks (CPU image). For GPUs set embedder_use_gpu = true,
-# embedder_cpu = 3072, embedder_memory = 12288, embedder_tf_threads = 4.
+# embedder_cpu = 3072, embedder_memory = 12288, embedder_lanes = 1 (the GPU runs one call at a time),
+# embedder_tf_threads = 4.
 embedder_use_gpu            = false
 embedder_cpu                = 2048
 embedder_memory             = 4096

@@ -106,6 +106,7 @@ module "embedder" {
   cache_size                 = var.embedder_cache_size
   max_batch_size             = var.embedder_max_batch_size
   grpc_threads               = var.embedder_grpc_threads
+  lanes                      = var.embedder_lanes
   tf_threads                 = var.embedder_tf_threads
   extra_environment          = var.embedder_extra_environment
   log_retention_days         = var.log_retention_days

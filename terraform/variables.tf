@@ -143,8 +143,14 @@ variable "embedder_grpc_threads" {
   default     = 32
 }
 
+variable "embedder_lanes" {
+  description = "EMBEDDER_LANES: model calls at once (0: one per visible core; set it to the task's vCPUs on EC2, where a task sees every core of the instance)."
+  type        = number
+  default     = 0
+}
+
 variable "embedder_tf_threads" {
-  description = "EMBEDDER_TF_THREADS (0: one per visible core; set it on EC2, where a task sees every core of the instance)."
+  description = "EMBEDDER_TF_THREADS: threads per lane (0: the visible cores shared out among the lanes; on EC2 set embedder_lanes and leave this 0 or 1)."
   type        = number
   default     = 0
 }

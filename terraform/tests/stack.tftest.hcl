@@ -142,6 +142,7 @@ run "gpu_embedder" {
     embedder_use_gpu    = true
     embedder_cpu        = 3072
     embedder_memory     = 12288
+    embedder_lanes      = 1
     embedder_tf_threads = 4
   }
 

@@ -158,3 +158,24 @@ def test_closed_batcher_refuses_new_items_after_draining():
 def test_bad_configuration_is_refused():
     with pytest.raises(ValueError):
         MicroBatcher(lambda x: x, max_batch_size=8, max_queue=4)
+
+
+def test_a_lone_item_goes_at_once_when_nobody_else_is_on_the_way():
+    rec = Recorder()
+    arriving = [0]
+    batcher = MicroBatcher(rec, max_batch_size=64, max_wait_s=30.0, max_queue=64, expect_more=lambda: arriving[0] > 0)
+    try:
+        started = time.monotonic()
+        (alone,) = batcher.submit([1])
+        assert alone.future.result(timeout=5) == 10 and time.monotonic() - started < 5.0  # not the 30 s wait
+        arriving[0] = 1  # another caller is on its way: the batch waits for it
+        (first,) = batcher.submit([2])
+        time.sleep(0.2)
+        assert not first.future.done()
+        (second,) = batcher.submit([3])
+        arriving[0] = 0
+        batcher.nudge()
+        assert results([first, second]) == [20, 30]
+        assert rec.batches == [[1], [2, 3]]
+    finally:
+        batcher.close()

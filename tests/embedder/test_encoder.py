@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from embedder.encoder import CALL_COST_TOKENS, load_encoder, plan_calls
+from embedder.call_plan import CALL_COST_TOKENS, plan_calls
+from embedder.encoder import load_encoder
 from embedder.normalize import normalize_text
 from tests.conftest import MODEL_DIR
 

@@ -202,3 +202,32 @@ def test_scopes_share_no_computation_in_flight(make_service):
     assert encoder.texts_embedded == ["in flight", "in flight"]  # acme's, and globex's own
     assert results["acme"].cache_hits == results["globex"].cache_hits == [False]
     np.testing.assert_array_equal(results["acme again"].vectors, results["acme"].vectors)
+
+
+def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_share_a_batch(make_service):
+    sizes = []
+    encoder = HashEncoder()
+    embed = encoder.embed
+
+    def recording_embed(texts):
+        sizes.append(len(texts))
+        time.sleep(0.3)  # a model call long enough for the next requests to gather
+        return embed(texts)
+
+    encoder.embed = recording_embed
+    service = make_service(encoder, max_wait_s=10.0)
+    started = time.monotonic()
+    service.embed(["alone"])
+    assert time.monotonic() - started < 5.0 and sizes == [1]  # not the 10 s max wait
+    together = threading.Barrier(8)
+
+    def request(i):
+        together.wait(10)
+        service.embed([f"text {i}"])
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(sizes[1:]) == 8 and len(sizes) - 1 <= 2  # the requests on their way were waited for

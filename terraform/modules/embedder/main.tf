@@ -27,6 +27,7 @@ locals {
       EMBEDDER_CACHE_SIZE       = tostring(var.cache_size)
       EMBEDDER_MAX_BATCH_SIZE   = tostring(var.max_batch_size)
       EMBEDDER_GRPC_THREADS     = tostring(var.grpc_threads)
+      EMBEDDER_LANES            = tostring(var.lanes)
       EMBEDDER_TF_THREADS       = tostring(var.tf_threads)
       EMBEDDER_SHUTDOWN_GRACE_S = tostring(var.shutdown_grace_s)
     },

@@ -115,8 +115,14 @@ variable "grpc_threads" {
   default     = 32
 }
 
+variable "lanes" {
+  description = "EMBEDDER_LANES: model calls at once, each on its own threads; 0: one per visible core."
+  type        = number
+  default     = 0
+}
+
 variable "tf_threads" {
-  description = "EMBEDDER_TF_THREADS: 0 lets TensorFlow use one thread per visible core."
+  description = "EMBEDDER_TF_THREADS: TensorFlow threads per lane; 0: the visible cores shared out among the lanes."
   type        = number
   default     = 0
 }

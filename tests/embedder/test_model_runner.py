@@ -1,0 +1,96 @@
+"""Model calls: XLA-compiled small shapes against the graph, and calls spread over lanes (real model)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from embedder.call_plan import MIN_SPLIT_TOKENS, plan_calls
+from embedder.encoder import load_encoder
+from embedder.model_runner import WIDTH_STEP, pad_to, xla_shape
+from tests.conftest import MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def two_lanes():
+    """The default model as the service runs it on two cores: two lanes, XLA for small calls."""
+    encoder = load_encoder(str(MODEL_DIR), lanes=2, xla_max_tokens=4 * WIDTH_STEP)
+    encoder.warm_up()
+    assert encoder.runner.wait_compiled(timeout=600)
+    return encoder
+
+
+def test_small_shapes_are_bucketed_and_large_ones_are_not_compiled():
+    assert xla_shape(1, 14, 128) == (1, 16)
+    assert xla_shape(1, 16, 128) == (1, 16)
+    assert xla_shape(1, 17, 128) == (1, 32)
+    assert xla_shape(1, 129, 128) is None  # past the token cap: the graph
+    assert xla_shape(2, 8, 128) is None  # several texts: the graph
+    assert xla_shape(1, 8, 0) is None  # XLA off
+    ids, mask = pad_to(np.array([[5, 6, 7]], np.int32), np.array([[1, 1, 1]], np.int32), (1, 16))
+    assert ids.shape == mask.shape == (1, 16) and mask.sum() == 3 and ids[0, :3].tolist() == [5, 6, 7]
+
+
+def test_every_xla_shape_compiles_in_the_background_and_matches_the_graph(two_lanes, reference):
+    runner = two_lanes.runner
+    assert runner.compiled_shapes == [(1, 16), (1, 32), (1, 48), (1, 64)] == runner.shapes()
+    texts = [item["text"] for item in reference["items"]]
+    short = [t for t in texts if len(two_lanes.tokenize([t])[0][0]) <= 4 * WIDTH_STEP]
+    assert len(short) >= 3
+    for text in short:
+        ids, mask = two_lanes.tokenize([text])
+        compiled = runner.run(ids, mask)  # a compiled shape
+        graph = runner._run_graph(ids, mask)
+        assert np.abs(compiled - graph).max() < 1e-5
+    expected = {item["text"]: np.array(item["embedding"], np.float32) for item in reference["items"]}
+    got = two_lanes.embed(short)
+    cosine = (got * np.stack([expected[t] for t in short])).sum(axis=1)
+    assert cosine.min() > 0.9999
+
+
+def test_an_uncompiled_shape_runs_the_graph_at_once_and_is_compiled_later():
+    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=2 * WIDTH_STEP)
+    runner = encoder.runner
+    assert runner.compiled_shapes == []
+    ids, mask = encoder.tokenize(["what is the weather in paris tomorrow"])
+    first = runner.run(ids, mask)  # nothing compiled yet: the graph answers, compilation starts
+    assert runner.wait_compiled(timeout=600) and runner.compiled_shapes == [(1, 16)]
+    assert np.abs(runner.run(ids, mask) - first).max() < 1e-5
+    off = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=0)
+    off.embed(["no compiling at all"])
+    assert off.runner.shapes() == [] and off.runner.compiled_shapes == []
+
+
+def test_a_large_batch_is_spread_over_the_lanes_and_answers_in_order(two_lanes, minilm, reference):
+    texts = [item["text"] for item in reference["items"]] * 4
+    lengths = np.array([len(two_lanes.tokenize([t])[0][0]) for t in texts])
+    calls = plan_calls(lengths, max_tokens=two_lanes.max_batch_tokens, min_calls=2)
+    assert len(calls) >= 2
+    lanes_used, record = set(), threading.Lock()
+    run = two_lanes.runner.run
+
+    def recording_run(ids, mask):
+        with record:
+            lanes_used.add(threading.current_thread().name)
+        return run(ids, mask)
+
+    two_lanes.runner.run = recording_run
+    try:
+        got = two_lanes.embed(texts)
+    finally:
+        two_lanes.runner.run = run
+    assert len(lanes_used) == 2 and all(name.startswith("model-lane") for name in lanes_used)
+    assert np.abs(got - minilm.embed(texts)).max() < 1e-5
+
+
+def test_plan_calls_halves_only_calls_large_enough_to_feed_another_lane():
+    short = np.full(8, 12)  # 96 padded tokens: cheaper on one lane than split
+    assert len(plan_calls(short, min_calls=2)) == 1
+    many = np.full(64, 12)  # 768 padded tokens: one call by cost, halved for two lanes
+    assert len(plan_calls(many)) == 1
+    halves = plan_calls(many, min_calls=2)
+    assert [len(c) for c in halves] == [32, 32]
+    assert sorted(np.concatenate(halves).tolist()) == list(range(64))
+    quarters = plan_calls(many, min_calls=4)
+    assert [len(c) for c in quarters] == [16, 16, 16, 16] and 16 * 12 >= MIN_SPLIT_TOKENS
+    assert len(plan_calls(np.array([200]), min_calls=2)) == 1  # one text cannot be split
