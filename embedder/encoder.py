@@ -82,7 +82,11 @@ def use_xla_cache(directory: str) -> str:
     except metadata.PackageNotFoundError:  # pragma: no cover - tensorflow-cpu or a custom build
         tf_version = "unknown"
     folder = Path(directory) / f"tf{tf_version}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a read-only image: compile at every start instead
+        log.warning("no XLA cache in %s (%s): shapes compile at every start", folder, exc)
+        return ""
     flag = f"--tf_xla_persistent_cache_directory={folder.resolve()}"
     if flag not in os.environ.get("TF_XLA_FLAGS", ""):
         os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
