@@ -161,8 +161,9 @@ def test_invalid_utf8_is_invalid_argument(real_server):
 
 
 def test_failed_model_call_fails_every_request_of_its_batch(fake_server):
-    address = fake_server(HashEncoder(fail_on="poison"), max_wait_s=0.2)
-    client = EmbedderClient(address, timeout_s=10)
+    encoder = HashEncoder(fail_on="poison", delay_s=1.0)
+    address = fake_server(encoder, max_wait_s=0.0)
+    client = EmbedderClient(address, timeout_s=20)
     errors = []
 
     def call(text):
@@ -171,11 +172,18 @@ def test_failed_model_call_fails_every_request_of_its_batch(fake_server):
         except ModelFailure as exc:
             errors.append(str(exc))
 
+    # The three requests queue while the model is busy with a fourth, so they share the next batch.
+    blocker = threading.Thread(target=call, args=("blocker",))
+    blocker.start()
+    deadline = time.monotonic() + 10
+    while not encoder.calls and time.monotonic() < deadline:
+        time.sleep(0.005)
     threads = [threading.Thread(target=call, args=(t,)) for t in ("poison", "innocent a", "innocent b")]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in [blocker, *threads]:
         t.join()
+    assert sorted(encoder.calls[1]) == ["innocent a", "innocent b", "poison"]
     assert len(errors) == 3 and all("injected failure" in e for e in errors)
     assert client.embed(["innocent a"]).vectors.shape == (1, 8)
 
