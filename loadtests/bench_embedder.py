@@ -119,6 +119,8 @@ def sentence_transformers(
                 str(phrases),
                 "--vectors-out",
                 str(vectors),
+                "--offline-batch",
+                str(OFFLINE_BATCH),
             ],
             capture_output=True,
             text=True,
