@@ -1,16 +1,16 @@
 """Runs one padded model call, by the cheapest way ready for its shape.
 
-A small call (one phrase, a few short ones) is mostly fixed cost: a graph function dispatches
-some four hundred TensorFlow ops one by one, and for a 16-token phrase that dispatch costs more
-than the arithmetic. XLA fuses the graph into a few kernels, so small calls run XLA-compiled
-functions instead. XLA compiles once per input shape, so small shapes are bucketed (rows to a
-single texts only, width to a multiple of 16) and each bucket is compiled once, in a
-background thread, the first time it is needed; until it is ready, that call runs the graph, and
-no request ever waits for a compiler. The XLA functions are built from a copy of the graph with
-the weights frozen into constants, which lets XLA lay them out once (about 15% less time per
-small call, measured; it costs the weights' size in memory once more, about 90 MB for MiniLM).
-Every compiled function is checked against the graph on one input before it is used. Large
-calls always run the graph: there XLA measured no faster.
+A call of one short text is mostly fixed cost: a graph function dispatches some four hundred
+TensorFlow ops one by one, and for a 16-token phrase that dispatch costs more than the
+arithmetic. XLA fuses the graph into a few kernels, so single-text calls run XLA-compiled
+functions instead. XLA compiles once per input shape, so the width is bucketed to a multiple of
+16 tokens and each bucket is compiled once, in a background thread, the first time it is
+needed; until it is ready, that call runs the graph, and no request ever waits for a compiler.
+The XLA functions are built from a copy of the graph with the weights frozen into constants,
+which lets XLA lay them out once (about 15% less time per small call, measured; it costs the
+weights' size in memory once more, about 90 MB for MiniLM). Every compiled function is checked
+against the graph on one input before it is used. Calls of several texts always run the graph:
+from 8 texts on XLA measured no faster, and every extra shape costs seconds of compilation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ROW_BUCKETS = (1,)
 WIDTH_STEP = 16
 # A compiled function must agree with the graph to this much on its check input.
 CHECK_TOLERANCE = 1e-4
@@ -33,17 +32,14 @@ CHECK_TOLERANCE = 1e-4
 
 def xla_shape(rows: int, width: int, max_tokens: int) -> tuple[int, int] | None:
     """The bucketed shape a call of `rows` x `width` tokens runs at under XLA, or None when it
-    is too large for XLA (more than `max_tokens` padded tokens, or more rows than a bucket)."""
-    bucket_rows = next((r for r in ROW_BUCKETS if r >= rows), None)
-    if bucket_rows is None or max_tokens <= 0:
-        return None
+    does not run under XLA (several texts, or wider than `max_tokens` once bucketed)."""
     bucket_width = -(-width // WIDTH_STEP) * WIDTH_STEP
-    return (bucket_rows, bucket_width) if bucket_rows * bucket_width <= max_tokens else None
+    return (1, bucket_width) if rows == 1 and bucket_width <= max_tokens else None
 
 
 def pad_to(ids: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """ids and mask padded with masked-out zeros to `shape`: extra rows embed nothing and are
-    dropped, extra columns are ignored by attention and pooling."""
+    """ids and mask padded with masked-out zeros to `shape`: the extra columns are ignored by
+    attention and pooling."""
     padded_ids = np.zeros(shape, np.int32)
     padded_mask = np.zeros(shape, np.int32)
     padded_ids[: ids.shape[0], : ids.shape[1]] = ids
@@ -83,11 +79,8 @@ class ModelRunner:
         self._closed = False
 
     def shapes(self) -> list[tuple[int, int]]:
-        """Every bucketed shape that runs under XLA, smallest first."""
-        widths = range(WIDTH_STEP, self.xla_max_tokens + 1, WIDTH_STEP)
-        return sorted(
-            ((r, w) for r in ROW_BUCKETS for w in widths if r * w <= self.xla_max_tokens), key=lambda s: s[0] * s[1]
-        )
+        """Every bucketed shape that runs under XLA, narrowest first."""
+        return [(1, width) for width in range(WIDTH_STEP, self.xla_max_tokens + 1, WIDTH_STEP)]
 
     @property
     def compiled_shapes(self) -> list[tuple[int, int]]:
@@ -176,16 +169,12 @@ class ModelRunner:
         tf = self._tf
         spec = tf.TensorSpec(shape, tf.int32)
         function = self._xla_function().get_concrete_function(spec, spec)
-        # A check input: distinct tokens, the right half of the columns and the last row masked out.
+        # A check input: distinct tokens, the right half of the columns masked out.
         ids = (1000 + np.arange(shape[0] * shape[1]) % 20000).reshape(shape).astype(np.int32)
         mask = np.zeros(shape, np.int32)
         mask[:, : max(1, shape[1] // 2)] = 1
-        if shape[0] > 1:
-            mask[-1] = 0
         got = function(tf.constant(ids), tf.constant(mask)).numpy()  # XLA compiles on the first run
-        keep = mask.any(axis=1)
-        want = self._run_graph(ids, mask)
-        error = float(np.abs(got[keep] - want[keep]).max())
+        error = float(np.abs(got - self._run_graph(ids, mask)).max())
         if error > CHECK_TOLERANCE:
             log.error("XLA function for shape %s differs from the graph by %.2g; not used", shape, error)
             return
