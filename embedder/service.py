@@ -141,6 +141,9 @@ class EmbeddingService:
         """Vectors for `texts`, in order. Cache hits and shared computations come from requests
         of the same `scope` only. Raises an EmbedderError subclass on any failure."""
         started = time.perf_counter()
+        with self._lock:
+            self._requests_in_flight += 1
+            self._arriving += 1
         arrival = _Arrival(self)
         try:
             result = self._embed(texts, timeout, scope, arrival)
@@ -216,9 +219,6 @@ class _Arrival:
 
     def __init__(self, service: EmbeddingService):
         self._service = service
-        with service._lock:
-            service._requests_in_flight += 1
-            service._arriving += 1
         self._pending = True
 
     def done(self, *, nudge: bool) -> None:
