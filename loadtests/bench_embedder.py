@@ -63,18 +63,18 @@ OFFLINE_BATCH = 32
 ENGINES = ("bare", "grpc_sequential", "grpc_concurrent", "sentence_transformers")
 
 
-def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
-    """Texts per second of `call` over `batches`, sent by `clients` threads at once."""
-    pending = iter(batches)
+def send_all(call, requests: list[list[str]], clients: int = 1) -> float:
+    """Seconds for `clients` threads to pass every request to `call`, each taking the next."""
+    pending = iter(requests)
     lock = threading.Lock()
 
     def worker():
         while True:
             with lock:
-                batch = next(pending, None)
-            if batch is None:
+                request = next(pending, None)
+            if request is None:
                 return
-            call(batch)
+            call(request)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     started = time.perf_counter()
@@ -82,7 +82,12 @@ def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
         t.start()
     for t in threads:
         t.join()
-    return sum(map(len, batches)) / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
+    """Texts per second of `call` over `batches`, sent by `clients` threads at once."""
+    return sum(map(len, batches)) / send_all(call, batches, clients)
 
 
 def wait_for_xla(metrics_port: int, shapes: int, timeout_s: float = 300.0) -> None:
@@ -133,28 +138,13 @@ def sentence_transformers(
 
 def run_concurrently(client: EmbedderClient, requests: list[list[str]], concurrency: int) -> tuple[float, float]:
     """(seconds for all requests, share of texts that were cache hits)."""
-    hits, total = [0], [0]
-    lock = threading.Lock()
-    cursor = iter(range(len(requests)))
+    hits = []
 
-    def worker():
-        while True:
-            with lock:
-                i = next(cursor, None)
-            if i is None:
-                return
-            result = client.embed(requests[i], timeout=120)
-            with lock:
-                hits[0] += int(result.cache_hits.sum())
-                total[0] += len(requests[i])
+    def embed(texts: list[str]) -> None:
+        hits.append(int(client.embed(texts, timeout=120).cache_hits.sum()))  # list.append is atomic
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started, hits[0] / max(total[0], 1)
+    seconds = send_all(embed, requests, concurrency)
+    return seconds, sum(hits) / max(sum(map(len, requests)), 1)
 
 
 def main() -> int:
