@@ -158,7 +158,9 @@ class EmbeddingService:
         return result
 
     def _embed(self, texts: Sequence[str], timeout: float | None, scope: str, arrival: _Arrival) -> EmbedResult:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # A caller without a deadline (gRPC reports one as centuries away) waits as long as it takes;
+        # a wait that long would overflow the platform's timeout.
+        deadline = None if timeout is None or timeout >= threading.TIMEOUT_MAX else time.monotonic() + timeout
         if not texts:
             return EmbedResult(np.zeros((0, self.info.dim), np.float32), [])
         normalized = validate_texts(texts, self.limits, lowercase=self.info.lowercase)

@@ -209,6 +209,20 @@ def test_full_queue_fails_fast_with_resource_exhausted(fake_server):
     queued.join()
 
 
+def test_rpc_without_a_deadline_waits_for_the_model(fake_server):
+    """grpcurl and plain stubs send no deadline; gRPC then reports centuries remaining."""
+    address = fake_server(HashEncoder(delay_s=0.05), max_wait_s=0.0)
+    with grpc.insecure_channel(address) as channel:
+        stub = channel.unary_unary(
+            f"/{SERVICE_NAME}/Embed",
+            request_serializer=pb.EmbedRequest.SerializeToString,
+            response_deserializer=pb.EmbedResponse.FromString,
+        )
+        response = stub(pb.EmbedRequest(texts=["never seen", "nor this"]))
+    assert response.count == 2
+    assert list(response.cache_hits) == [False, False]
+
+
 def test_client_deadline_is_honoured(fake_server):
     address = fake_server(HashEncoder(delay_s=2.0), max_wait_s=0.0)
     started = time.monotonic()
