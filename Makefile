@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-heads bench-central loadtest clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -57,6 +57,9 @@ $(BENCH_ST_VENV)/.installed: env/bench-st.txt
 
 bench-embedder: setup $(BENCH_ST_VENV)/.installed
 	$(PY) loadtests/bench_embedder.py
+
+bench-precision: setup
+	$(PY) loadtests/bench_precision.py
 
 bench-heads: setup
 	$(PY) loadtests/bench_heads.py

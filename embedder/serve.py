@@ -29,8 +29,9 @@ def build_service(settings: EmbedderSettings, observer: ServiceObserver | None =
         max_batch_tokens=settings.max_batch_tokens,
         lanes=lanes,
         xla_max_tokens=settings.xla_max_tokens,
+        precision=settings.precision,
     )
-    log.info("%d model lanes of %d TensorFlow threads each", lanes, threads)
+    log.info("%d model lanes of %d TensorFlow threads each, %s", lanes, threads, settings.precision)
     encoder.warm_up()  # the first call traces and allocates: keep it off a request
     return EmbeddingService(
         encoder,

@@ -4,7 +4,7 @@ each field documented where it is declared (`python -m embedder settings` lists 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,11 @@ class EmbedderSettings(BaseSettings):
         128,
         description="a single text of at most this many tokens runs XLA-compiled (about half the time of the "
         "graph), each width bucket compiled once in the background; 0 turns XLA off",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: model calls run their MatMuls in bfloat16 (about 2x the phrases/s on a CPU with AMX or "
+        "AVX512-BF16, cosine about 0.9999 to fp32); single texts that run XLA stay fp32",
     )
     xla_cache_dir: str = Field(
         "var/xla-cache", description="where XLA keeps compiled functions across restarts; empty: nowhere"
@@ -133,6 +138,8 @@ def _explain(exc: ValidationError) -> str:
             problems.append(str(error["ctx"]["error"]))
         elif field is None:
             problems.append(f"unknown setting {name!r}")
+        elif error["type"] == "literal_error":
+            problems.append(f"{variable(name)}={error['input']!r}: {error['msg'].lower()}")
         else:
             problems.append(f"{variable(name)}={error['input']!r} is not a valid {field.annotation.__name__}")
     return "; ".join(problems)

@@ -12,7 +12,10 @@ In one run:
    one client (sequential) and with 4 clients at once (concurrent), and sentence-transformers on
    torch in its own process and environment (loadtests/st_baseline.py, env/bench-st.txt: torch
    and TensorFlow never share a process). The servers run with the phrase cache off, so every
-   text is a miss; the XLA shapes are compiled (and waited for) before anything is timed.
+   text is a miss; the XLA shapes are compiled (and waited for) before anything is timed. A
+   third server runs the bf16 mode (EMBEDDER_PRECISION=bf16), through gRPC with one and with 4
+   clients; its vectors are compared with the float32 server's (`cosine_bf16_to_fp32_min`).
+   The bf16 mode's effect on a head's accuracy is measured by loadtests/bench_precision.py.
 2. The single-phrase cache miss through gRPC: p50 and p99 of one-text RPCs, one at a time.
 3. Agreement: cosine between the service's vectors and sentence-transformers' on the same texts.
 4. Cache-hit latency per RPC (one cached phrase per request), p50 and p99.
@@ -60,7 +63,14 @@ ST_PYTHON = ROOT / "var" / "bench-st-venv" / "bin" / "python"
 # Both engines also embed each repeat's texts as one list (an offline job): sentence-transformers
 # sorts the list by length and batches it by this many; the service's encoder plans its calls.
 OFFLINE_BATCH = 32
-ENGINES = ("bare", "grpc_sequential", "grpc_concurrent", "sentence_transformers")
+ENGINES = (
+    "bare",
+    "grpc_sequential",
+    "grpc_concurrent",
+    "bf16_grpc_sequential",
+    "bf16_grpc_concurrent",
+    "sentence_transformers",
+)
 
 
 def send_all(call, requests: list[list[str]], clients: int = 1) -> float:
@@ -201,13 +211,18 @@ def main() -> int:
         EmbedderProcess(
             {**common, "EMBEDDER_CACHE_SIZE": "0"}, log_path=log_dir / "bench-embedder-cache-off.log"
         ) as uncached,
+        EmbedderProcess(
+            {**common, "EMBEDDER_CACHE_SIZE": "0", "EMBEDDER_PRECISION": "bf16"},
+            log_path=log_dir / "bench-embedder-bf16.log",
+        ) as reduced,
     ):
-        wait_for_xla(cached.metrics_port, xla_shapes)
-        wait_for_xla(uncached.metrics_port, xla_shapes)
+        for server in (cached, uncached, reduced):
+            wait_for_xla(server.metrics_port, xla_shapes)
         client_on = EmbedderClient(cached.address, timeout_s=120)
         client_off = EmbedderClient(uncached.address, timeout_s=120)
-        client_on.embed(["warm up the connection"])
-        client_off.embed(["warm up the connection"])
+        client_bf16 = EmbedderClient(reduced.address, timeout_s=120)
+        for client in (client_on, client_off, client_bf16):
+            client.embed(["warm up the connection"])
 
         offset = 0
         for repeat in range(args.repeats):
@@ -219,6 +234,8 @@ def main() -> int:
                 runs["bare"][b].append(phrases_per_s(bare.embed, batches[b]))
                 runs["grpc_sequential"][b].append(phrases_per_s(client_off.embed, batches[b]))
                 runs["grpc_concurrent"][b].append(phrases_per_s(client_off.embed, batches[b], CONCURRENT_CLIENTS))
+                runs["bf16_grpc_sequential"][b].append(phrases_per_s(client_bf16.embed, batches[b]))
+                runs["bf16_grpc_concurrent"][b].append(phrases_per_s(client_bf16.embed, batches[b], CONCURRENT_CLIENTS))
             everything = [t for b in BATCH_SIZES for batch in batches[b] for t in batch]
             started = time.perf_counter()
             bare.embed(everything)
@@ -237,6 +254,7 @@ def main() -> int:
                 )
         ours = client_off.embed(check).vectors
         cosine = (ours * st_vectors).sum(axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(st_vectors, axis=1)
+        cosine_bf16 = (client_bf16.embed(check).vectors * ours).sum(axis=1)
 
         single_latencies = []
         for text in single_texts:
@@ -302,11 +320,22 @@ def main() -> int:
         "grpc_sequential_best_vs_st_best": best_ratio("grpc_sequential"),
         "grpc_concurrent_best_vs_st_best": best_ratio("grpc_concurrent"),
         "bare_best_vs_st_best": best_ratio("bare"),
+        "bf16_grpc_sequential_best_vs_st_best": best_ratio("bf16_grpc_sequential"),
+        "bf16_grpc_concurrent_best_vs_st_best": best_ratio("bf16_grpc_concurrent"),
+        "bf16_vs_fp32_grpc_concurrent_best": round(
+            statistics.median(
+                max(runs["bf16_grpc_concurrent"][b][r] for b in BATCH_SIZES)
+                / max(runs["grpc_concurrent"][b][r] for b in BATCH_SIZES)
+                for r in range(args.repeats)
+            ),
+            2,
+        ),
         "offline_one_list_phrases_per_s": {e: round(statistics.median(v), 1) for e, v in offline.items()},
         "offline_bare_vs_st": round(
             statistics.median(a / b for a, b in zip(offline["bare"], offline["sentence_transformers"])), 2
         ),
         "cosine_to_st_min": round(float(cosine.min()), 6),
+        "cosine_bf16_to_fp32_min": round(float(cosine_bf16.min()), 6),
         "single_miss_rpc_p50_ms": round(float(np.percentile(single_latencies, 50)) * 1000, 2),
         "single_miss_rpc_p99_ms": round(float(np.percentile(single_latencies, 99)) * 1000, 2),
         "st_single_p50_ms": st_info.get("single_p50_ms"),

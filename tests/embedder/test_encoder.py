@@ -103,6 +103,28 @@ def test_tokenizer_and_metadata_travel_inside_the_saved_model():
     assert tokenizer["truncation"]["max_length"] == 256
 
 
+def test_the_bf16_mode_stays_within_a_cosine_of_the_float32_vectors(minilm, reference):
+    """bf16 runs the graph's MatMuls in bfloat16 (XLA-compiled single texts stay float32)."""
+    bf16 = load_encoder(str(MODEL_DIR), precision="bf16")
+    texts = [item["text"] for item in reference["items"]]
+    full = minilm.embed(texts)
+    reduced = bf16.embed(texts)
+    cosine = (full * reduced).sum(axis=1)
+    assert cosine.min() > 0.999 and np.abs(full - reduced).max() > 1e-6  # close, and really bf16
+    meta = json.loads((MODEL_DIR / "assets" / "encoder.json").read_text())
+    assert meta["precisions"] == ["bf16", "fp32"]
+
+
+def test_a_precision_the_model_lacks_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from embedder.encoder import EncoderInfo, TokenInputEncoder
+
+    old_build = SimpleNamespace(signatures={"embed_tokens": object()})
+    with pytest.raises(ValueError, match="no bf16 signature.*make setup"):
+        TokenInputEncoder(old_build, EncoderInfo("m", "1", 4, True, 8), precision="bf16")
+
+
 def test_missing_model_gives_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="embedding model not found"):
         load_encoder(str(tmp_path / "nothing-here"))
@@ -128,6 +150,8 @@ def test_a_plain_string_input_saved_model_loads_too(tmp_path):
     np.testing.assert_array_equal(encoder.embed(["abc"]), [[3.0, 1.0, -3.0]])
     named = load_encoder(str(tmp_path / "char-counts"), name="counts", version="7")
     assert named.info.model_id == "counts@7"
+    with pytest.raises(ValueError, match="only precision fp32"):
+        load_encoder(str(tmp_path / "char-counts"), precision="bf16")
 
 
 def test_normalisation_is_invisible_to_the_model_on_random_unicode(minilm):

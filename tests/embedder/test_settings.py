@@ -20,6 +20,13 @@ def test_a_bad_variable_names_itself(monkeypatch):
         embedder_settings()
 
 
+def test_precision_is_one_of_the_named_modes(monkeypatch):
+    assert embedder_settings().precision == "fp32"
+    assert embedder_settings({"EMBEDDER_PRECISION": "bf16"}).precision == "bf16"
+    with pytest.raises(ValueError, match=r"^EMBEDDER_PRECISION='fp16': input should be 'fp32' or 'bf16'$"):
+        embedder_settings({"EMBEDDER_PRECISION": "fp16"})
+
+
 def test_cross_field_checks_name_the_variables():
     with pytest.raises(ValueError, match=r"^invalid embedder settings: EMBEDDER_MAX_QUEUE=8, EMBEDDER_MAX_TEXTS=1024"):
         embedder_settings({"EMBEDDER_MAX_QUEUE": "8"})
