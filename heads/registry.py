@@ -7,7 +7,9 @@
 A ModelStore is one tenant's folder of MODEL_STORE (`ModelStore.for_tenant`); the paths are
 built by heads/layout.py, which checks every name, so none can reach outside the store. The
 pointer is replaced atomically (write a temporary file, then rename), so a reader
-sees the old state or the new one, never half of it.
+sees the old state or the new one, never half of it. After every serving change the store's
+generation (heads/generation.py, one file for all tenants) is bumped: routers poll that file
+instead of every model.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -23,8 +26,11 @@ from pathlib import Path
 from heads import layout, serving_state
 from heads.artifact import HeadArtifact, load_version
 from heads.errors import HeadsError, RegistryError
+from heads.generation import STORE_FILE, GenerationFile
 from heads.names import check_version_name
 from heads.serving_state import ServingState
+
+log = logging.getLogger(__name__)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -53,6 +59,12 @@ class ModelStore:
     def for_tenant(cls, store_root: str | Path, tenant: str) -> ModelStore:
         """The models of `tenant` in MODEL_STORE `store_root` (RegistryError for an unsafe name)."""
         return cls(layout.tenant_root(store_root, tenant), tenant=tenant)
+
+    @property
+    def generation(self) -> GenerationFile:
+        """The counter bumped at every serving change: MODEL_STORE's, shared by all tenants, for a
+        tenant's store; the store's own otherwise."""
+        return GenerationFile((layout.store_root(self.root) if self.tenant is not None else self.root) / STORE_FILE)
 
     def model_dir(self, model: str) -> Path:
         return layout.model_dir(self.root, model)
@@ -122,6 +134,10 @@ class ModelStore:
             else:
                 new = serving_state.stamp(new, current, reason)
             write_json_atomic(layout.serving_path(directory), new.to_dict())
+            try:
+                self.generation.bump()
+            except OSError as exc:  # the change is written; routers see it at their next full scan
+                log.warning("serving change of %s written, but the store generation was not bumped: %s", model, exc)
         return new
 
     def set_serving(self, model: str, version: str, *, reason: str = "") -> ServingState:
@@ -151,13 +167,16 @@ class ModelStore:
 
     def fingerprint(self) -> tuple:
         """Changes whenever a serving pointer changes or a model appears: routers poll it to
-        reload heads without a restart."""
+        reload heads without a restart. One stat per model: its folder is listed only when it has
+        no serving pointer (a model whose first version is still being written is left out)."""
         entries = []
-        for model in self.models():
+        for model in layout.models(self.root):
             path = layout.serving_path(self.model_dir(model))
             try:
                 st = path.stat()
                 entries.append((model, st.st_mtime_ns, st.st_size, st.st_ino))
             except OSError as exc:  # none yet, or unreadable: loading the model reports why
+                if isinstance(exc, FileNotFoundError) and not self._has_versions(model):
+                    continue
                 entries.append((model, exc.errno, 0, 0))
         return tuple(entries)

@@ -27,6 +27,7 @@ HEADS_FOR_SERVING = {
     "heads.layout",
     "heads.errors",
     "heads.registry",
+    "heads.generation",
     "heads.artifact",
     "heads.manifest",
     "heads.serving_state",

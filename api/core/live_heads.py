@@ -124,7 +124,7 @@ class LiveHeads:
         reason, keeps serving what it served (or stays absent) and is reported in `errors`.
 
         A poll reads the serving state of the models whose entry in the store's fingerprint
-        changed, and of those that failed: a failed one is retried at every poll until it loads,
+        changed, and of those that failed: a failed one is retried at every scan until it loads,
         so a state that arrived before its versions' files (a store synced file by file) serves
         once they are there, and a fix in place (a permission, a manifest) at the next poll, though
         no serving pointer changed. The healthy models that did not change are not read again.
@@ -192,7 +192,7 @@ class LiveHeads:
         else:
             kept = "it keeps serving its previous state" if model in self._serving else "it is not served"
         log.error(
-            "%s/%s does not load, %s; retried at every poll: %s",
+            "%s/%s does not load, %s; retried at every scan: %s",
             self.store.root.name,
             model,
             kept,

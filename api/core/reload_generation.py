@@ -10,10 +10,10 @@ router tasks share one spool file system (EFS in terraform/), the reload reaches
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from pathlib import Path
+
+from heads.generation import GenerationFile
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ FILE_NAME = "reload-generation"
 class ReloadGeneration:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._file = GenerationFile(self.path)
         self._problem: str | None = None  # why the file cannot be read, logged once
         self.applied = self.read() or 0  # the generation this process reloaded last (at start: all loads)
 
@@ -30,10 +31,7 @@ class ReloadGeneration:
         """The current generation: 0 while no reload was ever asked, None when the file cannot be
         read (the polls then reload only what changed; logged once per reason)."""
         try:
-            text = self.path.read_text()
-            generation = int(text) if text.strip() else 0
-        except FileNotFoundError:
-            generation = 0
+            generation = self._file.read()
         except (OSError, ValueError) as exc:
             if str(exc) != self._problem:
                 log.warning("cannot read the reload generation %s (%s): polls reload what changed", self.path, exc)
@@ -52,11 +50,4 @@ class ReloadGeneration:
         """Ask every worker for a full reload: the next generation, written atomically under a lock
         so that two reloads at once give two generations. Raises OSError when the spool is not
         writable."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(f".{FILE_NAME}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            generation = (self.read() or 0) + 1
-            temporary = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-            temporary.write_text(f"{generation}\n")
-            os.replace(temporary, self.path)
-        return generation
+        return self._file.bump()

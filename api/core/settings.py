@@ -57,7 +57,15 @@ class RouterSettings(BaseSettings):
         description="apply the database migrations at start (retrying in the background); false where a "
         "separate job runs them as the schema owner and routers log in with a role that may not",
     )
-    reload_interval_s: float = Field(1.0, description="how often workers look for a changed serving version")
+    reload_interval_s: float = Field(
+        1.0,
+        description="how often workers look at the model store's generation file for a serving change",
+    )
+    rescan_interval_s: float = Field(
+        10.0,
+        description="how often workers scan every model although the store's generation did not move "
+        "(retries models that failed to load; catches changes made around the registry)",
+    )
     max_texts: int = Field(64, description="most texts in one predict request (413 beyond)")
     max_text_chars: int = Field(10_000, description="longest text accepted, in characters (413 beyond)")
     max_body_bytes: int = Field(1_048_576, description="largest request body, checked before parsing (413 beyond)")
@@ -94,6 +102,7 @@ class RouterSettings(BaseSettings):
             "embed_timeout_s": self.embed_timeout_s > 0,
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
+            "rescan_interval_s": self.rescan_interval_s > 0,
             "db_timeout_s": self.db_timeout_s > 0,
             "max_texts": self.max_texts >= 1,
             "max_text_chars": self.max_text_chars >= 1,

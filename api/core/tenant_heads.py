@@ -5,9 +5,14 @@ model name is unique within a tenant and two tenants may both have an "intents" 
 reaches only the heads of the tenant its API key belongs to: asking for another tenant's model
 is, from the caller's side, asking for a model that does not exist.
 
-Each worker process polls on its own (`start_polling`). The operator's reload reaches them all
-through the router's reload generation (reload_generation.py): `reload_everywhere` bumps it and
-reloads this worker; every other worker's next `poll` sees it moved and reloads everything too.
+Each worker process polls on its own (`start_polling`), and a poll costs next to nothing while
+nothing changes: it looks at the store's generation (heads/generation.py, one file that the
+registry bumps at every serving change in any tenant) and scans the models only when it moved,
+or every `rescan_interval_s` (which also retries models that failed to load, and catches changes
+made without the registry: a store synced file by file, a permission repaired in place). A scan
+costs one stat per model. The operator's reload reaches every worker through the router's reload
+generation (reload_generation.py): `reload_everywhere` bumps it and reloads this worker; every
+other worker's next `poll` sees it moved and reloads everything too.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from api.core.reload_generation import ReloadGeneration
 from api.errors import NotFound
 from heads import layout
 from heads.errors import RegistryError
+from heads.generation import STORE_FILE, GenerationFile
 from heads.registry import ModelStore
 
 log = logging.getLogger(__name__)
@@ -45,12 +52,22 @@ class LoadFailure:
         return dataclasses.asdict(self)
 
 
+_UNSEEN = object()  # a store generation stamp that no stamp equals
+
+
 class TenantHeads:
-    def __init__(self, root: str | Path, *, generation: ReloadGeneration | None = None):
+    def __init__(
+        self, root: str | Path, *, generation: ReloadGeneration | None = None, rescan_interval_s: float = 10.0
+    ):
         """`generation`: the reload generation shared by the router's workers; None for a router
-        of one process, whose reload reaches all of it."""
+        of one process, whose reload reaches all of it. `rescan_interval_s`: how often a poll scans
+        the models although the store's generation did not move."""
         self.root = Path(root)
         self._generation = generation
+        self._store_generation = GenerationFile(self.root / STORE_FILE)
+        self._scanned_stamp: object = _UNSEEN  # the store generation's stamp before the last scan
+        self._rescan_interval_s = rescan_interval_s
+        self._next_rescan = 0.0
         self._tenants: dict[str, LiveHeads] = {}
         self._root_error: str | None = None
         self._lock = threading.Lock()
@@ -93,16 +110,26 @@ class TenantHeads:
                 out.append(LoadFailure(tenant, model, why, serving))
         return out
 
+    def _store_stamp(self) -> object:
+        try:
+            return self._store_generation.stamp()
+        except OSError:
+            return _UNSEEN  # cannot be examined: scan at every poll
+
     def refresh(self, *, force: bool = False) -> dict[str, RefreshReport]:
         """Pick up new tenants and every changed serving state (see LiveHeads.refresh). Never
         raises: when MODEL_STORE cannot be listed, the tenants found before keep serving."""
         with self._lock:
+            # Read before the scan: a change during it moves the generation again, so the next
+            # poll scans again.
+            self._scanned_stamp = self._store_stamp()
+            self._next_rescan = time.monotonic() + self._rescan_interval_s
             try:
                 found = layout.tenants(self.root)
             except RegistryError as exc:
                 if str(exc) != self._root_error:
                     log.error(
-                        "cannot list the tenants; the %d found before keep serving; retried at every poll: %s",
+                        "cannot list the tenants; the %d found before keep serving; retried at every scan: %s",
                         len(self._tenants),
                         exc,
                     )
@@ -121,8 +148,14 @@ class TenantHeads:
 
     def poll(self) -> dict[str, RefreshReport]:
         """One poll: every serving state when the router's reload generation moved since this
-        worker applied it, else what changed (see LiveHeads.refresh)."""
+        worker applied it; else what changed (see LiveHeads.refresh) when the store's generation
+        moved or a rescan is due; else nothing (no report)."""
         asked = self._generation.pending() if self._generation else None
+        stamp = self._store_stamp()
+        # Without a generation file (a store no registry of this version changed yet) every poll scans.
+        if asked is None and stamp is not None and stamp == self._scanned_stamp:
+            if time.monotonic() < self._next_rescan:
+                return {}
         reports = self.refresh(force=asked is not None)
         if asked is not None:
             self._generation.applied = asked

@@ -14,7 +14,11 @@ class RouterProcess(GunicornRouter):
     ready when `ready_path` answers 200 (/healthz: up, whether or not it can serve)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, ready_path: str = "/readyz", preexec_fn=None):
-        super().__init__({"API_WORKERS": "2", "API_RELOAD_INTERVAL_S": "0.2", **env}, log_path, preexec_fn=preexec_fn)
+        super().__init__(
+            {"API_WORKERS": "2", "API_RELOAD_INTERVAL_S": "0.2", "API_RESCAN_INTERVAL_S": "1", **env},
+            log_path,
+            preexec_fn=preexec_fn,
+        )
         self.ready_path = ready_path
 
     def start(self, timeout_s: float = 60.0) -> RouterProcess:

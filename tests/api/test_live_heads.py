@@ -117,6 +117,46 @@ def test_a_poll_reads_only_the_models_that_changed_or_failed(store, monkeypatch)
     assert sorted(read) == ["intents", "plain"]
 
 
+def test_an_idle_poll_looks_at_the_store_generation_only(store, clinc_subset, tmp_path, monkeypatch):
+    """10,000 models per router: while nothing changes a poll is one stat of the store's
+    generation; a serving change through the registry bumps it and the next poll scans."""
+    heads = TenantHeads(store.root.parent, rescan_interval_s=3600)
+    new_version = _second_version(store, clinc_subset, tmp_path)  # trained, not serving: no bump
+    heads.refresh()
+    scans: list[int] = []
+    fingerprint = ModelStore.fingerprint
+    monkeypatch.setattr(ModelStore, "fingerprint", lambda self: scans.append(1) or fingerprint(self))
+    stamp = store.generation.stamp()
+    for _ in range(5):
+        assert heads.poll() == {}
+    assert scans == []
+    store.set_serving("intents", new_version)
+    assert store.generation.stamp() != stamp and store.generation.path == store.root.parent / ".serving-generation"
+    assert heads.poll()["default"].loaded == [f"intents: primary {new_version}"]
+    assert len(scans) == 1 and heads.get("default", "intents").primary.version == new_version
+    assert heads.poll() == {}
+
+
+def test_a_change_made_around_the_registry_is_found_by_the_periodic_rescan(store, clinc_subset, tmp_path):
+    new = _second_version(store, clinc_subset, tmp_path)
+    old = store.serving_version("intents")
+    heads = TenantHeads(store.root.parent, rescan_interval_s=0.3)
+    heads.refresh()
+    pointer = store.root / "intents" / "serving.json"
+    pointer.write_text(pointer.read_text().replace(old, new))  # by hand, as a file-by-file sync does
+    assert heads.poll() == {} and heads.get("default", "intents").primary.version == old
+    time.sleep(0.35)
+    assert heads.poll()["default"].loaded == [f"intents: primary {new}"]
+
+
+def test_without_a_store_generation_every_poll_scans(store):
+    """A store that no registry of this version changed yet has no generation file."""
+    store.generation.path.unlink(missing_ok=True)
+    heads = TenantHeads(store.root.parent, rescan_interval_s=3600)
+    heads.refresh()
+    assert set(heads.poll()) == {"default"}
+
+
 def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
     heads = TenantHeads(store.root.parent)  # what a router worker polls: every tenant's LiveHeads
     heads.refresh()

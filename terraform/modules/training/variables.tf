@@ -81,9 +81,9 @@ variable "model_store" {
 }
 
 variable "publish_last" {
-  description = "Patterns (aws s3 --exclude syntax, relative to the store) of the serving pointers (<model>/serving.json), uploaded only after everything else."
+  description = "Patterns (aws s3 --exclude syntax, relative to the store) of the serving pointers (<model>/serving.json) and the store's generation file, uploaded only after everything else."
   type        = list(string)
-  default     = ["*/serving.json"]
+  default     = ["*/serving.json", ".serving-generation"]
 }
 
 variable "aws_cli_image" {
