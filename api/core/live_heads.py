@@ -86,6 +86,10 @@ class LiveHeads:
         A model here may still serve its previous state: see snapshot()."""
         return dict(self._errors)
 
+    def loaded(self, model: str, version: str) -> HeadArtifact | None:
+        """The version as this process serves it, or None when it is not one of the serving versions."""
+        return self._artifacts.get((model, version))
+
     def answer_labels(self, model: str, version: str) -> set[str]:
         """Every label `version` can answer (its classes and its reject label): what feedback
         about one of its predictions may say. Versions that no longer serve are read from the store;

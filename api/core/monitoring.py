@@ -3,7 +3,9 @@
 - the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`), flushed once a
   minute;
 - `DriftMonitor`: every few minutes, the drift figures of each serving version over the last
-  hour (inferencedb/monitoring_report.py), published as Prometheus gauges.
+  hour (inferencedb/monitoring_report.py), published as Prometheus gauges. Computed once per
+  deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
+  reading each serving version's baseline from the heads it already holds.
 
 Both are best-effort statistics: a database outage delays them (sums are kept and merged into
 the next write), it never touches a prediction.
@@ -21,6 +23,7 @@ from api.core import metrics
 from heads.errors import HeadsError
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
+from inferencedb.leader import Leadership
 from inferencedb.monitoring_report import build_report
 
 log = logging.getLogger(__name__)
@@ -28,10 +31,18 @@ log = logging.getLogger(__name__)
 
 class DriftMonitor:
     def __init__(
-        self, database: Database, heads, *, interval_s: float = 300.0, window: dt.timedelta = dt.timedelta(hours=1)
+        self,
+        database: Database,
+        heads,
+        *,
+        interval_s: float = 300.0,
+        window: dt.timedelta = dt.timedelta(hours=1),
+        leadership: Leadership | None = None,
     ):
+        """`leadership`: runs only while this process holds it (None: always, a lone process)."""
         self._db = database
         self._heads = heads
+        self._leadership = leadership
         self._interval = interval_s
         self._window = window
         self._next_run = time.monotonic() + min(30.0, interval_s)
@@ -40,17 +51,18 @@ class DriftMonitor:
         if time.monotonic() < self._next_run:
             return
         self._next_run = time.monotonic() + self._interval
+        if self._leadership is not None and not self._leadership.held():
+            return
         until = dt.datetime.now(dt.UTC)
         for tenant, model in list(self._heads.all_sets()):
             try:
-                store = self._heads.store(tenant)
                 report = build_report(
                     self._db,
                     model,
                     until - self._window,
                     until,
                     tenant=tenant,
-                    baseline_of=functools.partial(store.baseline, model),
+                    baseline_of=functools.partial(self._heads.baseline, tenant, model),
                 )
             except DatabaseUnavailable:
                 return
@@ -62,14 +74,20 @@ class DriftMonitor:
                     if value is not None:
                         metrics.DRIFT.labels(f"{tenant}/{model}", entry["version"], entry["role"], kind).set(value)
 
+    def close(self) -> None:
+        if self._leadership is not None:
+            self._leadership.close()
+
 
 class MonitoringLoop:
     """Runs the database-bound monitoring work (centroid flushes, drift reports) every
     `interval_s` on a thread of its own, so that a slow or hanging database never delays a hot
     reload or a request. Each job is bounded by the database's own timeout (inferencedb/database.py)."""
 
-    def __init__(self, jobs: list, *, interval_s: float = 1.0):
+    def __init__(self, jobs: list, *, interval_s: float = 1.0, on_stop: list | None = None):
+        """`on_stop`: called once the thread has stopped (e.g. to give up a leadership)."""
         self._jobs = jobs
+        self._on_stop = on_stop or []
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,3 +109,5 @@ class MonitoringLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        for close in self._on_stop:
+            close()

@@ -27,6 +27,7 @@ from inferencedb.database import Database
 from inferencedb.feedback import FeedbackStore
 from inferencedb.inference_log import InferenceLog
 from inferencedb.keys import KeyStore
+from inferencedb.leader import DRIFT_LOCK_KEY, Leadership
 from inferencedb.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,12 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         embedding_cache=RouterEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
         share_embedding_cache=settings.share_embedding_cache,
     )
-    drift = DriftMonitor(database, heads)
+    drift = DriftMonitor(
+        database, heads, leadership=Leadership(settings.database_url, DRIFT_LOCK_KEY, name="drift", timeout_s=5.0)
+    )
 
     heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
-    monitoring = MonitoringLoop([centroids.flush, drift.run_if_due]).start()
+    monitoring = MonitoringLoop([centroids.flush, drift.run_if_due], on_stop=[drift.close]).start()
     metrics.publish_gauges(inference_log, heads)
     keys = KeyStore(settings.database_url, snapshot=Path(settings.spool_dir) / "api-keys.json").start()
     limiter = TenantRateLimiter(

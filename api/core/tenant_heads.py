@@ -91,6 +91,15 @@ class TenantHeads:
         heads = self._tenants.get(tenant)
         return heads.snapshot() if heads else {}
 
+    def baseline(self, tenant: str, model: str, version: str) -> dict:
+        """The version's training baseline for drift: from memory when it serves, else from the
+        store ({} when it no longer loads there)."""
+        heads = self._tenants.get(tenant)
+        artifact = heads.loaded(model, version) if heads is not None else None
+        if artifact is not None:
+            return artifact.manifest.baseline
+        return self.store(tenant).baseline(model, version)
+
     def all_sets(self) -> dict[tuple[str, str], LoadedServing]:
         """What every model of every tenant serves, keyed (tenant, model)."""
         return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.snapshot().items()}

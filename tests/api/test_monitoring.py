@@ -10,16 +10,11 @@ from api.core import monitoring
 from heads.errors import ArtifactError
 
 
-class Store:
-    def baseline(self, model, version):
-        return {}
-
-
 class Heads:
     root = "unused"
 
-    def store(self, tenant):
-        return Store()
+    def baseline(self, tenant, model, version):
+        return {}
 
     def all_sets(self):
         return {("acme", "broken"): None, ("acme", "fine"): None}
@@ -37,3 +32,24 @@ def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypa
     drift.run_if_due()
     labels = {"model": "acme/fine", "version": "v2", "role": "primary", "kind": "label_psi"}
     assert REGISTRY.get_sample_value("router_drift", labels) == 0.25
+
+
+def test_only_the_elected_process_computes_drift(monkeypatch):
+    built = []
+    monkeypatch.setattr(monitoring, "build_report", lambda *a, **k: built.append(a[1]) or {"versions": []})
+
+    class Follower:
+        def held(self):
+            return False
+
+        def close(self):
+            pass
+
+    drift = monitoring.DriftMonitor(None, Heads(), leadership=Follower())
+    drift._next_run = 0.0
+    drift.run_if_due()
+    assert built == []
+    drift = monitoring.DriftMonitor(None, Heads(), leadership=None)  # a lone process always runs it
+    drift._next_run = 0.0
+    drift.run_if_due()
+    assert sorted(built) == ["broken", "fine"]
