@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-heads bench-central loadtest clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -60,6 +60,9 @@ bench-embedder: setup $(BENCH_ST_VENV)/.installed
 
 bench-precision: setup
 	$(PY) loadtests/bench_precision.py
+
+bench-scale: setup
+	$(PY) loadtests/bench_scale.py
 
 bench-heads: setup
 	$(PY) loadtests/bench_heads.py

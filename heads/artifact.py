@@ -6,7 +6,8 @@
                             dimension (null for "ngram" heads, which need no embedder), exact
                             training config, data fingerprints, metrics, code version, and the
                             sha256 of every other file in the folder (heads/manifest.py)
-        head.npz            weights, float32: W0, b0, W1, b1, ... ("mlp"), or W, b ("ngram")
+        head.npz            weights, float32: W0, b0, W1, b1, ... ("mlp"), or W, b ("ngram"), read
+                            in place from a memory map (heads/mapped_weights.py)
         config.yaml, metrics.json, per_class.csv, confusion_matrix.png/.csv, top_confusions.json,
         threshold_tradeoff.png/.json, history.png/.json
 
@@ -16,12 +17,13 @@ every checksum, so a partial or corrupted version is refused whole, never half-l
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import io
 import os
 import secrets
 import shutil
 import stat
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from embedder.convert import sha256_file
+from heads import mapped_weights
 from heads.decision import DecisionRule
 from heads.errors import ArtifactError
 from heads.layout import MANIFEST, WEIGHTS
 from heads.manifest import Manifest
+from heads.mapped_weights import load_weights
 from heads.network import DenseHead
 from heads.ngram import NgramFeaturizer, NgramHead
 
@@ -75,6 +79,12 @@ class HeadArtifact:
     def metrics(self) -> dict:
         return self.manifest.metrics
 
+    def for_serving(self) -> HeadArtifact:
+        """This version without its training baseline, which serving never reads (drift reads it
+        from the store): about half of a loaded version's Python objects, at thousands of heads
+        per router process."""
+        return dataclasses.replace(self, manifest=dataclasses.replace(self.manifest, baseline={}))
+
     def predict_proba(self, embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> np.ndarray:
         """float32 [n, classes]. Pass what the caller has: an "mlp" head scores `embeddings`, an
         "ngram" head scores `texts` (raw or normalised: it normalises them itself); each ignores
@@ -89,9 +99,8 @@ class HeadArtifact:
 
 
 def save_weights(head: DenseHead | NgramHead) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **head.arrays())
-    return buffer.getvalue()
+    """The head's arrays as an .npz whose arrays can be memory-mapped (heads/mapped_weights.py)."""
+    return mapped_weights.save_weights(head.arrays())
 
 
 def stage_version(staging: Path, head: DenseHead | NgramHead, manifest: Manifest) -> None:
@@ -161,13 +170,13 @@ def _build_head(path: Path, manifest: Manifest) -> tuple[DenseHead | NgramHead, 
     if head_type not in ("mlp", "ngram"):
         raise ArtifactError(f"{path}: unknown head type {head_type!r}")
     try:
-        with np.load(path / WEIGHTS, allow_pickle=False) as arrays:
-            if head_type == "ngram":
-                head = NgramHead.from_arrays(dict(arrays), NgramFeaturizer.from_description(architecture))
-            else:
-                head = DenseHead.from_arrays(dict(arrays), architecture["activation"])
+        arrays, _ = load_weights(path / WEIGHTS)  # mapped in place: shared by the host's processes
+        if head_type == "ngram":
+            head = NgramHead.from_arrays(arrays, NgramFeaturizer.from_description(architecture))
+        else:
+            head = DenseHead.from_arrays(arrays, architecture["activation"])
         rule = manifest.decision_rule()
-    except (LookupError, ValueError, TypeError, AttributeError, OSError) as exc:
+    except (LookupError, ValueError, TypeError, AttributeError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"{path}: cannot build the head: {exc!r}") from None
     if head.num_classes != len(manifest.labels):
         raise ArtifactError(f"{path}: {head.num_classes} outputs for {len(manifest.labels)} labels")

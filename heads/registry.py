@@ -27,6 +27,7 @@ from heads import layout, serving_state
 from heads.artifact import HeadArtifact, load_version
 from heads.errors import HeadsError, RegistryError
 from heads.generation import STORE_FILE, GenerationFile
+from heads.manifest import Manifest
 from heads.names import check_version_name
 from heads.serving_state import ServingState
 
@@ -96,10 +97,12 @@ class ModelStore:
 
     def baseline(self, model: str, version: str) -> dict:
         """The version's training baseline (label and confidence distributions, embedding
-        centroid) for drift, or {} when the version no longer loads from this store."""
+        centroid) for drift, or {} when the version's manifest no longer reads from this store.
+        Only the manifest is read: statistics need no checksums, and routers do not keep
+        baselines in memory (see HeadArtifact.for_serving)."""
         try:
-            return self.load(model, version).manifest.baseline
-        except HeadsError:
+            return Manifest.read(self.version_dir(model, version)).baseline
+        except (HeadsError, OSError):
             return {}
 
     def serving(self, model: str) -> ServingState | None:

@@ -29,6 +29,7 @@ HEADS_FOR_SERVING = {
     "heads.registry",
     "heads.generation",
     "heads.artifact",
+    "heads.mapped_weights",
     "heads.manifest",
     "heads.serving_state",
     "heads.decision",

@@ -86,10 +86,6 @@ class LiveHeads:
         A model here may still serve its previous state: see snapshot()."""
         return dict(self._errors)
 
-    def loaded(self, model: str, version: str) -> HeadArtifact | None:
-        """The version as this process serves it, or None when it is not one of the serving versions."""
-        return self._artifacts.get((model, version))
-
     def answer_labels(self, model: str, version: str) -> set[str]:
         """Every label `version` can answer (its classes and its reject label): what feedback
         about one of its predictions may say. Versions that no longer serve are read from the store;
@@ -108,7 +104,7 @@ class LiveHeads:
     def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
         key = (model, version)
         if key not in cache:
-            cache[key] = self._artifacts.get(key) or self.store.load(model, version)
+            cache[key] = self._artifacts.get(key) or self.store.load(model, version).for_serving()
         return cache[key]
 
     def _build(self, model: str, state: ServingState, cache: dict) -> LoadedServing:

@@ -5,7 +5,7 @@
 - `DriftMonitor`: every few minutes, the drift figures of each serving version over the last
   hour (inferencedb/monitoring_report.py), published as Prometheus gauges. Computed once per
   deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
-  reading each serving version's baseline from the heads it already holds.
+  reading each version's baseline from its manifest alone (no checksums, no weights).
 
 Both are best-effort statistics: a database outage delays them (sums are kept and merged into
 the next write), it never touches a prediction.

@@ -92,12 +92,8 @@ class TenantHeads:
         return heads.snapshot() if heads else {}
 
     def baseline(self, tenant: str, model: str, version: str) -> dict:
-        """The version's training baseline for drift: from memory when it serves, else from the
-        store ({} when it no longer loads there)."""
-        heads = self._tenants.get(tenant)
-        artifact = heads.loaded(model, version) if heads is not None else None
-        if artifact is not None:
-            return artifact.manifest.baseline
+        """The version's training baseline for drift, read from its manifest in the store ({} when
+        it no longer reads there): serving heads do not keep it in memory."""
         return self.store(tenant).baseline(model, version)
 
     def all_sets(self) -> dict[tuple[str, str], LoadedServing]:

@@ -26,6 +26,16 @@ def test_loads_every_serving_model(store):
         heads.get("nope")
 
 
+def test_serving_heads_keep_no_baseline_and_map_their_weights(store):
+    """Thousands of heads per process: serving keeps what answers a request; drift reads the
+    baseline from the store, and the weights are views of a shared read-only map."""
+    heads = LiveHeads(store)
+    heads.refresh()
+    primary = heads.get("intents").primary
+    assert primary.manifest.baseline == {} and store.baseline("intents", primary.version)["label_distribution"]
+    assert all(not w.flags.writeable for w in primary.head.weights)
+
+
 def _second_version(store, clinc_subset, tmp_path):
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config({"name": "intents", "data": data, "model": {"hidden_layers": [8]}, "training": FAST})

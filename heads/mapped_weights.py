@@ -1,0 +1,123 @@
+"""Head weights read in place from their `head.npz`, shared by every process of a host.
+
+`np.load` copies each array of an .npz into the process's own memory, so every router worker
+held its own copy of every head: at 1,000 heads, about 0.4 GB per worker. A version's files never
+change (heads/artifact.py), and `np.savez` stores its arrays uncompressed, so each array can be a
+read-only view of a memory map of the file instead: the pages come from the page cache, are
+shared by every process that maps them, and are read from disk only when a request touches them.
+
+`save_weights` writes the file as `np.savez` does (a plain .npz any numpy reads), but with each
+array's data 64-byte aligned, padded through the zip extra field (the way Android's zipalign does
+it), so that every array can be mapped; files of older versions map when their arrays happen to
+be aligned for their type, which `np.savez` gives names of two characters and float32 data.
+
+One map per file, made with libc's mmap directly: Python's `mmap.mmap` keeps a duplicate file
+descriptor open for as long as the map lives (until Python 3.13's `trackfd`), which at 10,000
+heads would be 10,000 open files per worker. The map is released when the last array viewing it
+is freed. A member that is compressed, not aligned for its type, or holds Python objects is not
+mapped: the file is then read with `np.load`, as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import mmap
+import os
+import struct
+import weakref
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+ALIGN = 64
+_PADDING_ID = 0xD935  # the extra-field id zipalign uses for padding; zip readers skip unknown ids
+
+
+def save_weights(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed .npz of `arrays` in which each array's data starts 64-byte aligned."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.asanyarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            # numpy pads the .npy header to a multiple of 64, so the data is aligned when the
+            # member's data is: pad the local header to put it there.
+            unpadded = buffer.tell() + _LOCAL_HEADER.size + len(info.filename.encode()) + 4
+            padding = -unpadded % ALIGN
+            info.extra = struct.pack("<HH", _PADDING_ID, padding) + bytes(padding)
+            archive.writestr(info, npy.getvalue())
+    return buffer.getvalue()
+
+
+def load_weights(path: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """(name -> array, whether they are mapped). Mapped arrays are read-only."""
+    try:
+        layout = _member_layout(path)
+    except (struct.error, ValueError, EOFError):  # not a well-formed .npz: np.load says what is wrong
+        layout = None
+    if layout is None:
+        with np.load(path, allow_pickle=False) as arrays:
+            return dict(arrays), False
+    buffer = _map(path)
+    arrays = {}
+    for name, (offset, dtype, shape, fortran) in layout.items():
+        count = int(np.prod(shape))
+        flat = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+        flat.flags.writeable = False  # the map is read-only: a write would crash the process
+        arrays[name] = flat.reshape(shape, order="F" if fortran else "C")
+    return arrays, True
+
+
+def _member_layout(path: Path) -> dict[str, tuple[int, np.dtype, tuple, bool]] | None:
+    """Where each array's data starts in the file, or None when one of them cannot be mapped."""
+    layout = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                return None
+            f.seek(info.header_offset)
+            header = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+            if header[0] != b"PK\x03\x04":
+                return None
+            name_length, extra_length = header[9], header[10]
+            f.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                return None
+            offset = f.tell()
+            if dtype.hasobject or offset % dtype.itemsize:
+                return None
+            layout[info.filename[: -len(".npy")]] = (offset, dtype, shape, fortran)
+    return layout
+
+
+def _map(path: Path):
+    """A read-only ctypes view of the whole file, unmapped when the last reference goes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        address = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, _MAP_FAILED):
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"cannot map {path}: {os.strerror(errno)}")
+    finally:
+        os.close(fd)  # the map does not need the descriptor
+    buffer = (ctypes.c_char * size).from_address(address)
+    weakref.finalize(buffer, _libc.munmap, address, size)
+    return buffer

@@ -1,0 +1,284 @@
+"""The router at scale: what N heads cost one router host, against a 3-model router in the same run.
+
+    make bench-scale                      # N = 100, 1,000 and 10,000
+    .venv/bin/python loadtests/bench_scale.py --sizes 100 1000 --requests 2000
+
+Every head is a copy of the load test's CLINC150 head (`lt-intents`, 151 intents, trained once
+by loadtests/stack.py) under its own name, each with its own weights file (so that memory counts
+what N distinct heads would cost; the version's reports are hard links). The stores are kept in
+var/bench-scale/ between runs. One embedder, one PostgreSQL (for the API keys) and a 3-model
+router serve throughout; for each N a router of 2 gunicorn workers starts on an N-model store,
+and the run reports:
+
+- `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row;
+- memory: PSS of the router's processes (master and workers, smaps_rollup), in total and per
+  worker, at ready (idle) and after the latency run, and the extra over the 3-model router;
+- `idle_cores`: the router's CPU time over --idle-s seconds without traffic, per second;
+- latency: --requests single-text predictions, one at a time over keep-alive connections, each to
+  a random model, the texts already in the embedder's cache (so the router is what is measured),
+  sent alternately to the N-model and the 3-model router in blocks of 20, p50 and p99 of each;
+- `promotion_s`: from `set_serving` of a new version on one model until 20 answers in a row from
+  the router (whichever worker takes them) name the new version.
+
+Prints the CPU's vector flags; the last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools.processes import GunicornRouter  # noqa: E402
+from heads import layout  # noqa: E402
+from heads.artifact import new_version_id  # noqa: E402
+from heads.registry import ModelStore  # noqa: E402
+from loadtests.bench_batching import cpu_flags  # noqa: E402
+from loadtests.procfs import memory_of, proc_cpu_seconds  # noqa: E402
+from loadtests.stack import BASE_MODEL, TENANT, Stack  # noqa: E402
+
+STATE = ROOT / "var" / "bench-scale"
+TEXTS = ["what is my account balance", "book a table for two tonight", "play some jazz", "cancel my order"]
+BLOCK = 20
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def copy_version(source: Path, target: Path, *, model: str, version: str) -> None:
+    """`source` as version `version` of `model`: its own weights file and manifest, the reports
+    hard-linked (they are never read while serving)."""
+    tmp = target.parent / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name == layout.MANIFEST:
+            manifest = json.loads(path.read_text())
+            manifest["model"], manifest["version"] = model, version
+            (tmp / path.name).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        elif path.name == layout.WEIGHTS:
+            shutil.copyfile(path, tmp / path.name)
+        else:
+            os.link(path, tmp / path.name)
+    tmp.rename(target)
+
+
+def build_store(root: Path, n: int, source: Path, version: str) -> ModelStore:
+    """MODEL_STORE `root` with N models s-00000 ... serving a copy of `source` (kept between runs)."""
+    store = ModelStore.for_tenant(root, TENANT)
+    names = [f"s-{i:05d}" for i in range(n)]
+    done = root / f".built-{n}"
+    if done.is_file():
+        return store
+    started = time.monotonic()
+    for i, name in enumerate(names):
+        target = store.version_dir(name, version)
+        if not target.is_dir():
+            copy_version(source, target, model=name, version=version)
+        if store.serving(name) is None:
+            store.set_serving(name, version, reason="bench-scale copy")
+        if (i + 1) % 1000 == 0:
+            progress(f"  store of {n}: {i + 1} models ({time.monotonic() - started:.0f} s)")
+    done.write_text("")
+    return store
+
+
+class Client:
+    """Keep-alive HTTP to one router."""
+
+    def __init__(self, url: str, key: str):
+        parts = urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def get(self, path: str) -> tuple[int, dict]:
+        self._conn.request("GET", path, headers=self._headers)
+        response = self._conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+
+    def predict(self, model: str, text: str) -> tuple[int, dict, float]:
+        body = json.dumps({"text": text})
+        started = time.perf_counter()
+        self._conn.request("POST", f"/v1/models/{model}/predict", body=body, headers=self._headers)
+        response = self._conn.getresponse()
+        payload = response.read()
+        took = time.perf_counter() - started
+        return response.status, json.loads(payload or b"{}"), took
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def start_router(stack: Stack, store_root: Path, name: str, timeout_s: float) -> tuple[GunicornRouter, float]:
+    spool = STATE / f"spool-{name}"
+    spool.mkdir(parents=True, exist_ok=True)
+    env = {
+        "DATABASE_URL": stack.dsn,
+        "EMBEDDER_ADDRESS": stack.embedder_address,
+        "MODEL_STORE": str(store_root),
+        "API_SPOOL_DIR": str(spool),
+        "API_WORKERS": "2",
+        "API_THREADS": "8",
+        "API_ACCESS_LOG": None,
+    }
+    started = time.monotonic()
+    router = GunicornRouter(env, stack.logs / f"bench-scale-{name}.log").start(timeout_s)
+    return router, started
+
+
+def wait_all_loaded(router: GunicornRouter, key: str, expected: int, started: float, timeout_s: float) -> float:
+    """Seconds from `started` until /readyz counted `expected` models 10 times in a row."""
+    client = Client(router.url, key)
+    in_a_row, deadline = 0, started + timeout_s
+    try:
+        while in_a_row < 10:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the router did not load {expected} models within {timeout_s:.0f} s")
+            # A new connection each time: gunicorn hands it to either worker.
+            client.close()
+            status, body = client.get("/readyz")
+            in_a_row = in_a_row + 1 if status == 200 and body.get("models") == expected else 0
+            if not in_a_row:
+                time.sleep(0.05)
+        return time.monotonic() - started
+    finally:
+        client.close()
+
+
+def router_memory(router: GunicornRouter) -> dict:
+    workers = router.workers()
+    total, per_worker = memory_of(router.pids()), [memory_of([pid]) for pid in workers]
+    return {
+        "pss_mib": round(total.pss / 2**20, 1),
+        "rss_mib": round(total.rss / 2**20, 1),
+        "worker_pss_mib": [round(m.pss / 2**20, 1) for m in per_worker],
+        "workers": len(workers),
+    }
+
+
+def latencies(clients: dict[str, tuple[Client, list[str]]], requests: int, seed: int) -> dict[str, list[float]]:
+    """Alternate blocks of single-text predictions between the routers; seconds per request."""
+    rng = random.Random(seed)
+    out: dict[str, list[float]] = {name: [] for name in clients}
+    while min(len(v) for v in out.values()) < requests:
+        for name, (client, models) in clients.items():
+            for _ in range(BLOCK):
+                status, body, took = client.predict(rng.choice(models), rng.choice(TEXTS))
+                if status != 200:
+                    raise SystemExit(f"{name}: {status} {body}")
+                out[name].append(took)
+    return out
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+
+
+def promotion_seconds(store: ModelStore, router: GunicornRouter, key: str, model: str, source: Path) -> float:
+    version = new_version_id()
+    copy_version(source, store.version_dir(model, version), model=model, version=version)
+    client = Client(router.url, key)
+    try:
+        started = time.monotonic()
+        store.set_serving(model, version, reason="bench-scale promotion")
+        in_a_row = 0
+        while in_a_row < 20:
+            client.close()  # a new connection per request: either worker may take it
+            status, body, _ = client.predict(model, TEXTS[0])
+            in_a_row = in_a_row + 1 if status == 200 and body.get("version") == version else 0
+            if time.monotonic() - started > 60:
+                raise SystemExit("the promotion was not served by every worker within 60 s")
+        return round(time.monotonic() - started, 3)
+    finally:
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--requests", type=int, default=2000, help="predictions per router for the latency")
+    parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--ready-timeout-s", type=float, default=600.0)
+    args = parser.parse_args()
+
+    flags = cpu_flags()
+    print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
+    STATE.mkdir(parents=True, exist_ok=True)
+    results: dict = {"cpu_flags": flags, "cores": os.cpu_count(), "requests": args.requests, "sizes": {}}
+    with Stack() as stack:  # PostgreSQL for the keys, the embedder, and lt-intents
+        base = stack.store.serving_version(BASE_MODEL)
+        source = stack.store.version_dir(BASE_MODEL, base)
+        progress("building the 3-model store ...")
+        small = build_store(STATE / "stores" / "n3", 3, source, base)
+        small_router, started = start_router(stack, STATE / "stores" / "n3", "n3", args.ready_timeout_s)
+        try:
+            wait_all_loaded(small_router, stack.operator_key, 3, started, args.ready_timeout_s)
+            small_models = small.models()
+            warm = Client(small_router.url, stack.api_key)
+            for text in TEXTS:  # every text in the embedder's cache from now on
+                warm.predict(small_models[0], text)
+            warm.close()
+            baseline_memory = router_memory(small_router)
+            results["three_models"] = {"memory": baseline_memory}
+            for n in args.sizes:
+                progress(f"N={n}: building the store (first run only) ...")
+                store = build_store(STATE / "stores" / f"n{n}", n, source, base)
+                models = store.models()
+                progress(f"N={n}: starting the router ...")
+                router, started = start_router(stack, STATE / "stores" / f"n{n}", f"n{n}", args.ready_timeout_s)
+                try:
+                    ready_s = wait_all_loaded(router, stack.operator_key, n, started, args.ready_timeout_s)
+                    time.sleep(2.0)
+                    idle_memory = router_memory(router)
+                    cpu0, t0 = proc_cpu_seconds(router.pids()), time.monotonic()
+                    time.sleep(args.idle_s)
+                    idle_cores = (proc_cpu_seconds(router.pids()) - cpu0) / (time.monotonic() - t0)
+                    progress(f"N={n}: ready in {ready_s:.1f} s, idle {idle_cores:.4f} cores, {idle_memory}")
+                    clients = {
+                        "n": (Client(router.url, stack.api_key), models),
+                        "three": (Client(small_router.url, stack.api_key), small_models),
+                    }
+                    taken = latencies(clients, args.requests, seed=n)
+                    for client, _ in clients.values():
+                        client.close()
+                    loaded_memory = router_memory(router)
+                    promotion = promotion_seconds(store, router, stack.api_key, models[-1], source)
+                finally:
+                    router.stop()
+                entry = {
+                    "ready_s": round(ready_s, 1),
+                    "idle_cores": round(idle_cores, 4),
+                    "memory_idle": idle_memory,
+                    "memory_after_latency_run": loaded_memory,
+                    "extra_pss_idle_mib": round(idle_memory["pss_mib"] - baseline_memory["pss_mib"], 1),
+                    "extra_pss_after_latency_run_mib": round(loaded_memory["pss_mib"] - baseline_memory["pss_mib"], 1),
+                    "p50_ms": percentile_ms(taken["n"], 50),
+                    "p99_ms": percentile_ms(taken["n"], 99),
+                    "three_models_p50_ms": percentile_ms(taken["three"], 50),
+                    "three_models_p99_ms": percentile_ms(taken["three"], 99),
+                    "promotion_s": promotion,
+                }
+                entry["p50_ratio"] = round(entry["p50_ms"] / entry["three_models_p50_ms"], 2)
+                entry["p99_ratio"] = round(entry["p99_ms"] / entry["three_models_p99_ms"], 2)
+                results["sizes"][str(n)] = entry
+                progress(f"N={n}: {json.dumps(entry)}")
+        finally:
+            small_router.stop()
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
