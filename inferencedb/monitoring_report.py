@@ -71,6 +71,9 @@ JOIN feedback f ON f.tenant = p.tenant AND f.request_id = p.request_id AND f.ite
 WHERE p.tenant = %(tenant)s AND p.model = %(model)s AND p.created_at >= %(since)s AND p.created_at < %(until)s
 GROUP BY 1, 2
 """
+ACTIVE_MODELS = """
+SELECT DISTINCT tenant, model FROM predictions WHERE created_at >= %(since)s AND created_at < %(until)s
+"""
 CENTROIDS = """
 SELECT version, n, vector_sum FROM embedding_centroids
 WHERE tenant = %(tenant)s AND model = %(model)s AND bucket_start >= %(since)s AND bucket_start < %(until)s
@@ -146,6 +149,12 @@ def psi(live: dict[str, float], baseline: dict[str, float]) -> float | None:
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def models_with_traffic(db: Database, since: dt.datetime, until: dt.datetime) -> set[tuple[str, str]]:
+    """(tenant, model) of every model with a prediction in [since, until): the only ones whose
+    report has anything to say."""
+    return {(tenant, model) for tenant, model in db.run(ACTIVE_MODELS, {"since": since, "until": until})}
 
 
 def build_report(

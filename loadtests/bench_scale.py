@@ -16,7 +16,9 @@ and the run reports:
 - `idle_cores`: the router's CPU time over --idle-s seconds without traffic, per second;
 - latency: --requests single-text predictions, one at a time over keep-alive connections, each to
   a random model, the texts already in the embedder's cache (so the router is what is measured),
-  sent alternately to the N-model and the 3-model router in blocks of 20, p50 and p99 of each;
+  sent alternately to the N-model and the 3-model router in blocks of 20, p50 and p99 of each.
+  Every model answers once first (`warm_up_s`): a head's first request maps its weights' pages
+  in, a one-off cost per head and host that would otherwise be most of a short run;
 - `promotion_s`: from `set_serving` of a new version on one model until 20 answers in a row from
   the router (whichever worker takes them) name the new version.
 
@@ -250,6 +252,10 @@ def main() -> int:
                         "n": (Client(router.url, stack.api_key), models),
                         "three": (Client(small_router.url, stack.api_key), small_models),
                     }
+                    warm_started = time.monotonic()
+                    for model in models:
+                        clients["n"][0].predict(model, TEXTS[0])
+                    warm_up_s = time.monotonic() - warm_started
                     taken = latencies(clients, args.requests, seed=n)
                     for client, _ in clients.values():
                         client.close()
@@ -269,6 +275,7 @@ def main() -> int:
                     "three_models_p50_ms": percentile_ms(taken["three"], 50),
                     "three_models_p99_ms": percentile_ms(taken["three"], 99),
                     "promotion_s": promotion,
+                    "warm_up_s": round(warm_up_s, 1),
                 }
                 entry["p50_ratio"] = round(entry["p50_ms"] / entry["three_models_p50_ms"], 2)
                 entry["p99_ratio"] = round(entry["p99_ms"] / entry["three_models_p99_ms"], 2)

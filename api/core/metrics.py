@@ -86,7 +86,7 @@ def publish_gauges(inference_log, heads) -> None:
     LOG_QUEUE_DEPTH.set(stats.queue_depth)
     LOG_SPOOL_FILES.set(stats.spool_files)
     LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
-    HEADS_LOADED.set(len(heads.all_sets()))
+    HEADS_LOADED.set(heads.count())
     RELOAD_GENERATION.set(heads.reload_generation)
     failing = set(heads.errors)
     HEADS_FAILED.set(len(failing))

@@ -24,7 +24,7 @@ from heads.errors import HeadsError
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
 from inferencedb.leader import Leadership
-from inferencedb.monitoring_report import build_report
+from inferencedb.monitoring_report import build_report, models_with_traffic
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,13 @@ class DriftMonitor:
         if self._leadership is not None and not self._leadership.held():
             return
         until = dt.datetime.now(dt.UTC)
-        for tenant, model in list(self._heads.all_sets()):
+        try:
+            active = models_with_traffic(self._db, until - self._window, until)
+        except DatabaseUnavailable:
+            return
+        # A model without predictions in the window has no drift to report: skipped, so the cost
+        # follows the traffic, not the number of models.
+        for tenant, model in [key for key in self._heads.all_sets() if key in active]:
             try:
                 report = build_report(
                     self._db,

@@ -96,6 +96,10 @@ class TenantHeads:
         it no longer reads there): serving heads do not keep it in memory."""
         return self.store(tenant).baseline(model, version)
 
+    def count(self) -> int:
+        """Models serving, over every tenant (without building all_sets())."""
+        return sum(len(heads.snapshot()) for heads in list(self._tenants.values()))
+
     def all_sets(self) -> dict[tuple[str, str], LoadedServing]:
         """What every model of every tenant serves, keyed (tenant, model)."""
         return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.snapshot().items()}

@@ -27,6 +27,7 @@ def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypa
         return {"versions": [{"version": "v2", "role": "primary", "drift": {"label_psi": 0.25}}]}
 
     monkeypatch.setattr(monitoring, "build_report", build_report)
+    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "broken"), ("acme", "fine")})
     drift = monitoring.DriftMonitor(None, Heads(), interval_s=300.0, window=dt.timedelta(hours=1))
     drift._next_run = 0.0  # due now
     drift.run_if_due()
@@ -37,6 +38,7 @@ def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypa
 def test_only_the_elected_process_computes_drift(monkeypatch):
     built = []
     monkeypatch.setattr(monitoring, "build_report", lambda *a, **k: built.append(a[1]) or {"versions": []})
+    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "broken"), ("acme", "fine")})
 
     class Follower:
         def held(self):
@@ -53,3 +55,13 @@ def test_only_the_elected_process_computes_drift(monkeypatch):
     drift._next_run = 0.0
     drift.run_if_due()
     assert sorted(built) == ["broken", "fine"]
+
+
+def test_drift_is_computed_only_for_models_with_traffic(monkeypatch):
+    built = []
+    monkeypatch.setattr(monitoring, "build_report", lambda *a, **k: built.append(a[1]) or {"versions": []})
+    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "fine"), ("other", "gone")})
+    drift = monitoring.DriftMonitor(None, Heads())
+    drift._next_run = 0.0
+    drift.run_if_due()
+    assert built == ["fine"]

@@ -129,7 +129,7 @@ def test_daily_partitions_exist_from_yesterday_to_a_week_ahead(db: str):
         assert _day_name(day) in names
     # Every index on the parent exists on the partitions (analysts' queries stay indexed).
     indexes = query(db, "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (_day_name(0),))[0][0]
-    assert indexes == 5  # primary key + 4
+    assert indexes == 6  # primary key + 4 b-trees + the BRIN on time (0009)
 
 
 def test_ensure_partitions_is_idempotent_and_safe_concurrently(db: str):
@@ -170,7 +170,7 @@ def test_creating_a_partition_moves_its_rows_out_of_the_default_partition(db: st
     assert query(db, "SELECT tableoid::regclass::text FROM predictions") == [("predictions_default",)]
     assert query(db, "SELECT ensure_prediction_partitions(0, 25)")[0][0] == 25 - 7
     assert query(db, "SELECT tableoid::regclass::text FROM predictions") == [(_day_name(20),)]
-    assert query(db, "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (_day_name(20),)) == [(5,)]
+    assert query(db, "SELECT count(*) FROM pg_indexes WHERE tablename = %s", (_day_name(20),)) == [(6,)]
 
 
 def test_old_partitions_can_be_dropped(db: str):
@@ -288,3 +288,28 @@ def test_service_roles_may_do_their_work_and_nothing_more(db):
     assert _as_role(db, training, "SELECT count(*) FROM predictions JOIN feedback USING (request_id)") is None
     assert _as_role(db, training, insert, (str(uuid.uuid4()), tomorrow)) == "InsufficientPrivilege"
     assert _as_role(db, training, "SELECT secret_hash FROM api_keys") == "InsufficientPrivilege"
+
+
+def test_the_drift_job_finds_the_models_with_traffic_in_its_window(db: str):
+    from inferencedb.database import Database
+    from inferencedb.monitoring_report import models_with_traffic
+
+    now = datetime.now(UTC)
+    conn = psycopg2.connect(db)
+    try:
+        with conn, conn.cursor() as cur:
+            for tenant, model, age in (("acme", "fresh", 10), ("acme", "fresh", 20), ("globex", "old", 120)):
+                cur.execute(
+                    "INSERT INTO predictions (row_id, created_at, request_id, tenant, model, version, label, probability) "
+                    "VALUES (%s, %s, 'r', %s, %s, '1', 'a', 0.9)",
+                    (str(uuid.uuid4()), now - timedelta(minutes=age), tenant, model),
+                )
+            cur.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'predictions%%time_brin'")
+            assert cur.fetchone()[0] >= 1
+    finally:
+        conn.close()
+    database = Database(db)
+    try:
+        assert models_with_traffic(database, now - timedelta(hours=1), now) == {("acme", "fresh")}
+    finally:
+        database.close()
