@@ -173,10 +173,10 @@ class ModelStore:
         reload heads without a restart. One stat per model: its folder is listed only when it has
         no serving pointer (a model whose first version is still being written is left out)."""
         entries = []
-        for model in layout.models(self.root):
-            path = layout.serving_path(self.model_dir(model))
+        root = str(self.root)
+        for model in layout.models(self.root):  # names checked by the listing's pattern
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(root, model, layout.SERVING_FILE))
                 entries.append((model, st.st_mtime_ns, st.st_size, st.st_ino))
             except OSError as exc:  # none yet, or unreadable: loading the model reports why
                 if isinstance(exc, FileNotFoundError) and not self._has_versions(model):

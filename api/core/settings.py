@@ -62,7 +62,7 @@ class RouterSettings(BaseSettings):
         description="how often workers look at the model store's generation file for a serving change",
     )
     rescan_interval_s: float = Field(
-        10.0,
+        30.0,
         description="how often workers scan every model although the store's generation did not move "
         "(retries models that failed to load; catches changes made around the registry)",
     )
