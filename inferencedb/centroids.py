@@ -15,6 +15,10 @@ from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
 
 INSERT = "INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) VALUES %s"
+# Rows per statement. Turning a row's 384 sums into SQL text holds the GIL in psycopg2's C code,
+# so one statement of 10,000 rows (a minute's traffic spread over 10,000 models) stalled every
+# request of the worker for a good part of a second; 64 rows take a few milliseconds.
+ROWS_PER_STATEMENT = 64
 
 
 class CentroidAccumulator:
@@ -44,14 +48,20 @@ class CentroidAccumulator:
         with self._lock:
             pending, self._sums = self._sums, {}
         bucket = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-        rows = [(bucket, t, m, v, n, total.tolist()) for (t, m, v), (n, total) in pending.items()]
+        keys = list(pending)
+        written = 0
         try:
-            self._db.insert_many(INSERT, rows)
+            for start in range(0, len(keys), ROWS_PER_STATEMENT):
+                chunk = keys[start : start + ROWS_PER_STATEMENT]
+                rows = [(bucket, *key, pending[key][0], pending[key][1].tolist()) for key in chunk]
+                self._db.insert_many(INSERT, rows)
+                written += len(chunk)
+                time.sleep(0)  # let request threads have the GIL between statements
         except DatabaseUnavailable:
-            with self._lock:  # keep them for the next flush
-                for key, (n, total) in pending.items():
+            with self._lock:  # keep what was not written for the next flush
+                for key in keys[written:]:
+                    n, total = pending[key]
                     entry = self._sums.setdefault(key, [0, np.zeros_like(total)])
                     entry[0] += n
                     entry[1] += total
-            return 0
-        return len(rows)
+        return written
