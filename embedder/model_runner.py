@@ -3,7 +3,8 @@
 Every call runs a copy of the model's function with the weights frozen into constants
 (TensorFlow's own freezing): oneDNN then prepares each weight matrix once instead of on every
 call, which measured about 1.5x faster for calls of 32 texts and 15% faster for XLA. The copy
-costs the weights' size in memory once more (about 90 MB for MiniLM).
+costs the weights' size in memory once more (about 90 MB for MiniLM; in the bf16 mode twice:
+the float32 copy for XLA and the bfloat16 graph's).
 
 A call of one short text is mostly fixed cost: a graph function dispatches some four hundred
 TensorFlow ops one by one, and for a 16-token phrase that dispatch costs more than the

@@ -7,8 +7,7 @@ operator reload (api/core/reload_generation.py) is the same kind of counter in i
 
 A bump writes `<n>\n` to a temporary file and renames it over the counter, under an flock on a
 lock file beside it, so two writers at once give two generations and a reader sees one or the
-other. The rename gives the file a new inode, so `stamp()` (a stat) tells a poller whether the
-counter moved without reading it.
+other. A poller compares `stamp()` (a stat and a read of a few bytes) with the one it saw last.
 """
 
 from __future__ import annotations
@@ -33,14 +32,16 @@ class GenerationFile:
             return 0
         return int(text) if text.strip() else 0
 
-    def stamp(self) -> tuple[int, int, int] | None:
-        """(inode, size, mtime in ns) of the counter, None when there is none: changes at every
-        bump. OSError when the file exists but cannot be examined."""
+    def stamp(self) -> tuple | None:
+        """(inode, size, mtime in ns, text) of the counter, None when there is none: changes at
+        every bump (the text too, should a file system reuse the inode within one clock tick).
+        OSError when the file exists but cannot be examined."""
         try:
             st = self.path.stat()
+            text = self.path.read_text()
         except FileNotFoundError:
             return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
+        return st.st_ino, st.st_size, st.st_mtime_ns, text
 
     def bump(self) -> int:
         """The next generation, written atomically under a lock. OSError when the folder is not writable."""

@@ -4,7 +4,10 @@
 held its own copy of every head: at 1,000 heads, about 0.4 GB per worker. A version's files never
 change (heads/artifact.py), and `np.savez` stores its arrays uncompressed, so each array can be a
 read-only view of a memory map of the file instead: the pages come from the page cache, are
-shared by every process that maps them, and are read from disk only when a request touches them.
+shared by every process that maps them, and count in a process's memory only once a request
+touches them (loading a version still reads every file once, to check its checksums, but into the
+page cache, not into the process). A version folder is immutable: a file rewritten in place (not
+replaced by a rename, as the registry and `aws s3 sync` do) would crash a process reading it.
 
 `save_weights` writes the file as `np.savez` does (a plain .npz any numpy reads), but with each
 array's data 64-byte aligned, padded through the zip extra field (the way Android's zipalign does
@@ -70,12 +73,11 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], bool]:
     if layout is None:
         with np.load(path, allow_pickle=False) as arrays:
             return dict(arrays), False
-    buffer = _map(path)
+    buffer = memoryview(_map(path)).toreadonly()  # views that cannot be made writable
     arrays = {}
     for name, (offset, dtype, shape, fortran) in layout.items():
         count = int(np.prod(shape))
         flat = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
-        flat.flags.writeable = False  # the map is read-only: a write would crash the process
         arrays[name] = flat.reshape(shape, order="F" if fortran else "C")
     return arrays, True
 
@@ -119,5 +121,6 @@ def _map(path: Path):
     finally:
         os.close(fd)  # the map does not need the descriptor
     buffer = (ctypes.c_char * size).from_address(address)
-    weakref.finalize(buffer, _libc.munmap, address, size)
+    # Not at interpreter exit: a daemon thread may still be reading a head then.
+    weakref.finalize(buffer, _libc.munmap, address, size).atexit = False
     return buffer

@@ -40,8 +40,9 @@ class CentroidAccumulator:
                 entry[1] += total
 
     def flush(self, *, force: bool = False) -> int:
-        """Write the sums gathered since the last flush in one statement; returns the rows written.
-        If the database is unavailable they are kept and merged into the next flush."""
+        """Write the sums gathered since the last flush, ROWS_PER_STATEMENT rows a statement;
+        returns the rows written. Those a failed statement did not write are kept and merged into
+        the next flush."""
         if not force and time.monotonic() < self._next_flush:
             return 0
         self._next_flush = time.monotonic() + self._interval

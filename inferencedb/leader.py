@@ -34,9 +34,11 @@ class Leadership:
     def held(self) -> bool:
         """Whether this process leads now: keeps the lock it holds, or takes it if it is free.
         False when the database cannot be reached (nobody can then run the job anyway)."""
+        conn = None
         try:
             if self._conn is not None:
-                with self._conn.cursor() as cur:
+                # A server that stops answering (not refusing) must not hold this thread: cut it.
+                with pg.deadline(self._conn, self._timeout_s), self._conn.cursor() as cur:
                     cur.execute("SELECT 1")
                 return True
             conn = pg.connect(
@@ -46,7 +48,7 @@ class Leadership:
                 connect_timeout_s=min(3.0, self._timeout_s),
             )
             conn.autocommit = True
-            with conn.cursor() as cur:
+            with pg.deadline(conn, self._timeout_s), conn.cursor() as cur:
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
                 taken = bool(cur.fetchone()[0])
             if not taken:
@@ -58,6 +60,8 @@ class Leadership:
         except psycopg2.Error as exc:
             if self._conn is not None:
                 log.warning("lost the %s lock with its connection (%s)", self._name, type(exc).__name__)
+            if conn is not None and conn is not self._conn:
+                conn.close()
             self.close()
             return False
 
@@ -65,6 +69,7 @@ class Leadership:
         """Give the lock up (closing the session releases it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            pg.cut(conn)  # a close must not wait for a server that stopped answering
             try:
                 conn.close()
             except psycopg2.Error:

@@ -55,7 +55,7 @@ def connect(dsn: str, *, application_name: str, statement_timeout_s: float, conn
 @contextlib.contextmanager
 def deadline(conn, seconds: float) -> Iterator[None]:
     """Abort whatever `conn` waits for once `seconds` have passed (see the module docstring)."""
-    timer = threading.Timer(seconds, _cut, args=(conn,))
+    timer = threading.Timer(seconds, cut, args=(conn,))
     timer.daemon = True
     timer.start()
     try:
@@ -64,7 +64,8 @@ def deadline(conn, seconds: float) -> Iterator[None]:
         timer.cancel()
 
 
-def _cut(conn) -> None:
+def cut(conn) -> None:
+    """Shut the connection's socket down, so that whatever waits on it fails at once."""
     with contextlib.suppress(Exception):  # already closed, or closing: nothing left to cut
         if conn.closed:
             return

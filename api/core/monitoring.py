@@ -56,7 +56,8 @@ class DriftMonitor:
         until = dt.datetime.now(dt.UTC)
         try:
             active = models_with_traffic(self._db, until - self._window, until)
-        except DatabaseUnavailable:
+        except DatabaseUnavailable as exc:
+            log.warning("drift skipped until the next run: %s", exc)
             return
         # A model without predictions in the window has no drift to report: skipped, so the cost
         # follows the traffic, not the number of models.

@@ -154,8 +154,9 @@ class TenantHeads:
             # Thousands of loaded heads are millions of long-lived objects that the cyclic garbage
             # collector would walk at every full collection (a pause of a good part of a second at
             # 10,000 heads, in the middle of requests). They hold no cycles: move them out of its
-            # reach, after a cheap collection of the young objects this refresh left behind.
-            gc.collect(1)
+            # reach, after a collection (of the objects not frozen yet: cheap after the first) so
+            # that no cyclic garbage is frozen with them.
+            gc.collect()
             gc.freeze()
         return reports
 
@@ -171,7 +172,7 @@ class TenantHeads:
         asked = self._generation.pending() if self._generation else None
         stamp = self._store_stamp()
         # Without a generation file (a store no registry of this version changed yet) every poll scans.
-        if asked is None and stamp is not None and stamp == self._scanned_stamp:
+        if asked is None and stamp is not None and stamp is not _UNSEEN and stamp == self._scanned_stamp:
             if time.monotonic() < self._next_rescan:
                 return {}
         reports = self.refresh(force=asked is not None)

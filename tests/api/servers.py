@@ -15,7 +15,7 @@ class RouterProcess(GunicornRouter):
 
     def __init__(self, env: dict[str, str], log_path: Path, *, ready_path: str = "/readyz", preexec_fn=None):
         super().__init__(
-            {"API_WORKERS": "2", "API_RELOAD_INTERVAL_S": "0.2", "API_RESCAN_INTERVAL_S": "1", **env},
+            {"API_WORKERS": "2", "API_RELOAD_INTERVAL_S": "0.2", **env},
             log_path,
             preexec_fn=preexec_fn,
         )

@@ -93,6 +93,9 @@ def stack(real_store, embedder_process, db, tmp_path):
         "EMBEDDER_ADDRESS": embedder_process.address,
         "MODEL_STORE": str(root),
         "API_SPOOL_DIR": str(tmp_path / "spool"),
+        # A repair in place moves no serving pointer and no store generation: the periodic scan
+        # finds it (30 s by default).
+        "API_RESCAN_INTERVAL_S": "1",
     }
     return root, env, keys
 

@@ -168,7 +168,7 @@ def test_rows_spooled_during_an_outage_survive_a_router_restart(router_env, post
 def test_promotion_under_traffic_fails_no_request(router_env, real_store, tmp_path, api_key):
     store_copy = tmp_path / "models"
     shutil.copytree(real_store.root.parent, store_copy)
-    store = ModelStore(store_copy / "default")
+    store = ModelStore.for_tenant(store_copy, "default")
     old = store.serving_version("intents")
     config = parse_config(store.load("intents").manifest.training_config | {"name": "intents"})
     new = train_head(
@@ -220,7 +220,7 @@ def test_admin_reload_reaches_every_worker(router_env, real_store, tmp_path, api
     operator = create_key(router_env["DATABASE_URL"], tenant=None, description="e2e operator")
     store_copy = tmp_path / "models"
     shutil.copytree(real_store.root.parent, store_copy)
-    store = ModelStore(store_copy / "default")
+    store = ModelStore.for_tenant(store_copy, "default")
     old = store.serving_version("intents")
     new = old[:-4] + ("cafe" if old[-4:] != "cafe" else "beef")  # the same head under a second version id
     shutil.copytree(store.version_dir("intents", old), store.version_dir("intents", new))

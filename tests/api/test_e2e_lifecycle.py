@@ -56,7 +56,7 @@ class Traffic:
 @pytest.fixture
 def store(real_store, clinc_subset, tmp_path):
     """A copy of the real store, plus an n-gram fallback version of `intents` (no embedder)."""
-    copy = ModelStore(tmp_path / "models" / "default")
+    copy = ModelStore.for_tenant(tmp_path / "models", "default")
     shutil.copytree(real_store.root.parent, copy.root.parent)
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config({"name": "intents", "data": data, "model": {"type": "ngram"}, "training": {"epochs": 20}})

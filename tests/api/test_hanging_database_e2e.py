@@ -23,7 +23,7 @@ GRACEFUL_TIMEOUT_S = 30  # api/web/gunicorn_conf.py
 def test_a_hanging_database_stalls_nothing(router_env, real_store, tmp_path, api_key):  # noqa: F811
     store_copy = tmp_path / "models"
     shutil.copytree(real_store.root.parent, store_copy)
-    store = ModelStore(store_copy / "default")
+    store = ModelStore.for_tenant(store_copy, "default")
     config = parse_config(store.load("intents").manifest.training_config | {"name": "intents"})
     embedder = RemoteEmbedder(router_env["EMBEDDER_ADDRESS"])
     new = train_head(config, store=store, cache_dir=tmp_path / "cache", embedder=embedder, promote=False)["version"]

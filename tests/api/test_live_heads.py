@@ -150,13 +150,21 @@ def test_an_idle_poll_looks_at_the_store_generation_only(store, clinc_subset, tm
 def test_a_change_made_around_the_registry_is_found_by_the_periodic_rescan(store, clinc_subset, tmp_path):
     new = _second_version(store, clinc_subset, tmp_path)
     old = store.serving_version("intents")
-    heads = TenantHeads(store.root.parent, rescan_interval_s=0.3)
+    heads = TenantHeads(store.root.parent, rescan_interval_s=3600)
     heads.refresh()
     pointer = store.root / "intents" / "serving.json"
     pointer.write_text(pointer.read_text().replace(old, new))  # by hand, as a file-by-file sync does
     assert heads.poll() == {} and heads.get("default", "intents").primary.version == old
-    time.sleep(0.35)
+    heads._next_rescan = 0.0  # the rescan is due
     assert heads.poll()["default"].loaded == [f"intents: primary {new}"]
+
+
+def test_a_generation_file_that_cannot_be_read_makes_every_poll_scan(store):
+    store.generation.path.unlink(missing_ok=True)
+    store.generation.path.mkdir()  # exists, but reading it fails
+    heads = TenantHeads(store.root.parent, rescan_interval_s=3600)
+    heads.refresh()
+    assert set(heads.poll()) == {"default"} and set(heads.poll()) == {"default"}
 
 
 def test_without_a_store_generation_every_poll_scans(store):

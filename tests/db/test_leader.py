@@ -6,6 +6,7 @@ import psycopg2
 
 from inferencedb.leader import Leadership
 from tests.api.servers import free_port
+from tests.db.helpers import wait_until
 
 KEY = 424242
 
@@ -35,7 +36,7 @@ def test_a_leader_whose_session_dies_loses_the_lead_to_the_next_candidate(empty_
             )
             assert cur.fetchone()[0] == 1
         admin.close()
-        assert candidate.held()  # the server released the lock with the session
+        wait_until(candidate.held, timeout_s=10)  # the server releases the lock as the session ends
         assert not leader.held()  # the old leader finds out at its next check, and stands down
     finally:
         leader.close()

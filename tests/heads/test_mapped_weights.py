@@ -36,6 +36,8 @@ def test_every_array_is_a_read_only_view_of_one_map_and_nothing_stays_open(tmp_p
     assert _maps_of(path) == 1 and len(os.listdir("/proc/self/fd")) == fds  # one map, no descriptor kept
     with pytest.raises(ValueError, match="read-only"):
         arrays["W0"][0, 0] = 1.0
+    with pytest.raises(ValueError):
+        arrays["W0"].flags.writeable = True  # a write would crash the process: it cannot be allowed
     x = np.random.rand(4, 384).astype(np.float32)
     np.testing.assert_array_equal(x @ arrays["W0"], x @ expected["W0"])
     del arrays
