@@ -156,12 +156,16 @@ class ModelStore:
         *,
         expected_embedder: str | None = None,
         expected_dim: int | None = None,
+        verify_reports: bool = True,
     ) -> HeadArtifact:
+        """The version (default: the serving primary), verified (see load_version)."""
         version = version or self.serving_version(model)
         path = self.version_dir(model, version)
         if not layout.maybe_folder(path):
             raise RegistryError(f"model {model!r} has no version {version!r}")
-        artifact = load_version(path, expected_embedder=expected_embedder, expected_dim=expected_dim)
+        artifact = load_version(
+            path, expected_embedder=expected_embedder, expected_dim=expected_dim, verify_reports=verify_reports
+        )
         # The store's folders name the model and version (a version copied to another model, or
         # restored under a new name, answers and is logged under the name it serves as).
         if (artifact.model, artifact.version) != (model, version):

@@ -10,6 +10,7 @@ from api.core.live_heads import LiveHeads
 from api.core.tenant_heads import TenantHeads
 from api.errors import NotFound
 from heads.config import parse_config
+from heads.errors import ArtifactError
 from heads.pipeline import train_head
 from heads.registry import ModelStore
 from tests.api.conftest import FAST
@@ -24,6 +25,21 @@ def test_loads_every_serving_model(store):
     assert heads.refresh().loaded == []  # nothing changed: nothing reloaded
     with pytest.raises(NotFound, match="unknown model 'nope'"):
         heads.get("nope")
+
+
+def test_a_damaged_report_file_does_not_stop_a_head_from_serving(store):
+    """A router verifies the weights' checksum, not the plots' (never read while serving); the
+    registry still refuses to promote such a version."""
+    primary = store.serving_version("intents")
+    plot = store.version_dir("intents", primary) / "history.png"
+    plot.chmod(0o644)
+    plot.write_bytes(b"not a png")
+    heads = LiveHeads(store)
+    assert heads.refresh().failed == {} and heads.get("intents").primary.version == primary
+    with pytest.raises(ArtifactError, match="history.png does not match its checksum"):
+        store.load("intents", primary)
+    plot.unlink()
+    assert "history.png is missing" in LiveHeads(store).refresh().failed["intents"]  # partial: refused
 
 
 def test_serving_heads_keep_no_baseline_and_map_their_weights(store):
