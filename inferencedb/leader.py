@@ -60,7 +60,7 @@ class Leadership:
         except psycopg2.Error as exc:
             if self._conn is not None:
                 log.warning("lost the %s lock with its connection (%s)", self._name, type(exc).__name__)
-            if conn is not None and conn is not self._conn:
+            if conn is not None:  # a new session that failed before it could lead
                 conn.close()
             self.close()
             return False

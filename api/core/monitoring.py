@@ -63,13 +63,14 @@ class DriftMonitor:
         # follows the traffic, not the number of models.
         for tenant, model in [key for key in self._heads.all_sets() if key in active]:
             try:
+                store = self._heads.store(tenant)
                 report = build_report(
                     self._db,
                     model,
                     until - self._window,
                     until,
                     tenant=tenant,
-                    baseline_of=functools.partial(self._heads.baseline, tenant, model),
+                    baseline_of=functools.partial(store.baseline, model),
                 )
             except DatabaseUnavailable:
                 return

@@ -92,11 +92,6 @@ class TenantHeads:
         heads = self._tenants.get(tenant)
         return heads.snapshot() if heads else {}
 
-    def baseline(self, tenant: str, model: str, version: str) -> dict:
-        """The version's training baseline for drift, read from its manifest in the store ({} when
-        it no longer reads there): serving heads do not keep it in memory."""
-        return self.store(tenant).baseline(model, version)
-
     def count(self) -> int:
         """Models serving, over every tenant (without building all_sets())."""
         return sum(len(heads.snapshot()) for heads in list(self._tenants.values()))
