@@ -32,11 +32,10 @@ VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    """The vector flags among this CPU's (the embedder reads the same list for its XLA cache)."""
+    from embedder.encoder import cpu_flags as all_flags
+
+    flags = all_flags()
     return [flag for flag in VECTOR_FLAGS if flag in flags]
 
 

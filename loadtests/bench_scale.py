@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -184,8 +186,7 @@ def latencies(clients: dict[str, tuple[Client, list[str]]], requests: int, seed:
 
 
 def percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+    return round(float(np.percentile(values, q)) * 1000, 2)
 
 
 def promotion_seconds(store: ModelStore, router: GunicornRouter, key: str, model: str, source: Path) -> float:
