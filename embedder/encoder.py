@@ -78,31 +78,6 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
-def use_xla_cache(directory: str) -> str:
-    """Keep XLA's compiled functions in `directory`, in a subfolder per TensorFlow version and CPU
-    (a function compiled for one CPU's instructions must not load on another). Must run before
-    TensorFlow is imported. Returns the subfolder, or "" when `directory` is ""."""
-    if not directory:
-        return ""
-    cpu = " ".join(sorted(cpu_flags()))
-    from importlib import metadata
-
-    try:
-        tf_version = metadata.version("tensorflow")
-    except metadata.PackageNotFoundError:  # pragma: no cover - tensorflow-cpu or a custom build
-        tf_version = "unknown"
-    folder = Path(directory) / f"tf{tf_version}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # e.g. a read-only image: compile at every start instead
-        log.warning("no XLA cache in %s (%s): shapes compile at every start", folder, exc)
-        return ""
-    flag = f"--tf_xla_persistent_cache_directory={folder.resolve()}"
-    if flag not in os.environ.get("TF_XLA_FLAGS", ""):
-        os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
-    return str(folder)
-
-
 @dataclass(frozen=True)
 class EncoderInfo:
     name: str

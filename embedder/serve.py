@@ -18,9 +18,8 @@ log = logging.getLogger(__name__)
 
 def build_service(settings: EmbedderSettings, observer: ServiceObserver | None = None) -> EmbeddingService:
     """Load the model named by the settings and wrap it in the cache and the batcher."""
-    from embedder.encoder import configure_threads, load_encoder, use_xla_cache
+    from embedder.encoder import configure_threads, load_encoder
 
-    use_xla_cache(settings.xla_cache_dir)  # before TensorFlow is imported
     lanes, threads = configure_threads(settings.lanes, settings.tf_threads)
     encoder = load_encoder(
         settings.model,

@@ -57,15 +57,14 @@ class EmbedderSettings(BaseSettings):
     xla_max_tokens: int = Field(
         128,
         description="a single text of at most this many tokens runs XLA-compiled (about half the time of the "
-        "graph), each width bucket compiled once in the background; 0 turns XLA off",
+        "graph), each width bucket compiled in the background at start (about 20 s of CPU at low priority for "
+        "the 8 buckets of 128; a persistent XLA cache measured slower than compiling: 180 MB per shape to "
+        "parse); 0 turns XLA off",
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="bf16: model calls run their MatMuls in bfloat16 (about 2x the phrases/s on a CPU with AMX or "
         "AVX512-BF16, cosine about 0.9999 to fp32); single texts that run XLA stay fp32",
-    )
-    xla_cache_dir: str = Field(
-        "var/xla-cache", description="where XLA keeps compiled functions across restarts; empty: nowhere"
     )
     metrics_port: int = Field(
         9464, description="Prometheus metrics HTTP port; 0 picks a free port, -1 disables metrics"

@@ -170,7 +170,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from embedder.convert import wheel_model_dir
-    from embedder.encoder import configure_threads, load_encoder, use_xla_cache
+    from embedder.encoder import configure_threads, load_encoder
     from embedder.settings import embedder_settings
 
     settings = embedder_settings()
@@ -192,7 +192,6 @@ def main() -> int:
         flush=True,
     )
 
-    use_xla_cache(settings.xla_cache_dir)
     lanes, _ = configure_threads(settings.lanes, settings.tf_threads)
     bare = load_encoder(
         settings.model, max_batch_tokens=settings.max_batch_tokens, lanes=lanes, xla_max_tokens=settings.xla_max_tokens

@@ -50,8 +50,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMBEDDER_ADDRESS=0.0.0.0:50051 \
     EMBEDDER_MODEL=/srv/embedders/minilm-l6-v2 \
     EMBEDDER_METRICS_PORT=9464 \
-    EMBEDDER_METRICS_ADDRESS=0.0.0.0 \
-    EMBEDDER_XLA_CACHE_DIR=/tmp/manyheads-xla-cache
+    EMBEDDER_METRICS_ADDRESS=0.0.0.0
 RUN groupadd --system --gid 10001 manyheads \
     && useradd --system --uid 10001 --gid manyheads --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin manyheads
 COPY --from=venv /opt/venv /opt/venv

@@ -94,21 +94,3 @@ def test_plan_calls_halves_only_calls_large_enough_to_feed_another_lane():
     quarters = plan_calls(many, min_calls=4)
     assert [len(c) for c in quarters] == [16, 16, 16, 16] and 16 * 12 >= MIN_SPLIT_TOKENS
     assert len(plan_calls(np.array([200]), min_calls=2)) == 1  # one text cannot be split
-
-
-def test_the_xla_cache_is_kept_per_tensorflow_version_and_cpu_and_is_optional(tmp_path, monkeypatch):
-    import os
-    from pathlib import Path
-
-    from embedder.encoder import use_xla_cache
-
-    monkeypatch.setenv("TF_XLA_FLAGS", "--some_other_flag")
-    folder = Path(use_xla_cache(str(tmp_path / "cache")))
-    assert folder.is_dir() and folder.parent == tmp_path / "cache" and folder.name.startswith("tf")
-    flags = f"--some_other_flag --tf_xla_persistent_cache_directory={folder.resolve()}"
-    assert os.environ["TF_XLA_FLAGS"] == flags
-    assert use_xla_cache(str(tmp_path / "cache")) == str(folder) and os.environ["TF_XLA_FLAGS"] == flags  # once
-    not_a_folder = tmp_path / "a-file"
-    not_a_folder.write_text("")
-    assert use_xla_cache(str(not_a_folder)) == ""  # cannot be created: no cache, no failure
-    assert use_xla_cache("") == ""
