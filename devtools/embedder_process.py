@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -85,6 +87,29 @@ class EmbedderProcess:
             self.stop()
             raise
         return self
+
+    def wait_compiled(self, timeout_s: float = 300.0) -> None:
+        """Until the embedder has compiled every XLA shape it plans (its gauge
+        embedder_xla_shapes_ready): a measurement started earlier shares the CPU with the compiler."""
+        shapes = self.ready.get("xla_shapes", 0)
+        if not shapes or self.metrics_port is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            ready = next(
+                (
+                    float(line.split()[-1])
+                    for line in text.splitlines()
+                    if line.startswith("embedder_xla_shapes_ready ")
+                ),
+                0.0,
+            )
+            if ready >= shapes:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the embedder compiled fewer than {shapes} XLA shapes in {timeout_s:.0f}s")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         return stop_child(self.proc, timeout_s)

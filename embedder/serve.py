@@ -71,6 +71,7 @@ def serve(settings: EmbedderSettings) -> None:
                 "metrics_port": metrics_port,
                 "model_id": service.info.model_id,
                 "dim": service.info.dim,
+                "xla_shapes": service.xla_shapes_planned,
             }
         ),
         flush=True,

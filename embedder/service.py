@@ -123,6 +123,12 @@ class EmbeddingService:
         return len(runner.compiled_shapes) if runner is not None else 0
 
     @property
+    def xla_shapes_planned(self) -> int:
+        """Call shapes the encoder compiles with XLA in all (0 for encoders without XLA)."""
+        runner = getattr(self._encoder, "runner", None)
+        return len(runner.shapes()) if runner is not None and runner.xla_max_tokens > 0 else 0
+
+    @property
     def requests_in_flight(self) -> int:
         return self._requests_in_flight
 

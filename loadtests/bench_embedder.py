@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -98,20 +97,6 @@ def send_all(call, requests: list[list[str]], clients: int = 1) -> float:
 def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
     """Texts per second of `call` over `batches`, sent by `clients` threads at once."""
     return sum(map(len, batches)) / send_all(call, batches, clients)
-
-
-def wait_for_xla(metrics_port: int, shapes: int, timeout_s: float = 300.0) -> None:
-    """Until the server reports `shapes` XLA shapes compiled (its gauge embedder_xla_shapes_ready)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        ready = next(
-            (float(line.split()[-1]) for line in text.splitlines() if line.startswith("embedder_xla_shapes_ready ")), 0
-        )
-        if ready >= shapes:
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"the embedder compiled fewer than {shapes} XLA shapes in {timeout_s:.0f}s")
 
 
 def sentence_transformers(
@@ -216,7 +201,7 @@ def main() -> int:
         ) as reduced,
     ):
         for server in (cached, uncached, reduced):
-            wait_for_xla(server.metrics_port, xla_shapes)
+            server.wait_compiled()
         client_on = EmbedderClient(cached.address, timeout_s=120)
         client_off = EmbedderClient(uncached.address, timeout_s=120)
         client_bf16 = EmbedderClient(reduced.address, timeout_s=120)

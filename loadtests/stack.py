@@ -293,6 +293,7 @@ class Stack:
         self.embedder = EmbedderProcess(
             {"EMBEDDER_METRICS_PORT": "0", **env}, log_path=self.logs / "embedder.log"
         ).start()
+        self.embedder.wait_compiled()  # measurements never share the CPU with XLA's compiler
         return self.embedder
 
     def stop_embedder(self) -> None:

@@ -135,3 +135,14 @@ def _sample(metrics_port: int, name: str) -> float:
 
 def _texts_received(metrics_port: int) -> float:
     return _sample(metrics_port, "embedder_texts_total")
+
+
+def test_the_ready_line_names_the_xla_shapes_and_wait_compiled_waits_for_them(tmp_path):
+    with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "32"}, log_path=tmp_path / "log") as server:
+        assert server.ready["xla_shapes"] == 2  # widths 16 and 32
+        server.wait_compiled(timeout_s=120)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+        assert "embedder_xla_shapes_ready 2.0" in metrics.splitlines()
+    with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "0"}, log_path=tmp_path / "log-off") as server:
+        assert server.ready["xla_shapes"] == 0
+        server.wait_compiled(timeout_s=1)  # nothing to wait for
