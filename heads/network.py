@@ -66,13 +66,17 @@ class DenseHead:
     def num_classes(self) -> int:
         return self.weights[-1].shape[1]
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """float32 [n, classes] for float32 embeddings [n, input_dim]."""
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """float32 [n, classes] before softmax, for float32 embeddings [n, input_dim]."""
         act = ACTIVATIONS[self.activation]
         h = np.asarray(x, dtype=np.float32)
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
             h = act(h @ w + b)
-        return softmax(h @ self.weights[-1] + self.biases[-1]).astype(np.float32)
+        return h @ self.weights[-1] + self.biases[-1]
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """float32 [n, classes] for float32 embeddings [n, input_dim]."""
+        return softmax(self.logits(x)).astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Named arrays for an .npz file: W0, b0, W1, b1, ..."""

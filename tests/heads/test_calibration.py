@@ -1,0 +1,84 @@
+"""Temperature scaling, its folding into the served weights, and the calibration error."""
+
+import numpy as np
+import pytest
+
+from heads.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    head_logits,
+    negative_log_likelihood,
+    reliability_bins,
+    with_temperature,
+)
+from heads.network import DenseHead, softmax
+from heads.ngram import NgramFeaturizer, NgramHead
+
+
+def dense_head(rng, sizes=(12, 16, 5), activation="gelu") -> DenseHead:
+    return DenseHead(
+        tuple(rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes, sizes[1:])),
+        tuple(rng.normal(size=b).astype(np.float32) for b in sizes[1:]),
+        activation,
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.4, 1.7])
+def test_a_folded_temperature_serves_softmax_of_logits_over_t(temperature):
+    rng = np.random.default_rng(3)
+    head = dense_head(rng)
+    x = rng.normal(size=(50, 12)).astype(np.float32)
+    folded = with_temperature(head, temperature)
+    expected = softmax(head.logits(x).astype(np.float64) / temperature)
+    np.testing.assert_allclose(folded.probabilities(x), expected, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(folded.weights[:-1], head.weights[:-1]))  # hidden layers untouched
+    assert (folded.probabilities(x).argmax(axis=1) == head.probabilities(x).argmax(axis=1)).all()
+
+
+def test_a_folded_temperature_on_an_ngram_head():
+    rng = np.random.default_rng(4)
+    featurizer = NgramFeaturizer((2, 3), 256)
+    head = NgramHead(featurizer, rng.normal(size=(256, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32))
+    texts = ["refund my order", "where is my parcel", "reset password"]
+    folded = with_temperature(head, 2.5)
+    np.testing.assert_allclose(folded.probabilities(texts), softmax(head_logits(head, texts) / 2.5), atol=1e-6)
+
+
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=4.0, size=(20_000, 6))
+    true_temperature = 2.0  # the labels follow softmax(logits / 2): the raw logits are over-confident
+    probs = softmax(logits / true_temperature)
+    y = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+    fitted = fit_temperature(logits, y)
+    assert fitted == pytest.approx(true_temperature, rel=0.05)
+    assert negative_log_likelihood(logits, y, fitted) < negative_log_likelihood(logits, y, 1.0)
+    before = expected_calibration_error(softmax(logits), y)
+    after = expected_calibration_error(softmax(logits / fitted), y)
+    assert before > 0.1 and after < 0.02
+
+
+def test_ece_on_a_hand_checked_example():
+    # four rows at confidence 0.95 (three right) and two at 0.55 (one right):
+    # 4/6 * |0.75 - 0.95| + 2/6 * |0.5 - 0.55| = 0.15
+    probs = np.array(
+        [[0.95, 0.05], [0.95, 0.05], [0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.45, 0.55]], dtype=np.float64
+    )
+    y = np.array([0, 0, 0, 1, 0, 0])
+    assert expected_calibration_error(probs, y) == pytest.approx(0.15)
+    table = reliability_bins(probs, y)
+    assert len(table) == 15 and sum(b.rows for b in table) == 6
+    full = [b for b in table if b.rows]
+    assert [(b.rows, b.accuracy) for b in full] == [(2, 0.5), (4, 0.75)]
+    assert full[1].low == pytest.approx(14 / 15) and full[1].confidence == pytest.approx(0.95)
+
+
+def test_a_bin_holds_its_upper_edge():
+    edges = np.linspace(0.0, 1.0, 16)
+    tops = np.array([edges[14], 1.0, edges[8], 1.0])
+    probs = np.stack([tops, 1 - tops], axis=1)
+    table = reliability_bins(probs, np.array([0, 0, 0, 1]))
+    assert [b.rows for b in table if b.rows] == [1, 1, 2]
+    assert (
+        table[7].rows == 1 and table[13].rows == 1 and table[14].rows == 2
+    )  # (7/15, 8/15], (13/15, 14/15], (14/15, 1]
