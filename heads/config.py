@@ -110,38 +110,85 @@ class DataConfig:
     min_examples_per_label: StrictInt = 2
 
 
+HEAD_FAMILIES = ("mlp", "logistic", "ensemble")  # the dense heads `auto` chooses among (heads/selection.py)
+
+
 @dataclass(frozen=True, config=_STRICT)
 class ArchitectureConfig:
-    """The head's model. "mlp": a feed-forward network on sentence embeddings (heads/network.py),
-    configured by hidden_layers, activation and dropout. "ngram": a linear model on hashed
-    character n-grams of the text (heads/ngram.py), configured by ngram_range and ngram_buckets;
-    it needs no embedder, so routers can keep answering with it while the embedder is down."""
+    """The head's model. The dense heads score sentence embeddings and serve as one numpy
+    `DenseHead` (heads/network.py):
 
-    type: Literal["mlp", "ngram"] = "mlp"
+    - "mlp": a feed-forward network, configured by hidden_layers, activation and dropout;
+    - "logistic": multinomial logistic regression (no hidden layer);
+    - "ensemble": `ensemble_members` such networks from different initialisations, their logits
+      averaged (exported as one wider network, heads/ensemble.py);
+    - "auto" (the default): trains all three and keeps the best on the validation split by
+      `selection.metric`; every candidate's scores go into the version's reports.
+
+    "ngram": a linear model on hashed character n-grams of the text (heads/ngram.py), configured by
+    ngram_range and ngram_buckets; it needs no embedder, so routers can keep answering with it
+    while the embedder is down."""
+
+    type: Literal["auto", "mlp", "logistic", "ensemble", "ngram"] = "auto"
     hidden_layers: tuple[StrictInt, ...] = (1024,)
     activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu"
     dropout: StrictFloat = 0.3
+    ensemble_members: StrictInt = 3
     ngram_range: tuple[StrictInt, StrictInt] = DEFAULT_RANGE
     # 2**14: a 151-class head of 9.9 MB (see heads/ngram.py for the measured trade-off).
     ngram_buckets: StrictInt = DEFAULT_BUCKETS
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The head families training tries: all of HEAD_FAMILIES for "auto", else the one named."""
+        return HEAD_FAMILIES if self.type == "auto" else (self.type,)
+
     def keys_for_other_types(self) -> list[str]:
         """Keys set away from their defaults that only another model type uses: a config that
         sets them most likely meant that other type."""
-        own = {"mlp": MLP_KEYS, "ngram": NGRAM_KEYS}[self.type]
+        own = OWN_KEYS[self.type]
         defaults = ArchitectureConfig()
         return [
             f"model.{name}"
-            for name in sorted((MLP_KEYS | NGRAM_KEYS) - own)
+            for name in sorted(frozenset().union(*OWN_KEYS.values()) - own)
             if getattr(self, name) != getattr(defaults, name)
         ]
 
 
 MLP_KEYS = frozenset({"hidden_layers", "activation", "dropout"})
 NGRAM_KEYS = frozenset({"ngram_range", "ngram_buckets"})
-# Adam's step size: the n-gram model's weights are sparse rows that a mini-batch rarely touches,
-# so it needs larger steps (on CLINC150, 0.01 reaches in 8 epochs what 0.001 reaches in 60).
-DEFAULT_LEARNING_RATE = {"mlp": 0.001, "ngram": 0.01}
+OWN_KEYS = {
+    "auto": MLP_KEYS | {"ensemble_members"},
+    "mlp": MLP_KEYS,
+    "logistic": frozenset(),
+    "ensemble": MLP_KEYS | {"ensemble_members"},
+    "ngram": NGRAM_KEYS,
+}
+# Adam's step size per head family. Logistic regression has no hidden layer to spread the steps
+# over and needs larger ones; the n-gram model's weights are sparse rows that a mini-batch rarely
+# touches (on CLINC150, 0.01 reaches in 8 epochs what 0.001 reaches in 60).
+DEFAULT_LEARNING_RATE = {"mlp": 0.001, "ensemble": 0.001, "logistic": 0.01, "ngram": 0.01}
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SelectionConfig:
+    """How `model.type: auto` chooses among the head families, on the validation split.
+
+    auto: in_scope_accuracy when the threshold rejects (the data has reject_label rows), else
+    accuracy. in_scope_accuracy: at the threshold the threshold policy chooses (on calibrated
+    probabilities). accuracy, macro_f1: of the top label. log_loss: negative log-likelihood of the
+    calibrated probabilities (lower is better). An exact tie goes to the cheaper family to serve
+    (logistic, then mlp, then ensemble)."""
+
+    metric: Literal["auto", "accuracy", "in_scope_accuracy", "macro_f1", "log_loss"] = "auto"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CalibrationConfig:
+    """temperature: divide the logits by the T that minimises the validation log-loss, folded into
+    the exported weights (heads/calibration.py); none: serve the trained probabilities as they are."""
+
+    method: Literal["temperature", "none"] = "temperature"
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -149,7 +196,8 @@ class TrainingConfig:
     epochs: StrictInt = 60
     batch_size: StrictInt = 128
     # Empty: the model type's default (DEFAULT_LEARNING_RATE), filled in by HeadConfig so the
-    # config stored with a version names the rate that was used.
+    # config stored with a version names the rate that was used; with model.type auto it stays
+    # empty (each family its own default) and the version's model_selection.json names each rate.
     learning_rate: StrictFloat | None = None
     label_smoothing: StrictFloat = 0.1
     early_stopping_patience: StrictInt = 5
@@ -180,6 +228,8 @@ class HeadConfig:
     model: ArchitectureConfig = dataclasses.field(default_factory=ArchitectureConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     threshold: ThresholdConfig = dataclasses.field(default_factory=ThresholdConfig)
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
+    calibration: CalibrationConfig = dataclasses.field(default_factory=CalibrationConfig)
     # Embedder: a gRPC address ("host:port") or empty to load the model in-process.
     embedder_address: StrictStr = ""
     embedder_model: StrictStr = "var/embedders/minilm-l6-v2"
@@ -188,7 +238,7 @@ class HeadConfig:
     def _check(self) -> HeadConfig:
         """Fills the learning rate in and checks ranges and combinations: a ConfigError (not a
         ValueError, so pydantic lets it through as it is) listing every problem by its key."""
-        if self.training.learning_rate is None:
+        if self.training.learning_rate is None and self.model.type != "auto":
             rate = DEFAULT_LEARNING_RATE[self.model.type]
             object.__setattr__(self, "training", dataclasses.replace(self.training, learning_rate=rate))
         checks = [
@@ -201,13 +251,17 @@ class HeadConfig:
                 f"model.ngram_range must be [low, high] with 1 <= low <= high <= {MAX_NGRAM}",
             ),
             (1 <= self.model.ngram_buckets <= MAX_BUCKETS, f"model.ngram_buckets must be in [1, {MAX_BUCKETS}]"),
+            (self.model.ensemble_members >= 2, "model.ensemble_members must be >= 2"),
             *[
                 (False, f"{key} does not apply to model.type {self.model.type!r}")
                 for key in self.model.keys_for_other_types()
             ],
             (self.training.epochs >= 1, "training.epochs must be >= 1"),
             (self.training.batch_size >= 1, "training.batch_size must be >= 1"),
-            (self.training.learning_rate > 0, "training.learning_rate must be > 0"),
+            (
+                self.training.learning_rate is None or self.training.learning_rate > 0,
+                "training.learning_rate must be > 0",
+            ),
             (0 <= self.training.label_smoothing < 1, "training.label_smoothing must be in [0, 1)"),
             (self.training.early_stopping_patience >= 0, "training.early_stopping_patience must be >= 0"),
             (0 <= self.threshold.target <= 1, "threshold.target must be in [0, 1]"),

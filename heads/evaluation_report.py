@@ -1,5 +1,6 @@
 """Evaluation reports written into a version folder: per-class CSV, confusion matrix picture
-with its top confusions, threshold trade-off curve, training history."""
+with its top confusions, threshold trade-off curve, training history, model selection, and the
+reliability diagram of the probabilities before and after calibration."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heads.calibration import ReliabilityBin
 from heads.metrics import PerClass, top_confusions
 from heads.threshold import CurvePoint
 
@@ -116,3 +118,42 @@ def write_history(directory: Path, history: dict[str, list[float]]) -> None:
         ax.grid(alpha=0.3)
     fig.savefig(directory / "history.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+def write_selection(directory: Path, report: dict) -> None:
+    """model_selection.json: every candidate family's validation scores, the choice and why."""
+    (directory / "model_selection.json").write_text(json.dumps(report, indent=2))
+
+
+def write_reliability(directory: Path, diagrams: dict[str, dict[str, list[ReliabilityBin]]], summary: dict) -> None:
+    """reliability_diagram.png (one panel per split: accuracy against mean confidence per bin,
+    before and after calibration) and calibration.json (the bins, the temperature, the ECEs).
+    `diagrams`: split -> {"before": bins, "after": bins}."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(5.5 * len(diagrams), 5), squeeze=False)
+    for ax, (split, curves) in zip(axes[0], diagrams.items()):
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+        for name, style in (("before", "o--"), ("after", "s-")):
+            shown = [b for b in curves[name] if b.rows]
+            ece = summary.get(f"ece_{split}_{name}")
+            label = f"{name} calibration" + (f" (ECE {ece:.3f})" if ece is not None else "")
+            ax.plot([b.confidence for b in shown], [b.accuracy for b in shown], style, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean top probability in bin")
+        ax.set_ylabel("accuracy in bin")
+        ax.set_title(f"{split} split, {len(curves['after'])} bins")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Reliability (temperature {summary['temperature']:.3f})")
+    fig.savefig(directory / "reliability_diagram.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    def bins(table: list[ReliabilityBin]) -> list[dict]:
+        return [{**b.__dict__, **{k: None for k in ("confidence", "accuracy") if not b.rows}} for b in table]
+
+    payload = {
+        **summary,
+        "bins": {split: {name: bins(table) for name, table in curves.items()} for split, curves in diagrams.items()},
+    }
+    (directory / "calibration.json").write_text(json.dumps(payload, indent=2))

@@ -1,7 +1,8 @@
 """Train, evaluate and store one head version from a config.
 
-    load data -> check it -> embed (cached) -> train (Keras) -> choose the threshold on
-    validation -> evaluate on test -> write reports -> commit the version folder atomically
+    load data -> check it -> embed (cached) -> train each candidate family (Keras), calibrate it
+    and choose its threshold on validation -> keep the best (heads/selection.py) -> evaluate on
+    test -> write reports -> commit the version folder atomically
 
 An "ngram" head (model.type) trains on the texts themselves: the embedding step is skipped and
 no embedder is created or contacted; every other step is the same.
@@ -25,6 +26,7 @@ import yaml
 
 from heads import evaluation_report
 from heads.artifact import commit_version, discard, new_version_id, stage_version
+from heads.calibration import expected_calibration_error, reliability_bins
 from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
@@ -33,11 +35,11 @@ from heads.errors import ConfigError, DataError
 from heads.manifest import Decision, Manifest
 from heads.metrics import confusion_matrix, per_class, summary
 from heads.names import check_model_name
-from heads.network import DenseHead
 from heads.ngram import NgramHead
 from heads.registry import ModelStore
-from heads.threshold import choose_threshold, resolve_policy, tradeoff_curve
-from heads.trainer import make_trainer
+from heads.selection import Selection, train_and_select
+from heads.threshold import resolve_policy, tradeoff_curve
+from heads.trainer import make_trainers
 from inferencedb.feedback import LABELLED_EXAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,16 +181,39 @@ def prepare_inputs(
     return Inputs(x_train, x_val, x_test, embedder.identity, embedding_seconds)
 
 
-def describe_architecture(config: HeadConfig, head: DenseHead | NgramHead) -> dict:
-    """The manifest's "architecture": the head type and what rebuilds its forward pass."""
-    if isinstance(head, NgramHead):
-        return {"type": "ngram", **head.featurizer.describe()}
+def describe_architecture(selection: Selection) -> dict:
+    """The manifest's "architecture": the head type and what rebuilds its forward pass ("mlp":
+    every dense family, which serves as one `DenseHead`), the family chosen, and the temperature
+    folded into the weights."""
+    chosen = selection.chosen
+    calibrated = {"temperature": round(chosen.temperature, 6)}
+    if isinstance(chosen.head, NgramHead):
+        return {"type": "ngram", **chosen.head.featurizer.describe(), **calibrated}
+    settings = chosen.settings
     return {
         "type": "mlp",
-        "hidden_layers": list(config.model.hidden_layers),
-        "activation": config.model.activation,
-        "dropout": config.model.dropout,
+        "family": chosen.family,
+        "hidden_layers": settings["hidden_layers"],  # of one member
+        "members": settings["members"],
+        "activation": settings["activation"],
+        "dropout": settings["dropout"],
+        **calibrated,
     }
+
+
+def calibration_report(selection: Selection, method: str, splits: dict[str, tuple]) -> tuple[dict, dict]:
+    """(the temperature and the ECE of each split before and after calibration, for metrics.json;
+    the reliability bins of each split). `splits`: name -> (inputs, label indices)."""
+    chosen = selection.chosen
+    figures: dict = {"method": method, "temperature": round(chosen.temperature, 4)}
+    bins: dict = {}
+    for name, (x, y) in splits.items():
+        bins[name] = {}
+        for when, head in (("before", chosen.trained.head), ("after", chosen.head)):
+            probs = head.probabilities(x)
+            figures[f"ece_{name}_{when}"] = round(expected_calibration_error(probs, y), 4)
+            bins[name][when] = reliability_bins(probs, y)
+    return figures, bins
 
 
 def drift_baseline(train: Dataset, val_probs: np.ndarray, train_inputs, reject_label: str | None) -> dict:
@@ -228,22 +253,27 @@ def train_head(
     labels = tuple(sorted(set(splits.train.labels)))
     index = {label: i for i, label in enumerate(labels)}
 
-    trainer = make_trainer(config)
-    inputs = prepare_inputs(splits, trainer.needs_embeddings, config, cache_dir, embedder)
+    trainers = make_trainers(config)
+    needs_embeddings = next(iter(trainers.values())).needs_embeddings
+    inputs = prepare_inputs(splits, needs_embeddings, config, cache_dir, embedder)
     y_train = np.array([index[label] for label in splits.train.labels])
     y_val = np.array([index[label] for label in splits.validation.labels])
 
-    trained = trainer.fit(inputs.train, y_train, inputs.validation, y_val, len(labels))
-
     policy = resolve_policy(config.threshold, set(labels), splits.validation.labels)
-    val_probs = trained.head.probabilities(inputs.validation)
-    choice = choose_threshold(config.threshold, policy, val_probs, y_val, labels)
+    selection = train_and_select(config, trainers, inputs.train, y_train, inputs.validation, y_val, labels, policy)
+    chosen, choice = selection.chosen, selection.chosen.threshold
+    trained, head = chosen.trained, chosen.head  # `head` is calibrated: it serves
     rule = DecisionRule(labels, choice.threshold, config.threshold.reject_label if choice.threshold > 0 else None)
+    val_probs = head.probabilities(inputs.validation)
 
     evaluated = splits.test or splits.validation
     x_eval = inputs.test if splits.test else inputs.validation
     y_eval = np.array([index[label] for label in evaluated.labels])
-    eval_probs = trained.head.probabilities(x_eval)
+    eval_probs = head.probabilities(x_eval)
+    split_name = "test" if splits.test else "validation"
+    calibration, reliability = calibration_report(
+        selection, config.calibration.method, {"validation": (inputs.validation, y_val), split_name: (x_eval, y_eval)}
+    )
     y_pred, _ = rule.decide(eval_probs)
     metrics = summary(y_eval, y_pred, list(labels), config.threshold.reject_label)
     version = new_version_id()
@@ -259,6 +289,8 @@ def train_head(
             f"{config.name} {version}: {'test' if splits.test else 'validation'} split, row-normalised",
         )
         evaluation_report.write_history(staging, trained.history)
+        evaluation_report.write_selection(staging, selection.report())
+        evaluation_report.write_reliability(staging, reliability, calibration)
         if config.threshold.reject_label in labels and policy != "none":
             evaluation_report.write_tradeoff(
                 staging,
@@ -280,9 +312,16 @@ def train_head(
             "threshold_policy": choice.policy,
             "epochs": trained.epochs_run,
             "best_epoch": trained.best_epoch,
-            "head_type": config.model.type,
+            "head_type": "ngram" if isinstance(head, NgramHead) else "mlp",
+            "family": chosen.family,
+            "selection": selection.summary(),
+            "temperature": calibration["temperature"],
+            "ece_before": calibration[f"ece_{split_name}_before"],
+            "ece_after": calibration[f"ece_{split_name}_after"],
+            "ece_validation_before": calibration["ece_validation_before"],
+            "ece_validation_after": calibration["ece_validation_after"],
             "embedding_seconds": round(inputs.embedding_seconds, 1),
-            "training_seconds": round(trained.seconds, 1),
+            "training_seconds": round(selection.training_seconds, 1),  # every candidate's
         }
         (staging / "metrics.json").write_text(json.dumps(result, indent=2))
         manifest = Manifest(
@@ -291,7 +330,7 @@ def train_head(
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             labels=labels,
             decision=Decision(choice.threshold, rule.reject_label, choice.policy, choice.reason),
-            architecture=describe_architecture(config, trained.head),
+            architecture=describe_architecture(selection),
             embedder=inputs.embedder,
             data={
                 name: {"source": part.source, "rows": len(part), "sha256": part.fingerprint()}
@@ -303,7 +342,7 @@ def train_head(
             training_config=config_to_dict(config),
             code_version=code_version(),
         )
-        stage_version(staging, trained.head, manifest)
+        stage_version(staging, head, manifest)
         commit_version(staging, store.version_dir(config.name, version))
     except BaseException:
         discard(staging)

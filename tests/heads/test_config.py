@@ -38,6 +38,19 @@ def test_learning_rate_defaults_to_the_model_type_and_replace_revalidates():
         dataclasses.replace(config.training, epochs="many")
 
 
+def test_model_type_auto_tries_every_dense_family_and_a_pinned_type_only_itself():
+    auto = parse_config({"name": "x", "data": {"train": "t.csv"}})
+    assert auto.model.type == "auto" and auto.model.families == ("mlp", "logistic", "ensemble")
+    assert auto.training.learning_rate is None  # each family its own default
+    assert auto.selection.metric == "auto" and auto.calibration.method == "temperature"
+    assert parse_config(config_to_dict(auto)) == auto
+    for family, rate in (("mlp", 0.001), ("logistic", 0.01), ("ensemble", 0.001)):
+        pinned = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": family}})
+        assert pinned.model.families == (family,) and pinned.training.learning_rate == rate
+    ngram = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "ngram"}})
+    assert ngram.model.families == ("ngram",)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -74,7 +87,32 @@ def test_learning_rate_defaults_to_the_model_type_and_replace_revalidates():
         ),
         (
             {"name": "x", "data": {"train": "t.csv"}, "model": {"ngram_buckets": 512}},
+            "model.ngram_buckets does not apply to model.type 'auto'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"type": "mlp", "ngram_buckets": 512}},
             "model.ngram_buckets does not apply to model.type 'mlp'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"type": "logistic", "hidden_layers": [64]}},
+            "model.hidden_layers does not apply to model.type 'logistic'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"type": "mlp", "ensemble_members": 5}},
+            "model.ensemble_members does not apply to model.type 'mlp'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"ensemble_members": 1}},
+            "model.ensemble_members must be >= 2",
+        ),
+        ({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "linear"}}, "model.type: must be one of"),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "selection": {"metric": "f1"}},
+            "selection.metric: must be one of 'auto', 'accuracy'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "calibration": {"method": "isotonic"}},
+            "calibration.method: must be one of 'temperature', 'none'",
         ),
         ({"data": {"train": "t.csv"}}, "missing required key name"),
         ({"name": "x"}, "missing required key data"),

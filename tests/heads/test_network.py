@@ -4,9 +4,9 @@ import sys
 import numpy as np
 import pytest
 
-from heads.config import ArchitectureConfig, TrainingConfig
+from heads.config import TrainingConfig
 from heads.network import DenseHead, softmax
-from heads.trainer import KerasTrainer
+from heads.trainer import DenseSpec, KerasTrainer
 from tests.conftest import ROOT
 
 
@@ -15,9 +15,7 @@ def test_numpy_forward_equals_keras(activation):
     import keras
 
     rng = np.random.default_rng(0)
-    model = KerasTrainer(
-        ArchitectureConfig(hidden_layers=(64, 32), activation=activation, dropout=0.2), TrainingConfig()
-    ).build(24, 7)
+    model = KerasTrainer(DenseSpec("mlp", (64, 32), activation, 0.2, 1, 0.001), TrainingConfig()).build(24, 7)
     x = rng.normal(size=(200, 24)).astype(np.float32) * 3
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     head = DenseHead(tuple(d.kernel.numpy() for d in dense), tuple(d.bias.numpy() for d in dense), activation)

@@ -17,8 +17,7 @@ from heads.errors import ArtifactError, ConfigError
 from heads.manifest import Decision, Manifest
 from heads.network import DenseHead
 from heads.ngram import SCHEME, NgramFeaturizer, NgramHead, sparse_dot
-from heads.pipeline import describe_architecture
-from heads.trainer import NgramTrainer, cross_entropy, make_trainer, sparse_transpose_dot
+from heads.trainer import NgramTrainer, cross_entropy, make_trainers, sparse_transpose_dot
 from tests.conftest import ROOT
 
 TEXTS = [
@@ -160,7 +159,7 @@ def trained(clinc_subset):
             "training": {"epochs": 15, "early_stopping_patience": 3},
         }
     )
-    trainer = make_trainer(config)
+    (trainer,) = make_trainers(config).values()
     assert isinstance(trainer, NgramTrainer) and not trainer.needs_embeddings
     return config, names, val_texts, y_val, trainer.fit(texts, y, val_texts, y_val, len(names))
 
@@ -187,7 +186,7 @@ def save(head, config, names, folder, threshold=0.0):
         version=folder.name,
         labels=tuple(names),
         decision=Decision(threshold, "oos" if threshold else None),
-        architecture=describe_architecture(config, head),
+        architecture={"type": "ngram", **head.featurizer.describe()},
         embedder=None,
     )
     stage_version(staging, head, manifest)
@@ -273,13 +272,13 @@ def test_config_keys_for_ngram_heads():
     config = parse_config({**base, "model": {"type": "ngram", "ngram_range": [1, 5], "ngram_buckets": 1024}})
     assert (config.model.type, config.model.ngram_range, config.model.ngram_buckets) == ("ngram", (1, 5), 1024)
     assert config.training.learning_rate == 0.01  # the n-gram default; mlp keeps 0.001
-    assert parse_config(base).model.type == "mlp" and parse_config(base).training.learning_rate == 0.001
+    assert parse_config(base).model.type == "auto" and parse_config(base).training.learning_rate is None
     assert (
         parse_config({**base, "model": {"type": "ngram"}, "training": {"learning_rate": 0.2}}).training.learning_rate
         == 0.2
     )
     for model, message in [
-        ({"type": "cnn"}, "model.type: must be one of 'mlp', 'ngram'"),
+        ({"type": "cnn"}, "model.type: must be one of 'auto', 'mlp', 'logistic', 'ensemble', 'ngram'"),
         ({"type": "ngram", "ngram_range": [2]}, "model.ngram_range: expected 2 values"),
         ({"type": "ngram", "ngram_range": [2, "4"]}, "model.ngram_range[1]: expected an integer"),
         ({"type": "ngram", "ngram_range": [4, 2]}, "model.ngram_range must be [low, high] with 1 <= low <= high <= 8"),
@@ -288,7 +287,7 @@ def test_config_keys_for_ngram_heads():
         ({"type": "ngram", "ngram_buckets": 0}, "model.ngram_buckets must be in [1, 16777216]"),
         ({"type": "ngram", "ngram_bucket": 10}, "unknown key(s) model.ngram_bucket"),
         ({"type": "ngram", "hidden_layers": [64]}, "model.hidden_layers does not apply to model.type 'ngram'"),
-        ({"ngram_buckets": 1024}, "model.ngram_buckets does not apply to model.type 'mlp'"),
+        ({"ngram_buckets": 1024}, "model.ngram_buckets does not apply to model.type 'auto'"),
     ]:
         with pytest.raises(ConfigError) as caught:
             parse_config({**base, "model": model})

@@ -7,13 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from heads.artifact import load_version, new_version_id
+from heads.artifact import load_version, new_version_id, stage_version
 from heads.config import FeedbackSource, parse_config
 from heads.data import Dataset
 from heads.errors import ArtifactError, ConfigError, DataError, RegistryError
-from heads.manifest import Manifest
-from heads.pipeline import load_source, stratified_split, train_head
+from heads.manifest import Decision, Manifest
+from heads.network import DenseHead
+from heads.pipeline import load_source, load_splits, stratified_split, train_head
 from heads.registry import ModelStore
+from heads.threshold import choose_threshold
 from tests.datasets import write_csv
 from tests.fakes import HashTextEmbedder
 
@@ -24,7 +26,7 @@ def config(subset, name="intents", **extra):
     raw = {
         "name": name,
         "data": {"train": str(subset["train"]), "validation": str(subset["validation"]), "test": str(subset["test"])},
-        "model": {"hidden_layers": [32]},
+        "model": {"type": "mlp", "hidden_layers": [32]},
         "training": FAST,
     }
     raw.update(extra)
@@ -74,12 +76,28 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
         "threshold_tradeoff.png",
         "history.png",
         "history.json",
+        "model_selection.json",
+        "calibration.json",
+        "reliability_diagram.png",
     } <= names
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["embedder"] == {"model_id": "hash-encoder@1", "name": "hash-encoder", "version": "1", "dim": 32}
     assert manifest["data"]["train"]["sha256"] and manifest["training_config"]["training"]["epochs"] == 8
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
-    assert manifest["architecture"] == {"type": "mlp", "hidden_layers": [32], "activation": "relu", "dropout": 0.3}
+    architecture = manifest["architecture"]
+    assert architecture == {
+        "type": "mlp",
+        "family": "mlp",
+        "hidden_layers": [32],
+        "members": 1,
+        "activation": "relu",
+        "dropout": 0.3,
+        "temperature": architecture["temperature"],
+    }
+    assert architecture["temperature"] > 0 and result["temperature"] == round(architecture["temperature"], 4)
+    assert result["family"] == "mlp" and result["head_type"] == "mlp"
+    for key in ("ece_before", "ece_after", "ece_validation_before", "ece_validation_after"):
+        assert 0 <= result[key] <= 1
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert Manifest.read(folder).to_dict() == manifest  # the type reads and writes the same JSON
     baseline = manifest["baseline"]  # for drift (inferencedb/monitoring_report.py)
@@ -150,7 +168,7 @@ def test_without_validation_a_stratified_split_is_used(clinc_subset, store, tmp_
         {
             "name": "split",
             "data": {"train": str(clinc_subset["train"])},
-            "model": {"hidden_layers": [16]},
+            "model": {"type": "mlp", "hidden_layers": [16]},
             "training": FAST,
         }
     )
@@ -243,7 +261,7 @@ def test_sql_data_source_reads_the_inference_database(db, store, tmp_path, clinc
         {
             "name": "from-sql",
             "data": {"train": {"query": "SELECT utterance AS text, intent AS label FROM corrected", "dsn": db}},
-            "model": {"hidden_layers": [16]},
+            "model": {"type": "mlp", "hidden_layers": [16]},
             "training": FAST,
         }
     )
@@ -277,6 +295,7 @@ def test_an_ngram_head_trains_without_any_embedder(clinc_subset, store, tmp_path
         "scheme": "char-ngram-v1",
         "ngram_range": [2, 4],
         "buckets": 4096,
+        "temperature": manifest["architecture"]["temperature"],
     }
     assert manifest["training_config"]["model"]["type"] == "ngram"
     assert manifest["training_config"]["training"]["learning_rate"] == 0.01
@@ -310,3 +329,81 @@ def test_feedback_without_a_tenant_is_that_of_the_store_trained_into(clinc_subse
         embedder=HashTextEmbedder(),
     )
     assert asked == ["other", "acme"] and result["n_train"] == 13 * 30 + 1
+
+
+def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store, tmp_path):
+    raw = {"model": {"hidden_layers": [32], "ensemble_members": 2}}
+    result = train(clinc_subset, store, tmp_path, extra=raw)
+    folder = store.version_dir("intents", result["version"])
+    selection = json.loads((folder / "model_selection.json").read_text())
+    assert [c["family"] for c in selection["candidates"]] == ["mlp", "logistic", "ensemble"]
+    assert selection["metric"] == "in_scope_accuracy"  # the data has oos rows and the threshold rejects
+    chosen = selection["chosen"]
+    assert chosen == result["family"] and "best validation in_scope_accuracy" in selection["reason"]
+    for c in selection["candidates"]:
+        assert {"accuracy", "in_scope_accuracy", "oos_recall", "log_loss", "ece", "ece_before"} <= set(c["validation"])
+        assert c["temperature"] > 0 and c["training_seconds"] >= 0
+    scores = {c["family"]: c["validation"]["in_scope_accuracy"] for c in selection["candidates"]}
+    assert scores[chosen] == max(scores.values()) and result["selection"]["validation"] == scores
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["architecture"]["family"] == chosen and manifest["metrics"]["family"] == chosen
+    assert manifest["training_config"]["model"]["type"] == "auto"
+
+    calibration = json.loads((folder / "calibration.json").read_text())
+    assert calibration["method"] == "temperature" and calibration["temperature"] == result["temperature"]
+    for split in ("validation", "test"):
+        for when in ("before", "after"):
+            assert len(calibration["bins"][split][when]) == 15
+            assert calibration[f"ece_{split}_{when}"] == result[f"ece_{split}_{when}".replace("_test", "")]
+    assert (folder / "reliability_diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The threshold that serves is the one the policy chooses on the served (calibrated) probabilities.
+    artifact = load_version(folder)
+    config_ = config(clinc_subset, **raw)
+    splits = load_splits(config_)
+    x_val = HashTextEmbedder().embed_chunk(splits.validation.texts)
+    y_val = np.array([artifact.labels.index(label) for label in splits.validation.labels])
+    again = choose_threshold(
+        config_.threshold, "target_oos_recall", artifact.predict_proba(x_val), y_val, artifact.labels
+    )
+    assert again.threshold == pytest.approx(manifest["decision"]["threshold"])
+
+
+def test_a_pinned_logistic_head_is_one_linear_layer(clinc_subset, store, tmp_path):
+    result = train(clinc_subset, store, tmp_path, extra={"model": {"type": "logistic"}})
+    folder = store.version_dir("intents", result["version"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["architecture"]["family"] == "logistic" and manifest["architecture"]["hidden_layers"] == []
+    assert manifest["training_config"]["training"]["learning_rate"] == 0.01
+    assert len(load_version(folder).head.weights) == 1
+    assert [c["family"] for c in json.loads((folder / "model_selection.json").read_text())["candidates"]] == [
+        "logistic"
+    ]
+
+
+def test_a_version_written_before_selection_and_calibration_serves_as_before(store, tmp_path):
+    """A folder as earlier code wrote it: no family, no temperature, no new reports."""
+    rng = np.random.default_rng(7)
+    head = DenseHead(
+        (rng.normal(size=(32, 16)).astype(np.float32), rng.normal(size=(16, 3)).astype(np.float32)),
+        (rng.normal(size=16).astype(np.float32), rng.normal(size=3).astype(np.float32)),
+        "relu",
+    )
+    staging = tmp_path / "old"
+    staging.mkdir()
+    (staging / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "head_type": "mlp"}))
+    manifest = Manifest(
+        model="old",
+        version="20250101T000000000Z-0000",
+        labels=("a", "b", "oos"),
+        decision=Decision(0.5, "oos", "target_oos_recall", "old"),
+        embedder=HashTextEmbedder().identity,
+        architecture={"type": "mlp", "hidden_layers": [16], "activation": "relu", "dropout": 0.3},
+        metrics={"accuracy": 0.9, "head_type": "mlp"},
+    )
+    stage_version(staging, head, manifest)
+    artifact = load_version(staging, expected_embedder="hash-encoder@1", expected_dim=32)
+    x = rng.normal(size=(20, 32)).astype(np.float32)
+    np.testing.assert_array_equal(artifact.predict_proba(x), head.probabilities(x))
+    assert artifact.head_type == "mlp" and artifact.rule.threshold == 0.5
+    assert json.loads((staging / "manifest.json").read_text())["architecture"] == manifest.architecture

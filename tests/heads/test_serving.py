@@ -36,7 +36,9 @@ def versions(tmp_path_factory, clinc_subset):
     data = {k: str(v) for k, v in clinc_subset.items()}
     made = []
     for embedder in (HashTextEmbedder(), HashTextEmbedder(), HashTextEmbedder(), OtherEmbedder()):
-        config = parse_config({"name": "intents", "data": data, "model": {"hidden_layers": [8]}, "training": FAST})
+        config = parse_config(
+            {"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [8]}, "training": FAST}
+        )
         made.append(
             train_head(config, store=store, cache_dir=root / "cache", embedder=embedder, promote=False)["version"]
         )

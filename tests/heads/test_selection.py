@@ -1,0 +1,85 @@
+"""Choosing among head families on the validation split."""
+
+import json
+
+import numpy as np
+import pytest
+
+from heads.calibration import negative_log_likelihood
+from heads.config import parse_config
+from heads.selection import Candidate, choose, train_and_select
+from heads.threshold import ThresholdChoice
+from heads.trainer import make_trainers
+
+FAST = {"epochs": 30, "early_stopping_patience": 5, "batch_size": 64}
+
+
+def candidate(family: str, **validation: float) -> Candidate:
+    return Candidate(family, None, None, 1.0, ThresholdChoice(0.0, "none", ""), validation, {})
+
+
+def test_the_best_metric_wins_and_a_tie_goes_to_the_cheaper_family():
+    best, why = choose([candidate("mlp", accuracy=0.91), candidate("logistic", accuracy=0.90)], "accuracy")
+    assert best.family == "mlp" and "best validation accuracy: 0.9100 (against logistic 0.9000)" == why
+    tied = [candidate("ensemble", accuracy=0.9), candidate("mlp", accuracy=0.9), candidate("logistic", accuracy=0.9)]
+    best, why = choose(tied, "accuracy")
+    assert best.family == "logistic" and "cheaper to serve" in why
+    lower = [candidate("mlp", log_loss=0.30), candidate("ensemble", log_loss=0.25)]
+    assert choose(lower, "log_loss")[0].family == "ensemble"  # lower is better
+
+
+def xor_data(n: int, seed: int):
+    """Four classes by the signs of two coordinates, embedded in 8 dimensions with two noise
+    classes overlapping: no linear model separates the XOR of the signs, a hidden layer does."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(int) + 2 * (x[:, 2] > 0)
+    return x, y
+
+
+def test_selection_keeps_a_network_where_logistic_regression_cannot_fit():
+    config = parse_config(
+        {
+            "name": "xor",
+            "data": {"train": "unused.csv"},
+            "model": {"hidden_layers": [32], "ensemble_members": 2},
+            "training": FAST,
+        }
+    )
+    (x_train, y_train), (x_val, y_val) = xor_data(1000, 1), xor_data(300, 2)
+    labels = ("a", "b", "c", "d")
+    selection = train_and_select(config, make_trainers(config), x_train, y_train, x_val, y_val, labels, "none")
+    scores = {c.family: c.validation["accuracy"] for c in selection.candidates}
+    assert set(scores) == {"mlp", "logistic", "ensemble"} and selection.metric == "accuracy"
+    assert scores["logistic"] < 0.7 < min(scores["mlp"], scores["ensemble"])  # XOR is beyond a linear model
+    assert selection.chosen.family != "logistic"
+    assert selection.chosen.validation["accuracy"] == max(scores.values())
+    report = json.loads(json.dumps(selection.report()))
+    assert report["chosen"] == selection.chosen.family and "best validation accuracy" in report["reason"]
+    assert [c["family"] for c in report["candidates"]] == ["mlp", "logistic", "ensemble"]
+    ensemble = next(c for c in selection.candidates if c.family == "ensemble")
+    mlp = next(c for c in selection.candidates if c.family == "mlp")
+    assert ensemble.trained.head.weights[0].shape == (8, 2 * 32)  # two members side by side
+    # its member 0 is the mlp candidate's network, reused rather than trained again
+    np.testing.assert_array_equal(ensemble.trained.head.weights[0][:, :32], mlp.trained.head.weights[0])
+    for c in selection.candidates:  # calibrated: the fitted temperature is folded into what serves
+        logits = c.trained.head.logits(x_val).astype(np.float64) / c.temperature
+        expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(c.head.probabilities(x_val), expected / expected.sum(1, keepdims=True), atol=1e-5)
+        # T minimises the validation log-loss, and T = 1 (no calibration) is among those tried
+        before = negative_log_likelihood(c.trained.head.logits(x_val).astype(np.float64), y_val)
+        assert c.validation["log_loss"] <= before + 1e-9
+
+
+@pytest.mark.parametrize("family", ["logistic", "mlp"])
+def test_a_pinned_family_is_the_only_candidate(family):
+    raw = {"name": "xor", "data": {"train": "unused.csv"}, "model": {"type": family}, "training": FAST}
+    config = parse_config(raw)
+    (x_train, y_train), (x_val, y_val) = xor_data(300, 1), xor_data(100, 2)
+    trainers = make_trainers(config)
+    assert list(trainers) == [family]
+    selection = train_and_select(config, trainers, x_train, y_train, x_val, y_val, ("a", "b", "c", "d"), "none")
+    assert [c.family for c in selection.candidates] == [family] and selection.chosen.family == family
+    assert "the only family trained" in selection.reason
+    layers = len(selection.chosen.head.weights)
+    assert layers == (1 if family == "logistic" else 2)
