@@ -9,7 +9,8 @@
         head.npz            weights, float32: W0, b0, W1, b1, ... ("mlp"), or W, b ("ngram"), read
                             in place from a memory map (heads/mapped_weights.py)
         config.yaml, metrics.json, per_class.csv, confusion_matrix.png/.csv, top_confusions.json,
-        threshold_tradeoff.png/.json, history.png/.json
+        threshold_tradeoff.png/.json, history.png/.json, and since model selection and
+        calibration: model_selection.json, calibration.json, reliability_diagram.png
 
 A version is written in a staging folder and renamed into place (atomic), and loading checks
 that every file is there and every checksum (a router loading thousands of heads checks the

@@ -3,7 +3,10 @@
     model, version, created_at     the names it was trained under, and when
     labels, decision               its classes, and the threshold and reject label that serve
     architecture                   the head type ("mlp" or "ngram"; absent: "mlp", as written
-                                   before "ngram" existed) and what rebuilds its forward pass
+                                   before "ngram" existed) and what rebuilds its forward pass;
+                                   since model selection, also the head family chosen ("mlp",
+                                   "logistic" or "ensemble", all served as one "mlp" DenseHead),
+                                   its members, and the temperature folded into its weights
     embedder                       the embedder it was trained on (null for "ngram" heads)
     data, metrics, baseline        data fingerprints, evaluation, and the drift baseline
                                    (absent in versions written before drift existed)
