@@ -75,9 +75,16 @@ class _Scored:
     head_ms: float
 
 
+# Up to this many probabilities, one full sort beats a partition followed by a sort of the
+# partition (3 against 14 us for one text of 151 classes; 55 against 18 at 2,000).
+FULL_SORT_MAX = 512
+
+
 def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
     """[n, k] class indices, most probable first."""
     k = min(k, probs.shape[1])
+    if probs.size <= FULL_SORT_MAX:
+        return np.argsort(-probs, axis=1, kind="stable")[:, :k]
     part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(probs, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)

@@ -129,3 +129,16 @@ def test_model_detail_shows_the_serving_state(router, versions):
     assert detail["serving"]["primary"] == primary
     assert detail["serving"]["shadows"] == [{"version": shadow, "fraction": 0.5}]
     assert detail["serving"]["candidate"]["version"] == candidate
+
+
+# One text or a few of a 151-class head take the full sort; 2,000 classes or 40 texts, the partition.
+@pytest.mark.parametrize("rows, classes", [(1, 151), (3, 151), (1, 2000), (40, 151)])
+def test_top_k_is_the_k_most_probable_classes_in_order_whichever_way_they_are_found(rows, classes):
+    import numpy as np
+
+    from api.core.predictor import top_k_indices
+
+    probs = np.random.default_rng(rows * classes).random((rows, classes)).astype(np.float32)
+    got = top_k_indices(probs, 5)
+    expected = np.argsort(-probs, axis=1)[:, :5]
+    assert got.shape == (rows, 5) and (got == expected).all()
