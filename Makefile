@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-heads bench-central loadtest clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-router bench-heads bench-central loadtest clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -63,6 +63,10 @@ bench-precision: setup
 
 bench-scale: setup
 	$(PY) loadtests/bench_scale.py
+
+# The router's CPU per request in process (real app, PostgreSQL and embedder; no HTTP server), median of rounds
+bench-router: setup
+	$(PY) loadtests/bench_router.py $(ARGS)
 
 bench-heads: setup
 	$(PY) loadtests/bench_heads.py
