@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             from embedder.serve import serve
 
             serve(settings)
+            # Drained and stopped. A background XLA compilation may still be running, and a Python
+            # that finalizes while TensorFlow compiles aborts: end without finalizing.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         elif args.command == "embed":
             return _embed(args, settings)
         elif args.command == "health":

@@ -79,6 +79,8 @@ def serve(settings: EmbedderSettings) -> None:
     stop.wait()
     log.info("shutting down: draining in-flight requests (up to %.1fs)", settings.shutdown_grace_s)
     running.stop(settings.shutdown_grace_s)
-    service.close(timeout=settings.shutdown_grace_s)
+    # Not waiting for an XLA compilation under way: at nice 19 on a busy host it can take minutes,
+    # and the caller ends the process without finalizing (embedder/__main__.py).
+    service.close(timeout=settings.shutdown_grace_s, wait_compiling=False)
     log.info("stopped")
     sys.stdout.flush()

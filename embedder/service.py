@@ -213,11 +213,14 @@ class EmbeddingService:
             cache_hits=[u not in waiting for u in inverse],
         )
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, *, wait_compiling: bool = True) -> None:
+        """Drain the batcher within `timeout`, then stop the encoder. A compilation under way cannot
+        be interrupted: with `wait_compiling` False it is left running (for a process that then ends
+        without finalizing, see `python -m embedder serve`)."""
         self._batcher.close(timeout)
         close_encoder = getattr(self._encoder, "close", None)
         if close_encoder is not None:
-            close_encoder(timeout)
+            close_encoder(timeout if wait_compiling else 0)
 
 
 class _Arrival:
