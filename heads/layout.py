@@ -4,6 +4,7 @@
         <tenant>/                        the tenant's models: a ModelStore (heads/registry.py)
             <model>/
                 serving.json             the serving state (heads/serving_state.py)
+                decisions.jsonl          release decisions, append-only (heads/decisions.py)
                 .serving.lock            held while the serving state changes
                 <version>/               an immutable version (heads/artifact.py)
                     manifest.json        what the version is (heads/manifest.py)
