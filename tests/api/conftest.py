@@ -47,7 +47,7 @@ def trained_store(tmp_path_factory, clinc_subset):
     ]
     for name, hidden, extra in runs:
         config = parse_config(
-            {"name": name, "data": data, "model": {"hidden_layers": [hidden]}, "training": FAST, **extra}
+            {"name": name, "data": data, "model": {"type": "mlp", "hidden_layers": [hidden]}, "training": FAST, **extra}
         )
         train_head(config, store=store, cache_dir=root / "cache", embedder=HashTextEmbedder())
     return store
@@ -200,7 +200,7 @@ def real_store(tmp_path_factory, clinc_subset, embedder_process):
     store = ModelStore.for_tenant(root / "models", "default")
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config(
-        {"name": "intents", "data": data, "model": {"hidden_layers": [64]}, "training": {"epochs": 30}}
+        {"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [64]}, "training": {"epochs": 30}}
     )
     train_head(config, store=store, cache_dir=root / "cache", embedder=RemoteEmbedder(embedder_process.address))
     return store

@@ -112,7 +112,7 @@ def test_rollback_under_traffic_fails_no_request(store, empty_db, embedder_proce
     old = store.serving_version("intents")
     data = {k: str(v) for k, v in clinc_subset.items()}
     config = parse_config(
-        {"name": "intents", "data": data, "model": {"hidden_layers": [32]}, "training": {"epochs": 10}}
+        {"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [32]}, "training": {"epochs": 10}}
     )
     new = train_head(
         config,

@@ -115,7 +115,7 @@ def test_feedback_round_trips_into_a_retrained_version(db_router, clinc_subset, 
         {
             "name": "intents",
             "data": {"train": [str(clinc_subset["train"]), {"model": "intents", "dsn": db}], **base},
-            "model": {"hidden_layers": [16]},
+            "model": {"type": "mlp", "hidden_layers": [16]},
             "training": {"epochs": 4},
         }
     )
