@@ -54,7 +54,9 @@ def test_serving_heads_keep_no_baseline_and_map_their_weights(store):
 
 def _second_version(store, clinc_subset, tmp_path):
     data = {k: str(v) for k, v in clinc_subset.items()}
-    config = parse_config({"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [8]}, "training": FAST})
+    config = parse_config(
+        {"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [8]}, "training": FAST}
+    )
     return train_head(config, store=store, cache_dir=tmp_path / "cache", embedder=HashTextEmbedder(), promote=False)[
         "version"
     ]
