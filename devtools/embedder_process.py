@@ -20,6 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def scrape_metric(metrics_port: int, name: str) -> float:
+    """The value of one unlabelled metric on a Prometheus /metrics page at 127.0.0.1 (0 when absent)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return next((float(line.split()[-1]) for line in body.splitlines() if line.startswith(name + " ")), 0.0)
+
+
 def read_ready_line(proc: subprocess.Popen, timeout_s: float, *, what: str, log_path: Path | None = None) -> dict:
     """The JSON line a child prints on stdout once it serves; RuntimeError (naming `what` and
     the log) when none comes within `timeout_s`. The caller stops the child on error."""
@@ -88,28 +94,26 @@ class EmbedderProcess:
             raise
         return self
 
-    def wait_compiled(self, timeout_s: float = 300.0) -> None:
-        """Until the embedder has compiled every XLA shape it plans (its gauge
-        embedder_xla_shapes_ready): a measurement started earlier shares the CPU with the compiler."""
+    def wait_compiled(self, timeout_s: float = 300.0) -> int:
+        """Until every XLA shape the embedder plans is settled, compiled or failed (its gauges
+        embedder_xla_shapes_ready and _failed): a measurement started earlier shares the CPU with
+        the compiler. Returns how many failed (they run the graph function: slower, still exact)."""
         shapes = self.ready.get("xla_shapes", 0)
         if not shapes or self.metrics_port is None:
-            return
+            return 0
         deadline = time.monotonic() + timeout_s
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         while time.monotonic() < deadline:
-            text = urllib.request.urlopen(url, timeout=5).read().decode()
-            ready = next(
-                (
-                    float(line.split()[-1])
-                    for line in text.splitlines()
-                    if line.startswith("embedder_xla_shapes_ready ")
-                ),
-                0.0,
-            )
-            if ready >= shapes:
-                return
+            ready, failed = (self.gauge(name) for name in ("embedder_xla_shapes_ready", "embedder_xla_shapes_failed"))
+            if ready + failed >= shapes:
+                if failed:
+                    print(f"embedder: {failed:.0f} of {shapes} XLA shapes failed to compile", file=sys.stderr)
+                return int(failed)
             time.sleep(0.5)
-        raise RuntimeError(f"the embedder compiled fewer than {shapes} XLA shapes in {timeout_s:.0f}s")
+        raise RuntimeError(f"the embedder settled fewer than {shapes} XLA shapes in {timeout_s:.0f}s")
+
+    def gauge(self, name: str) -> float:
+        """The value of one unlabelled metric of the embedder's /metrics (0 when absent)."""
+        return scrape_metric(self.metrics_port, name)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         return stop_child(self.proc, timeout_s)

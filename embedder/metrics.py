@@ -71,3 +71,8 @@ class _ServiceCollector:
             "Call shapes compiled with XLA so far (small calls of other shapes run the graph meanwhile)",
             value=self._service.xla_shapes_ready,
         )
+        yield GaugeMetricFamily(
+            "embedder_xla_shapes_failed",
+            "Call shapes whose XLA compilation failed or was not exact enough (they keep the graph function)",
+            value=self._service.xla_shapes_failed,
+        )

@@ -89,6 +89,7 @@ class ModelRunner:
         self.xla_max_tokens = xla_max_tokens
         self._xla = None  # built by the compiler thread on its first shape
         self._compiled: dict[tuple[int, int], object] = {}
+        self._failed: set[tuple[int, int]] = set()  # keep the graph function: no retry
         self._requested: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
@@ -104,6 +105,11 @@ class ModelRunner:
     @property
     def compiled_shapes(self) -> list[tuple[int, int]]:
         return sorted(self._compiled)
+
+    @property
+    def failed_shapes(self) -> list[tuple[int, int]]:
+        """Shapes whose compilation raised or whose compiled function failed its check."""
+        return sorted(self._failed)
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """float32 [rows, dim] for one call's padded ids and mask."""
@@ -171,6 +177,7 @@ class ModelRunner:
                 self._compile(shape)
             except Exception:  # noqa: BLE001 - a shape that fails to compile keeps running the graph
                 log.exception("XLA compilation of shape %s failed; that shape keeps the graph function", shape)
+                self._failed.add(shape)
             with self._lock:
                 if self._queue.empty():
                     self._idle.set()
@@ -192,6 +199,7 @@ class ModelRunner:
         error = float(np.abs(got - self._run_float32(ids, mask)).max())
         if error > CHECK_TOLERANCE:
             log.error("XLA function for shape %s differs from the float32 graph by %.2g; not used", shape, error)
+            self._failed.add(shape)
             return
         self._compiled[shape] = function
         log.info("XLA function ready for calls of shape %s", shape)

@@ -123,6 +123,12 @@ class EmbeddingService:
         return len(runner.compiled_shapes) if runner is not None else 0
 
     @property
+    def xla_shapes_failed(self) -> int:
+        """Call shapes whose XLA compilation failed: they keep the graph function, for good."""
+        runner = getattr(self._encoder, "runner", None)
+        return len(runner.failed_shapes) if runner is not None else 0
+
+    @property
     def xla_shapes_planned(self) -> int:
         """Call shapes the encoder compiles with XLA in all (0 for encoders without XLA)."""
         runner = getattr(self._encoder, "runner", None)

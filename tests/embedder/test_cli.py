@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from devtools.embedder_process import EmbedderProcess
+from devtools.embedder_process import EmbedderProcess, scrape_metric
 from embedder.client import EmbedderClient
 from embedder.errors import Unavailable
 from tests.conftest import ROOT
@@ -117,7 +117,7 @@ def test_sigterm_drains_in_flight_requests(server_process):
     texts_before = _texts_received(ready["metrics_port"])
     worker = threading.Thread(target=slow_request)
     worker.start()
-    while _sample(ready["metrics_port"], "embedder_requests_in_flight") == 0 and worker.is_alive():
+    while scrape_metric(ready["metrics_port"], "embedder_requests_in_flight") == 0 and worker.is_alive():
         pass
     assert worker.is_alive() and _texts_received(ready["metrics_port"]) == texts_before  # not finished yet
     proc.send_signal(signal.SIGTERM)
@@ -128,21 +128,15 @@ def test_sigterm_drains_in_flight_requests(server_process):
         client.embed(["after shutdown"], timeout=2)
 
 
-def _sample(metrics_port: int, name: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return next(float(line.split()[1]) for line in body.splitlines() if line.startswith(name + " "))
-
-
 def _texts_received(metrics_port: int) -> float:
-    return _sample(metrics_port, "embedder_texts_total")
+    return scrape_metric(metrics_port, "embedder_texts_total")
 
 
 def test_the_ready_line_names_the_xla_shapes_and_wait_compiled_waits_for_them(tmp_path):
     with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "32"}, log_path=tmp_path / "log") as server:
         assert server.ready["xla_shapes"] == 2  # widths 16 and 32
-        server.wait_compiled(timeout_s=120)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
-        assert "embedder_xla_shapes_ready 2.0" in metrics.splitlines()
+        assert server.wait_compiled(timeout_s=120) == 0
+        assert server.gauge("embedder_xla_shapes_ready") == 2 and server.gauge("embedder_xla_shapes_failed") == 0
     with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "0"}, log_path=tmp_path / "log-off") as server:
         assert server.ready["xla_shapes"] == 0
         server.wait_compiled(timeout_s=1)  # nothing to wait for

@@ -34,6 +34,7 @@ def test_small_shapes_are_bucketed_and_large_ones_are_not_compiled():
 def test_every_xla_shape_compiles_in_the_background_and_matches_the_graph(two_lanes, reference):
     runner = two_lanes.runner
     assert runner.compiled_shapes == [(1, 16), (1, 32), (1, 48), (1, 64)] == runner.shapes()
+    assert runner.failed_shapes == []
     texts = [item["text"] for item in reference["items"]]
     short = [t for t in texts if len(two_lanes.tokenize([t])[0][0]) <= 4 * WIDTH_STEP]
     assert len(short) >= 3
@@ -59,6 +60,22 @@ def test_an_uncompiled_shape_runs_the_graph_at_once_and_is_compiled_later():
     off = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=0)
     off.embed(["no compiling at all"])
     assert off.runner.shapes() == [] and off.runner.compiled_shapes == []
+
+
+def test_a_shape_that_fails_to_compile_is_settled_as_failed_and_keeps_the_graph(monkeypatch):
+    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=WIDTH_STEP)
+    runner = encoder.runner
+
+    def broken(shape):
+        raise RuntimeError("no XLA today")
+
+    monkeypatch.setattr(runner, "_compile", broken)
+    ids, mask = encoder.tokenize(["turn the lights off"])
+    first = runner.run(ids, mask)
+    assert runner.wait_compiled(timeout=60)  # settled: waiting for it does not hang
+    assert runner.failed_shapes == [(1, 16)] and runner.compiled_shapes == []
+    assert np.array_equal(runner.run(ids, mask), first)  # the graph still answers, no retry
+    assert runner.failed_shapes == [(1, 16)]
 
 
 def test_a_large_batch_is_spread_over_the_lanes_and_answers_in_order(two_lanes, minilm, reference):
