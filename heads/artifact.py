@@ -10,7 +10,8 @@
                             in place from a memory map (heads/mapped_weights.py)
         config.yaml, metrics.json, per_class.csv, confusion_matrix.png/.csv, top_confusions.json,
         threshold_tradeoff.png/.json, history.png/.json, and since model selection and
-        calibration: model_selection.json, calibration.json, reliability_diagram.png
+        calibration: model_selection.json, calibration.json, reliability_diagram.png; since the
+        release gate: heldout_predictions.json (heads/paired_evidence.py)
 
 A version is written in a staging folder and renamed into place (atomic), and loading checks
 that every file is there and every checksum (a router loading thousands of heads checks the

@@ -2,7 +2,8 @@
 
     load data -> check it -> embed (cached) -> train each candidate family (Keras), calibrate it
     and choose its threshold on validation -> keep the best (heads/selection.py) -> evaluate on
-    test -> write reports -> commit the version folder atomically
+    test -> write reports and the held-out answers (heads/paired_evidence.py) -> commit the
+    version folder atomically
 
 An "ngram" head (model.type) trains on the texts themselves: the embedding step is skipped and
 no embedder is created or contacted; every other step is the same.
@@ -36,6 +37,7 @@ from heads.manifest import Decision, Manifest
 from heads.metrics import confusion_matrix, per_class, summary
 from heads.names import check_model_name
 from heads.ngram import NgramHead
+from heads.paired_evidence import write_heldout
 from heads.registry import ModelStore
 from heads.selection import Selection, train_and_select
 from heads.threshold import resolve_policy, tradeoff_curve
@@ -289,6 +291,8 @@ def train_head(
             f"{config.name} {version}: {'test' if splits.test else 'validation'} split, row-normalised",
         )
         evaluation_report.write_history(staging, trained.history)
+        # What the release gate pairs with another version's answers (heads/paired_evidence.py).
+        write_heldout(staging, split_name, evaluated.texts, evaluated.labels, [rule.label_of(int(i)) for i in y_pred])
         evaluation_report.write_selection(staging, selection.report())
         evaluation_report.write_reliability(staging, reliability, calibration)
         if config.threshold.reject_label in labels and policy != "none":
