@@ -8,6 +8,9 @@
 Serving state (routers pick changes up without a restart; every change is recorded):
     python -m heads status MODEL                          # primary, shadows, A/B, fallback, history
     python -m heads promote MODEL VERSION                 # VERSION answers all traffic
+    python -m heads promote MODEL VERSION --if-better [--margin M] [--min-items N] [--database-url URL]
+                                                          # only if the evidence says it is not worse
+                                                          # (heads/gated_promotion.py); refused: exit 1
     python -m heads shadow MODEL VERSION [--fraction F]   # score F of requests, never answer
     python -m heads shadow MODEL VERSION --remove
     python -m heads ab MODEL VERSION --percent P [--key client_id|request_id]
@@ -37,6 +40,7 @@ from pathlib import Path
 from heads import serving_state
 from heads.config import ConfigError, load_config, parse_config
 from heads.errors import HeadsError, RegistryError
+from heads.release_gate import DEFAULT_MARGIN, DEFAULT_MIN_ITEMS
 
 DEFAULT_STORE = "var/models"
 
@@ -154,7 +158,44 @@ def _serving_change(args: argparse.Namespace):
     return serving_state.operation(args.command, version=getattr(args, "version", None))
 
 
+def _gated_promote(args: argparse.Namespace, store) -> int:
+    from heads.gated_promotion import promote_if_better
+    from heads.release_gate import GatePolicy
+
+    try:
+        policy = GatePolicy(
+            margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+            min_items=DEFAULT_MIN_ITEMS if args.min_items is None else args.min_items,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    database = None
+    if args.database_url:
+        from inferencedb.database import Database
+
+        database = Database(args.database_url, max_connections=1, timeout_s=30.0)
+    from inferencedb.errors import InferenceDbError
+
+    try:
+        outcome = promote_if_better(store, args.model, args.version, policy, database=database, note=args.reason)
+    except InferenceDbError as exc:
+        raise HeadsError(f"{exc.message} (the gate reads shadow and feedback evidence from --database-url)") from None
+    finally:
+        if database is not None:
+            database.close()
+    state = outcome.state.to_dict(with_history=False) if outcome.promoted else None
+    print(json.dumps({"model": args.model, "decision": outcome.decision, "serving": state}, indent=2))
+    if not outcome.promoted:
+        print(f"refused: {outcome.decision['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _serving(args: argparse.Namespace, store) -> int:
+    if args.command == "promote" and args.if_better:
+        return _gated_promote(args, store)
+    if args.command == "promote" and (args.margin is not None or args.min_items is not None):
+        raise ConfigError("--margin and --min-items apply to a gated promotion: add --if-better")
     if args.command == "status":
         state = store.serving(args.model)
         if state is None:
@@ -204,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     prom = sub.add_parser("promote", parents=[common], help="make a version the primary")
     prom.add_argument("model")
     prom.add_argument("version")
+    prom.add_argument("--if-better", action="store_true", help="only if the evidence says it is not worse (a gate)")
+    prom.add_argument(
+        "--margin", type=float, default=None, help=f"accuracy the gate may lose, a fraction ({DEFAULT_MARGIN})"
+    )
+    prom.add_argument("--min-items", type=int, default=None, help=f"paired items a source needs ({DEFAULT_MIN_ITEMS})")
+    prom.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", ""),
+        help="inference database for shadow and feedback evidence (default: DATABASE_URL; none: held-out only)",
+    )
     shadow = sub.add_parser("shadow", parents=[common], help="add, change or remove a shadow version")
     shadow.add_argument("model")
     shadow.add_argument("version")

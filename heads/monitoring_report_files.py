@@ -3,7 +3,8 @@
     python -m heads report MODEL [--since D] [--until D] [--url http://router:8000] --out DIR
 
 The numbers come from the router's GET /v1/models/<model>/report (--url), or are computed here
-from DATABASE_URL and the model store with the same code (inferencedb/monitoring_report.py). Both
+from DATABASE_URL and the model store with the same code (inferencedb/monitoring_report.py), with
+the model's release decisions and serving history from the store (heads/release_history.py). Both
 read the rows of --tenant; --url sends MANYHEADS_API_KEY as the Bearer token.
 """
 
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from heads.errors import HeadsError
+from heads.release_history import evidence_summary, release_history
 
 BASELINE_BUCKETS = 10
 
@@ -63,9 +65,10 @@ def compute_report(dsn: str, store, model: str, since: str | None, until: str | 
     database = Database(dsn, max_connections=1)
     try:
         start, end = parse_window(since, until)
-        return build_report(
+        report = build_report(
             database, model, start, end, tenant=tenant, baseline_of=functools.partial(store.baseline, model)
         )
+        return {**report, **release_history(store, model)}
     except InferenceDbError as exc:
         raise HeadsError(exc.message) from None
     finally:
@@ -188,6 +191,27 @@ def write_report(report: dict, baselines: dict[str, dict], out: Path) -> Path:
         ],
         ["answered by", "shadow", "compared", "agreement"],
     )
+    decisions = _table(
+        [
+            [d.get("at"), d.get("kind"), d.get("version"), d.get("outcome"), d.get("reason"), evidence_summary(d)]
+            for d in report.get("decisions", [])
+        ],
+        ["at", "kind", "version", "outcome", "reason", "evidence"],
+    )
+    history = _table(
+        [
+            [
+                s.get("updated_at"),
+                s.get("primary"),
+                ", ".join(f"{x['version']} ({x['fraction']:g})" for x in s.get("shadows", [])),
+                s["candidate"]["version"] + f" ({s['candidate']['percent']:g}%)" if s.get("candidate") else None,
+                s.get("fallback"),
+                s.get("reason"),
+            ]
+            for s in report.get("serving_history", [])
+        ],
+        ["since", "primary", "shadows", "A/B candidate", "fallback", "reason"],
+    )
     images = "".join(
         f'<figure><img src="{name}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
         for name, c in charts
@@ -197,6 +221,8 @@ def write_report(report: dict, baselines: dict[str, dict], out: Path) -> Path:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(report["model"])}</h1><p>{html.escape(report["since"])} to {html.escape(report["until"])}
 (PSI above 0.2 is usually read as a significant shift, above 0.1 as worth a look)</p>
-<h2>Versions</h2>{versions}<h2>Shadow agreement</h2>{agreement}<h2>Charts</h2>{images}</body></html>"""
+<h2>Versions</h2>{versions}<h2>Shadow agreement</h2>{agreement}
+<h2>Release decisions</h2>{decisions}<h2>Serving history (the last row serves now)</h2>{history}
+<h2>Charts</h2>{images}</body></html>"""
     (out / "report.html").write_text(page)
     return out / "report.html"
