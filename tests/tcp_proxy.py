@@ -5,14 +5,19 @@ reading what clients send, but forwards nothing and answers nothing, on new and 
 connections alike: to the client the server has stopped answering while its TCP stays up (a
 failover in progress, a partition behind a load balancer). Back to `forward()`, connections
 from before the blackhole are reset, as a failover would, and new ones reach the server again.
+`slow(delay_s)`: bytes still flow both ways, each chunk `delay_s` after it arrived (a slow, not
+dead, server or network: latency, not a bandwidth limit); `slow(0)` makes new bytes fast again
+without touching the connections.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import select
 import socket
 import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -22,6 +27,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._blackholed = threading.Event()
+        self._delay_s = 0.0
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._connections: list[tuple[socket.socket, socket.socket | None, int]] = []
@@ -38,6 +44,9 @@ class TcpProxy:
 
     def blackhole(self) -> None:
         self._blackholed.set()
+
+    def slow(self, delay_s: float) -> None:
+        self._delay_s = delay_s
 
     def forward(self) -> None:
         with self._lock:
@@ -80,14 +89,20 @@ class TcpProxy:
     def _pump(self, client: socket.socket, upstream: socket.socket | None, generation: int) -> None:
         peers = {client: upstream, upstream: client} if upstream else {client: None}
         try:
+            held: collections.deque = collections.deque()  # (due, target, data): a delay line, in order
             while not self._closed.is_set() and generation == self._generation:
-                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                wait = 0.1 if not held else min(0.1, max(0.0, held[0][0] - time.monotonic()))
+                readable, _, _ = select.select(list(peers), [], [], wait)
                 for sock in readable:
                     data = sock.recv(65536)
                     if not data:
                         return
                     target = peers[sock]
                     if target is not None and not self._blackholed.is_set():
+                        held.append((time.monotonic() + self._delay_s, target, data))
+                while held and held[0][0] <= time.monotonic():
+                    _, target, data = held.popleft()
+                    if not self._blackholed.is_set():
                         target.sendall(data)
         except OSError:
             return

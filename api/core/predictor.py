@@ -4,12 +4,16 @@ answer, with one inference-log record per text whatever the outcome.
 Which head answers comes from the model's serving set (api/core/live_heads.py):
 - the primary, or the A/B candidate for its share of callers (sticky per client id);
 - the fallback, when the chosen head cannot answer (embedder unavailable, overloaded or past
-  the request's deadline, a head error); a fallback that needs no embedder keeps the endpoint
-  answering during an embedder outage;
+  its share of the request's deadline, a head error); a fallback that needs no embedder keeps the
+  endpoint answering during an embedder outage;
 - shadows score the same embeddings after the answer is sent (`PredictResult.shadow_job`), are
   logged with role `shadow`, and can never change or fail the answer.
 
-The Flask adapter (api/web/app.py) only parses, calls `Predictor.predict` and renders.
+One deadline covers the whole answer (api/core/deadlines.py): when the model has a fallback, the
+chosen head's embedding call ends early enough to leave the fallback its reserve, so a slow
+embedder costs the caller a fallback answer within the deadline, not a late answer or a 503.
+
+The Flask adapter (api/web/routes_predict.py) only parses, calls `Predictor.predict` and renders.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from api.core.deadlines import Deadlines
 from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.live_heads import LoadedServing
 from api.core.requests import PredictRequest
@@ -63,8 +68,9 @@ class PredictResult:
     predictions: list[Prediction]
     embed_ms: float
     head_ms: float
-    total_ms: float
+    total_ms: float  # from the request's arrival
     shadow_job: Callable[[], None] | None = None  # run it after the response is sent
+    deadline_ms: float = 0.0  # the deadline the whole answer had
 
 
 @dataclass(frozen=True)
@@ -141,11 +147,13 @@ class Predictor:
         on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
         embedding_cache: RouterEmbeddingCache | None = None,
         share_embedding_cache: bool = False,
+        deadlines: Deadlines | None = None,
     ):
         self.heads = heads
         self._embedder = embedder
         self._sink = sink
-        self._embed_timeout_s = embed_timeout_s
+        # The deadline of every answer; without per-model ones, `embed_timeout_s` for every model.
+        self.deadlines = deadlines or Deadlines(default_s=embed_timeout_s)
         self._decimals = decimals
         self._on_shadow_error = on_shadow_error or (lambda model: None)
         self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
@@ -155,6 +163,20 @@ class Predictor:
         self._share_cache = share_embedding_cache
 
     # -- scoring steps
+
+    def scope(self, tenant: str) -> str:
+        """The cache scope of `tenant`'s texts."""
+        return "" if self._share_cache else tenant
+
+    def score(
+        self, head: HeadArtifact, texts: list[str], *, deadline: float, scope: str
+    ) -> tuple[np.ndarray, float, float]:
+        """(probabilities [len(texts), classes], embedding ms, head ms) of `head` for normalised
+        texts, through the same caches as predictions; ApiError on any failure. `deadline` is a
+        time.monotonic() instant."""
+        spent: list[float] = []
+        scored = self._apply(head, texts, self._embed(head, texts, deadline, spent, scope))
+        return scored.probs, sum(spent), scored.head_ms
 
     def _embed(self, head: HeadArtifact, texts: list[str], deadline: float, spent: list[float], scope: str):
         """Embeddings for a head that needs them (None otherwise); ApiError on any failure.
@@ -268,24 +290,33 @@ class Predictor:
         client_id: str | None = None,
         tenant: str,
         timeout_s: float | None = None,
+        received: float | None = None,
     ) -> PredictResult:
-        started = time.perf_counter()
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self._embed_timeout_s)
+        """The answer to `request`, ready within the deadline: `timeout_s` (else the model's
+        default) from `received`, the time.monotonic() instant the request arrived (default: now)."""
+        now = time.monotonic()
+        received = now if received is None else min(received, now)
+        started = time.perf_counter() - (now - received)  # the request's arrival, on the timings' clock
+        budget_s = self.deadlines.budget_s(tenant, model, timeout_s)
+        deadline = received + budget_s
         serving = self.heads.get(tenant, model)  # NotFound before any work, and for other tenants' models
         head, role = choose_variant(serving, model, client_id, request_id)
         texts = [normalize_text(t) for t in request.texts]
         context = (request_id, client_id, tenant)
-        scope = "" if self._share_cache else tenant
+        scope = self.scope(tenant)
+        fallback = serving.fallback if serving.fallback is not head else None
+        # The chosen head must be done in time for the fallback to answer in its place.
+        own_deadline = deadline - (self.deadlines.reserve_s(tenant, model, fallback.version) if fallback else 0.0)
 
-        embedded, spent = None, []
+        embedded, spent, fallback_started = None, [], None
         try:
-            embedded = self._embed(head, texts, deadline, spent, scope)
+            embedded = self._embed(head, texts, own_deadline, spent, scope)
             scored = self._apply(head, texts, embedded)
         except ApiError as error:
-            fallback = serving.fallback
-            if fallback is None or fallback is head:
+            if fallback is None:
                 self._log_failure(head, role, request.texts, error, context, started)
                 raise
+            fallback_started = min(time.monotonic(), own_deadline)  # a late failure's lateness counts too
             log.warning(
                 "model %s: %s failed (%s); answering with fallback %s", model, role, error.code, fallback.version
             )
@@ -318,8 +349,19 @@ class Predictor:
         shadow_job = (
             self._shadow_job(serving, head, request, texts, scored.embedded, context) if serving.shadows else None
         )
+        if fallback_started is not None:
+            self.deadlines.observe(tenant, model, head.version, time.monotonic() - fallback_started)
         return PredictResult(
-            model, head.version, request_id, role, predictions, embed_ms, scored.head_ms, total_ms, shadow_job
+            model,
+            head.version,
+            request_id,
+            role,
+            predictions,
+            embed_ms,
+            scored.head_ms,
+            total_ms,
+            shadow_job,
+            budget_s * 1000,
         )
 
     def _shadow_job(self, serving: LoadedServing, answered: HeadArtifact, request, texts, embedded, context):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.core import metrics
+from api.core.deadlines import Deadlines
 from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.monitoring import DriftMonitor, MonitoringLoop
 from api.core.predictor import Predictor
@@ -115,6 +116,12 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         on_embeddings=centroids.add,
         embedding_cache=RouterEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
         share_embedding_cache=settings.share_embedding_cache,
+        deadlines=Deadlines(
+            default_s=settings.embed_timeout_s,
+            per_model_ms=settings.model_deadlines_ms,
+            max_s=settings.max_deadline_ms / 1000,
+            reserve_floor_s=settings.fallback_reserve_ms / 1000,
+        ),
     )
     drift = DriftMonitor(
         database, heads, leadership=Leadership(settings.database_url, DRIFT_LOCK_KEY, name="drift", timeout_s=5.0)

@@ -4,13 +4,19 @@ a few shared names such as DATABASE_URL), each field documented where it is decl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "API_"
+
+
+def _json_object(value: object) -> object:
+    """A JSON object given as text (router_settings(environ) passes variables through unparsed)."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class RouterSettings(BaseSettings):
@@ -26,7 +32,27 @@ class RouterSettings(BaseSettings):
     embedder_address: str = Field(
         "127.0.0.1:50051", validation_alias="EMBEDDER_ADDRESS", description="gRPC address of the embedding service"
     )
-    embed_timeout_s: float = Field(2.0, description="deadline of one embedding call; past it the request gets 503")
+    embed_timeout_s: float = Field(
+        2.0,
+        description="default deadline of a whole answer, in seconds, when neither the request "
+        "(X-Request-Timeout-Ms) nor API_MODEL_DEADLINES_MS sets one; past it the fallback answers, else 503",
+    )
+    model_deadlines_ms: Annotated[dict[str, int], BeforeValidator(_json_object)] = Field(
+        {},
+        description='per-model default deadlines in milliseconds, a JSON object {"<tenant>/<model>": ms, '
+        "\"<model>\": ms} (the tenant's entry wins); a request's X-Request-Timeout-Ms overrides them",
+    )
+    max_deadline_ms: int = Field(
+        60_000, description="cap on every deadline, whether a request, API_MODEL_DEADLINES_MS or the default set it"
+    )
+    fallback_reserve_ms: float = Field(
+        5.0,
+        description="time kept for the fallback when a model has one, besides the fallback's own cost "
+        "as measured at run time: the primary's embedding call ends this much earlier than the deadline",
+    )
+    explain_max_words: int = Field(
+        64, description="most words (whitespace-separated tokens) of a text to explain (413 beyond)"
+    )
     embedding_cache_size: int = Field(
         10_000,
         description="embeddings each worker keeps of the phrases it saw most recently (0: none); at most "
@@ -100,6 +126,10 @@ class RouterSettings(BaseSettings):
             "workers": self.workers >= 1,
             "threads": self.threads >= 1,
             "embed_timeout_s": self.embed_timeout_s > 0,
+            "model_deadlines_ms": all(1 <= ms <= self.max_deadline_ms for ms in self.model_deadlines_ms.values()),
+            "max_deadline_ms": self.max_deadline_ms >= 1,
+            "fallback_reserve_ms": self.fallback_reserve_ms >= 0,
+            "explain_max_words": self.explain_max_words >= 1,
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
             "rescan_interval_s": self.rescan_interval_s > 0,

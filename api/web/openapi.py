@@ -102,7 +102,11 @@ def openapi_document(settings: RouterSettings) -> dict:
                             "in": "header",
                             "required": False,
                             "schema": {"type": "integer", "minimum": 1, "maximum": 60000},
-                            "description": "Deadline for the embedding; past it the fallback answers, if the model has one, else 503.",
+                            "description": "Deadline of the whole answer, from the request's arrival (default: the "
+                            "model's, API_MODEL_DEADLINES_MS, else the router's, API_EMBED_TIMEOUT_S; capped by "
+                            "API_MAX_DEADLINE_MS). When the model has a fallback, the primary gets the deadline "
+                            "minus the time kept for the fallback, which then answers within it (variant "
+                            "`fallback`); without one, past it: 503.",
                         },
                     ],
                     "requestBody": {
@@ -120,6 +124,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                                     "X-Embedding-Time-Ms",
                                     "X-Head-Time-Ms",
                                     "X-Total-Time-Ms",
+                                    "X-Deadline-Ms",
                                     "Server-Timing",
                                 )
                             },

@@ -17,6 +17,11 @@ from api.web.validation import check_request_id, parse_feedback, parse_predict, 
 routes = Blueprint("predict", __name__)
 
 
+def arrival() -> float:
+    """The time.monotonic() instant this request reached the app (its deadline counts from it)."""
+    return time.monotonic() - (time.perf_counter() - g.started)
+
+
 def _render(result: PredictResult) -> Response:
     body = {
         "model": result.model,
@@ -45,6 +50,7 @@ def _render(result: PredictResult) -> Response:
         "X-Embedding-Time-Ms": f"{result.embed_ms:.3f}",
         "X-Head-Time-Ms": f"{result.head_ms:.3f}",
         "X-Total-Time-Ms": f"{result.total_ms:.3f}",
+        "X-Deadline-Ms": f"{result.deadline_ms:.0f}",
         "Server-Timing": f"embed;dur={result.embed_ms:.3f}, head;dur={result.head_ms:.3f}, total;dur={result.total_ms:.3f}",
     }
     return json_response(body, 200, headers)
@@ -66,6 +72,7 @@ def predict(model: str) -> Response:
             client_id=request.headers.get("X-Client-ID"),
             tenant=tenant,
             timeout_s=request_timeout_s(request.headers.get("X-Request-Timeout-Ms")),
+            received=arrival(),
         )
     except ApiError as error:
         metrics.REQUESTS.labels(label, str(error.status)).inc()

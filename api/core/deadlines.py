@@ -1,0 +1,61 @@
+"""How long a request may take, and how much of it is kept for the fallback.
+
+One deadline covers the whole answer, from the moment the router received the request to the
+moment the answer is ready: the caller's X-Request-Timeout-Ms, else the model's default
+(API_MODEL_DEADLINES_MS, keyed "<tenant>/<model>" or "<model>"), else the router's default
+(API_EMBED_TIMEOUT_S); whichever applies is capped by API_MAX_DEADLINE_MS.
+
+When a model has a fallback, the primary's embedding call does not get the whole deadline: it
+gets the deadline minus a reserve, the time the fallback is expected to need to answer in its
+place. The reserve is API_FALLBACK_RESERVE_MS (what the last steps of an answer cost besides
+the fallback: the rendering, the scheduling jitter of a busy worker) plus the fallback's cost as
+measured each time it answers: from the moment the primary gave up (its share of the deadline, or
+its failure if that came earlier) to the answer ready, so the lateness of a timed-out call (a
+starved gRPC timer thread) counts as well as the fallback's own work. The measure kept is a peak
+that decays by `PEAK_DECAY` per answer: one slow answer (a cold cache, a pause of the process)
+raises the reserve at once and is forgotten over the next few dozen. On an idle machine an n-gram
+fallback costs about a millisecond, so the primary loses only a few milliseconds of its budget;
+on a loaded one the reserve grows with what the fallback answers actually cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+PEAK_DECAY = 0.95
+
+
+class Deadlines:
+    def __init__(
+        self,
+        *,
+        default_s: float,
+        per_model_ms: Mapping[str, int] | None = None,
+        max_s: float = 60.0,
+        reserve_floor_s: float = 0.01,
+    ):
+        self._default_s = default_s
+        self._per_model_ms = dict(per_model_ms or {})
+        self._max_s = max_s
+        self._floor_s = reserve_floor_s
+        self._peaks: dict[tuple[str, str, str], float] = {}  # (tenant, model, version) -> seconds
+        self._lock = threading.Lock()
+
+    def budget_s(self, tenant: str, model: str, requested_s: float | None) -> float:
+        """Seconds the whole answer may take: the caller's request, else the model's default,
+        else the router's, capped by the maximum."""
+        if requested_s is None:
+            ms = self._per_model_ms.get(f"{tenant}/{model}", self._per_model_ms.get(model))
+            requested_s = ms / 1000 if ms is not None else self._default_s
+        return min(requested_s, self._max_s)
+
+    def reserve_s(self, tenant: str, model: str, version: str) -> float:
+        """Seconds kept for the fallback `version` of `model` to answer."""
+        return self._floor_s + self._peaks.get((tenant, model, version), 0.0)
+
+    def observe(self, tenant: str, model: str, version: str, cost_s: float) -> None:
+        """The fallback `version` answered `cost_s` seconds after the primary gave up."""
+        key = (tenant, model, version)
+        with self._lock:
+            self._peaks[key] = max(cost_s, self._peaks.get(key, 0.0) * PEAK_DECAY)
