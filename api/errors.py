@@ -10,6 +10,7 @@ the embedder client and of the inference database are translated here, in one ta
     404 not_found          unknown model or route
     405 method_not_allowed the Allow header lists the methods the route has
     409 conflict           a serving change the model's versions or serving state does not allow
+    409 gate_refused       a gated promotion the evidence does not support (the body has the decision)
     413 payload_too_large  body, text or text count over a limit (the message names it)
     422 invalid_request    missing / extra fields, wrong types, empty text (the message names the field)
     422 invalid_window     a report window that is inverted, too long or outside the calendar
@@ -39,6 +40,7 @@ class ApiError(Exception):
     status = 500
     code = "internal"
     retry_after_s: int | None = None
+    details: dict | None = None  # more fields of the error body, declared in ErrorDetail (schemas.py)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -71,6 +73,16 @@ class MethodNotAllowed(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class GateRefused(Conflict):
+    """A gated promotion the evidence does not support; the body carries the gate's decision."""
+
+    code = "gate_refused"
+
+    def __init__(self, message: str, *, decision: dict):
+        super().__init__(message)
+        self.details = {"decision": decision}
 
 
 class PayloadTooLarge(ApiError):

@@ -32,6 +32,10 @@ HEADS_FOR_SERVING = {
     "heads.mapped_weights",
     "heads.manifest",
     "heads.serving_state",
+    "heads.gated_promotion",  # the gated promote of POST /v1/models/<model>/serving, and its parts:
+    "heads.release_gate",
+    "heads.paired_evidence",
+    "heads.release_history",  # decisions and serving history in the report
     "heads.decision",
     "heads.network",
     "heads.ngram",

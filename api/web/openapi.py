@@ -243,7 +243,13 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "404": _error("Unknown model."),
                         "409": _error(
                             "A change the model's versions or serving state do not allow: an unknown version or one "
-                            "that does not load, another embedder, not a shadow, nothing to roll back to."
+                            "that does not load, another embedder, not a shadow, nothing to roll back to (conflict). "
+                            "A promote with if_better that the evidence does not support (gate_refused): the error "
+                            "carries the gate's `decision`, with the numbers of every source of evidence."
+                        ),
+                        "503": _error(
+                            "A promote with if_better could not read shadow and feedback evidence: the inference "
+                            "database is unavailable; retry."
                         ),
                         "422": _error(
                             "Unknown action or field, a field the action needs missing, a value out of range."

@@ -27,6 +27,8 @@ def error_response(error: ApiError) -> Response:
     if isinstance(error, MethodNotAllowed) and error.allowed:
         headers["Allow"] = ", ".join(error.allowed)
     body = {"error": {"code": error.code, "message": error.message, "request_id": getattr(g, "request_id", None)}}
+    if error.details:
+        body["error"].update(error.details)
     return json_response(body, error.status, headers or None)
 
 

@@ -8,14 +8,17 @@ from flask import Blueprint, Response, g, request
 
 from api.core.live_heads import LoadedServing
 from api.core.rate_limit import report_cost
-from api.errors import Conflict, InvalidRequest, NotFound
+from api.errors import Conflict, GateRefused, InvalidRequest, NotFound
 from api.web.auth import request_tenant, require_operator
 from api.web.responses import json_body, json_response, runtime
 from api.web.validation import parse_serving_change
 from heads import serving_state
 from heads.errors import HeadsError, RegistryError
+from heads.gated_promotion import promote_if_better
 from heads.manifest import embedder_to_dict
 from heads.names import check_model_name
+from heads.release_gate import DEFAULT_MARGIN, DEFAULT_MIN_ITEMS, GatePolicy
+from heads.release_history import release_history
 from inferencedb.monitoring_report import build_report, parse_window
 
 routes = Blueprint("models", __name__)
@@ -75,7 +78,7 @@ def model_report(model: str) -> Response:
     report = build_report(
         rt.database, model, since, until, tenant=tenant, baseline_of=functools.partial(store.baseline, model)
     )
-    return json_response(report)
+    return json_response({**report, **release_history(store, model)})
 
 
 @routes.get("/v1/models/<model>/serving")
@@ -98,6 +101,8 @@ def change_serving(model: str) -> Response:
     store = rt.heads.store(tenant)
     if not store.versions(_model_name(model)):
         raise NotFound(f"unknown model {model!r}")
+    if parsed.gate is not None:
+        return _gated_promote(rt, store, model, parsed)
     try:
         change, reason, is_rollback = serving_state.operation(parsed.action, **parsed.options)
         why = f"{parsed.reason or reason} (HTTP, operator key {g.principal.key_id})"  # the audit trail
@@ -106,6 +111,25 @@ def change_serving(model: str) -> Response:
         raise Conflict(str(exc)) from None
     rt.heads.refresh()  # this worker serves the new state at once; the others within the reload interval
     return json_response({"model": model, **state.to_dict(with_history=False)})
+
+
+def _gated_promote(rt, store, model: str, parsed) -> Response:
+    """Promote only on evidence (heads/gated_promotion.py): 200 with the new state and the decision,
+    409 gate_refused with the decision when the evidence does not support the version."""
+    gate = parsed.gate
+    policy = GatePolicy(
+        margin=DEFAULT_MARGIN if gate["margin"] is None else gate["margin"],
+        min_items=DEFAULT_MIN_ITEMS if gate["min_items"] is None else gate["min_items"],
+    )
+    note = f"({parsed.reason + ', ' if parsed.reason else ''}HTTP, operator key {g.principal.key_id})"
+    try:
+        outcome = promote_if_better(store, model, parsed.options["version"], policy, database=rt.database, note=note)
+    except HeadsError as exc:
+        raise Conflict(str(exc)) from None
+    if not outcome.promoted:
+        raise GateRefused(f"refused by the release gate: {outcome.decision['reason']}", decision=outcome.decision)
+    rt.heads.refresh()
+    return json_response({"model": model, **outcome.state.to_dict(with_history=False), "decision": outcome.decision})
 
 
 @routes.post("/v1/admin/reload")

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 from api.core.requests import Limits
 from embedder.normalize import is_blank
 from heads.names import VERSION_NAME
+from heads.release_gate import DEFAULT_MARGIN
 from heads.serving_state import CANDIDATE_KEYS
 
 
@@ -124,6 +125,17 @@ Action = Literal[tuple(SERVING_REQUIRED)]
 CandidateKey = Literal[CANDIDATE_KEYS]
 
 
+def _gate_schema(action: str) -> dict:
+    """The contract of the gate's fields in an action's oneOf branch: if_better and margin belong to
+    promote; a promote's margin and min_items need if_better true (the validator below checks the same)."""
+    if action != "promote":
+        return {"not": {"anyOf": [{"required": ["if_better"]}, {"required": ["margin"]}]}}
+    return {
+        "if": {"anyOf": [{"required": ["margin"]}, {"required": ["min_items"]}]},
+        "then": {"required": ["if_better"], "properties": {"if_better": {"const": True}}},
+    }
+
+
 class ServingChange(BaseModel):
     """Operator only: a change of what serves; each action needs the fields its oneOf branch requires."""
 
@@ -131,7 +143,11 @@ class ServingChange(BaseModel):
         **REQUEST,
         json_schema_extra={
             "oneOf": [
-                {"properties": {"action": {"const": action}}, "required": ["action", *needs]}
+                {
+                    "properties": {"action": {"const": action}},
+                    "required": ["action", *needs],
+                    **_gate_schema(action),
+                }
                 for action, needs in SERVING_REQUIRED.items()
             ]
         },
@@ -143,6 +159,24 @@ class ServingChange(BaseModel):
     percent: float | MISSING = Field(MISSING, ge=0, le=100)
     key: CandidateKey | MISSING = MISSING
     reason: str | MISSING = Field(MISSING, max_length=MAX_REASON_CHARS)
+    # A gated promote (heads/gated_promotion.py): promoted only when the evidence says the version
+    # is not worse than the primary; 409 with the decision's numbers when refused.
+    if_better: bool | MISSING = Field(
+        MISSING, description="promote only: promote only if the evidence says the version is not worse (a gate)."
+    )
+    margin: float | MISSING = Field(
+        MISSING,
+        ge=0,
+        lt=1,
+        description=f"promote with if_better: accuracy the candidate may lose, a fraction ({DEFAULT_MARGIN}).",
+    )
+    # The bound sits inside the integer type: on the union with MISSING it would reach the JSON
+    # Schema as "ge", not as "minimum".
+    min_items: Annotated[int, Strict(), Field(ge=1), BeforeValidator(_integral)] | MISSING = Field(
+        MISSING,
+        description="guard: items a figure needs to count (50). promote with if_better: paired items a source of "
+        "evidence needs before it can promote (200).",
+    )
 
     @model_validator(mode="after")
     def _has_what_the_action_needs(self) -> ServingChange:
@@ -153,6 +187,13 @@ class ServingChange(BaseModel):
                 "{action} needs the field(s) {fields}",
                 {"action": self.action, "fields": ", ".join(missing)},
             )
+        gate_only = {"if_better", "margin"} & self.model_fields_set
+        if self.action != "promote" and gate_only:
+            raise PydanticCustomError(
+                "gate_fields", "{fields} apply to the action promote only", {"fields": ", ".join(sorted(gate_only))}
+            )
+        if self.action == "promote" and self.if_better is not True and {"margin", "min_items"} & self.model_fields_set:
+            raise PydanticCustomError("gate_fields", "margin and min_items of a promote need if_better: true", {})
         return self
 
 
@@ -174,6 +215,9 @@ class ErrorDetail(_Closed):
     code: str
     message: str
     request_id: str | None
+    decision: Untyped | MISSING = Field(
+        MISSING, description="gate_refused only: the release gate's decision, with its evidence and numbers."
+    )
 
 
 class Error(_Closed):
@@ -279,6 +323,16 @@ class Report(_Open):
     until: datetime
     versions: list[VersionReport]
     shadow_agreement: list[Untyped]
+    decisions: list[Untyped] | MISSING = Field(
+        MISSING,
+        description="The model's release decisions, oldest first (the newest 200): kind (gate, auto_rollback), "
+        "version, outcome, reason, and the evidence with its numbers. Not limited to the window.",
+    )
+    serving_history: list[Untyped] | MISSING = Field(
+        MISSING,
+        description="The serving states, oldest first, the current one last, each with updated_at and reason. "
+        "Not limited to the window.",
+    )
 
 
 class ServingState(_Open):
@@ -287,6 +341,9 @@ class ServingState(_Open):
     shadows: list[Untyped]
     candidate: Untyped | None
     fallback: str | None
+    decision: Untyped | MISSING = Field(
+        MISSING, description="Only the answer to a promote with if_better: the release gate's decision and evidence."
+    )
     updated_at: str | MISSING = MISSING
     reason: str | MISSING = MISSING
     history: list[Untyped] | MISSING = MISSING

@@ -57,6 +57,7 @@ class ServingChange:
     action: str
     options: dict  # version, fraction, percent, key: the keyword arguments of heads.serving_state.operation
     reason: str | None
+    gate: dict | None = None  # a gated promote: {"margin", "min_items"}, each given or None (the gate's default)
 
 
 def parse_predict(body: object, limits: Limits) -> PredictRequest:
@@ -81,7 +82,13 @@ def parse_serving_change(body: object) -> ServingChange:
     except ValidationError as exc:
         raise _refusal(exc, schemas.ServingChange) from None
     options = parsed.model_dump(include={"version", "fraction", "percent", "key"})  # MISSING ones are left out
-    return ServingChange(parsed.action, options, None if parsed.reason is MISSING else parsed.reason)
+    gate = None
+    if parsed.action == "promote" and parsed.if_better is True:
+        gate = {
+            name: None if value is MISSING else value
+            for name, value in (("margin", parsed.margin), ("min_items", parsed.min_items))
+        }
+    return ServingChange(parsed.action, options, None if parsed.reason is MISSING else parsed.reason, gate)
 
 
 def integer(value: object, field: str) -> int:
