@@ -17,6 +17,9 @@ Serving state (routers pick changes up without a restart; every change is record
     python -m heads ab MODEL --off
     python -m heads fallback MODEL VERSION | --off        # answers when the primary cannot
     python -m heads rollback MODEL                        # back to the state before the last change
+    python -m heads guard MODEL --window 10m [--max-error-rate R] [--max-reject-rate R]
+                      [--min-agreement A] [--min-items N]  # automatic rollback of the next promotions
+    python -m heads guard MODEL --off
 
 Monitoring (volume, labels, confidence, feedback accuracy, shadow agreement, drift):
     python -m heads report MODEL [--since D] [--until D] [--url http://router:8000] [--out DIR]
@@ -41,6 +44,7 @@ from heads import serving_state
 from heads.config import ConfigError, load_config, parse_config
 from heads.errors import HeadsError, RegistryError
 from heads.release_gate import DEFAULT_MARGIN, DEFAULT_MIN_ITEMS
+from heads.rollback_guard import make_guard, parse_duration
 
 DEFAULT_STORE = "var/models"
 
@@ -136,7 +140,7 @@ def _report(args: argparse.Namespace, store) -> int:
     return 0
 
 
-SERVING_COMMANDS = ("status", "promote", "shadow", "ab", "fallback", "rollback")
+SERVING_COMMANDS = ("status", "promote", "shadow", "ab", "fallback", "rollback", "guard")
 
 
 def _serving_change(args: argparse.Namespace):
@@ -155,6 +159,18 @@ def _serving_change(args: argparse.Namespace):
         if not args.off and not args.version:
             raise ConfigError("fallback needs VERSION or --off")
         return serving_state.operation("fallback_off" if args.off else "fallback", version=args.version)
+    if args.command == "guard":
+        if args.off:
+            return serving_state.operation("guard_off")
+        guard = make_guard(
+            window_s=parse_duration(args.window),
+            max_error_rate=args.max_error_rate,
+            max_reject_rate=args.max_reject_rate,
+            min_agreement=args.min_agreement,
+            min_items=args.min_items,
+            shadow_fraction=args.shadow_fraction,
+        )
+        return serving_state.operation("guard", guard=guard)
     return serving_state.operation(args.command, version=getattr(args, "version", None))
 
 
@@ -272,7 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     fallback.add_argument("model")
     fallback.add_argument("version", nargs="?")
     fallback.add_argument("--off", action="store_true")
-    for cmd in (prom, shadow, ab, fallback, sub.choices["rollback"]):
+    guard = sub.add_parser("guard", parents=[common], help="set or clear the automatic rollback of promotions")
+    guard.add_argument("model")
+    guard.add_argument("--window", default="10m", help="how long a new primary is watched: 90s, 10m, 2h (10m)")
+    guard.add_argument("--max-error-rate", type=float, help="roll back above this share of failed items")
+    guard.add_argument("--max-reject-rate", type=float, help="roll back above this share of reject-label answers")
+    guard.add_argument("--min-agreement", type=float, help="roll back below this agreement with the old primary")
+    guard.add_argument("--min-items", type=int, default=50, help="items a figure needs before it counts (50)")
+    guard.add_argument("--shadow-fraction", type=float, default=1.0, help="share of requests the old primary scores")
+    guard.add_argument("--off", action="store_true")
+    for cmd in (prom, shadow, ab, fallback, guard, sub.choices["rollback"]):
         cmd.add_argument("--reason", default="", help="recorded in the history")
     report = sub.add_parser("report", parents=[common], help="monitoring report as HTML with charts")
     report.add_argument("model")

@@ -7,6 +7,9 @@
       "candidate": {"version": "...", "percent": 10,        answers `percent`% of traffic, sticky
                     "key": "client_id"},                    per client (or per request: "request_id")
       "fallback":  "...",                                   answers when the primary cannot
+      "guard":     {"window_s": 600, "min_agreement": 0.7, ...}, opt-in automatic rollback, and
+      "watch":     {"version": ..., "previous": ..., "since": ...}  the promotion it watches
+                                                            (heads/rollback_guard.py); both optional
       "updated_at": "...", "reason": "...",
       "history":   [previous states, newest last]           what `rollback` returns to
     }
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from heads import layout
 from heads.errors import RegistryError
+from heads.rollback_guard import Guard, Watch, check_guard, describe_guard
 
 HISTORY_LIMIT = 50
 CANDIDATE_KEYS = ("client_id", "request_id")
@@ -52,6 +56,8 @@ class ServingState:
     shadows: tuple[Shadow, ...] = ()
     candidate: Candidate | None = None
     fallback: str | None = None
+    guard: Guard | None = None
+    watch: Watch | None = None
     updated_at: str = ""
     reason: str = ""
     history: tuple[dict, ...] = field(default=(), compare=False)
@@ -72,6 +78,11 @@ class ServingState:
             "updated_at": self.updated_at,
             "reason": self.reason,
         }
+        # Written only when set, so that states without them read and write as before.
+        if self.guard is not None:
+            data["guard"] = self.guard.to_dict()
+        if self.watch is not None:
+            data["watch"] = self.watch.to_dict()
         if with_history:
             data["history"] = list(self.history)
         return data
@@ -86,6 +97,8 @@ class ServingState:
             if candidate
             else None,
             fallback=data.get("fallback"),
+            guard=Guard.from_dict(data["guard"]) if data.get("guard") else None,
+            watch=Watch.from_dict(data["watch"]) if data.get("watch") else None,
             updated_at=data.get("updated_at", ""),
             reason=data.get("reason", ""),
             history=tuple(data.get("history", ())),
@@ -135,6 +148,8 @@ def check_state(state: ServingState, embedder_of: Callable[[str], str | None]) -
             raise RegistryError("the candidate must differ from the primary")
     if state.primary in {s.version for s in state.shadows}:
         raise RegistryError(f"{state.primary} is the primary: it cannot also be a shadow")
+    if state.guard is not None:
+        check_guard(state.guard)
     primary_embedder = embedder_of(state.primary)
     answering = [("shadow", s.version) for s in state.shadows]
     answering += [("candidate", state.candidate.version)] if state.candidate else []
@@ -165,15 +180,29 @@ def stamp(state: ServingState, previous: ServingState | None, reason: str) -> Se
 
 
 # --- the operations the CLI offers; each returns the new state from the current one ---------------
+# Every change but a promotion under a guard ends the watch of the last promotion (`watch=None`):
+# after an operator's change, nothing automatic may undo it.
 
 
-def promote(current: ServingState | None, version: str) -> ServingState:
+def promote(current: ServingState | None, version: str, *, now: dt.datetime | None = None) -> ServingState:
+    """`version` answers all traffic. Under a guard, the primary it replaces stays on as a shadow
+    and a watch opens on the promotion (heads/rollback_guard.py)."""
     if current is None:
         return ServingState(primary=version)
     shadows = tuple(s for s in current.shadows if s.version != version)
     candidate = None if current.candidate and current.candidate.version == version else current.candidate
     fallback = None if current.fallback == version else current.fallback
-    return dataclasses.replace(current, primary=version, shadows=shadows, candidate=candidate, fallback=fallback)
+    watch = None
+    if current.guard is not None and current.primary != version:
+        shadows = (
+            *(s for s in shadows if s.version != current.primary),
+            Shadow(current.primary, current.guard.shadow_fraction),
+        )
+        since = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+        watch = Watch(version=version, previous=current.primary, since=since)
+    return dataclasses.replace(
+        current, primary=version, shadows=shadows, candidate=candidate, fallback=fallback, watch=watch
+    )
 
 
 def set_shadow(current: ServingState | None, version: str, fraction: float | None) -> ServingState:
@@ -185,7 +214,7 @@ def set_shadow(current: ServingState | None, version: str, fraction: float | Non
         shadows.append(Shadow(version, fraction))
     elif len(shadows) == len(current.shadows):
         raise RegistryError(f"{version} is not a shadow")
-    return dataclasses.replace(current, shadows=tuple(shadows))
+    return dataclasses.replace(current, shadows=tuple(shadows), watch=None)
 
 
 def set_candidate(
@@ -194,13 +223,22 @@ def set_candidate(
     """Start (or change) an A/B test; version None ends it."""
     if current is None:
         raise RegistryError("the model has no primary yet: promote a version first")
-    return dataclasses.replace(current, candidate=Candidate(version, percent, key) if version else None)
+    return dataclasses.replace(current, candidate=Candidate(version, percent, key) if version else None, watch=None)
 
 
 def set_fallback(current: ServingState | None, version: str | None) -> ServingState:
     if current is None:
         raise RegistryError("the model has no primary yet: promote a version first")
-    return dataclasses.replace(current, fallback=version)
+    return dataclasses.replace(current, fallback=version, watch=None)
+
+
+def set_guard(current: ServingState | None, guard: Guard | None) -> ServingState:
+    """Set (or replace) the automatic-rollback guard; None removes it. Either ends a running watch."""
+    if current is None:
+        raise RegistryError("the model has no primary yet: promote a version first")
+    if guard is None and current.guard is None:
+        raise RegistryError("the model has no guard")
+    return dataclasses.replace(current, guard=guard, watch=None)
 
 
 def rollback(current: ServingState | None) -> ServingState:
@@ -211,7 +249,30 @@ def rollback(current: ServingState | None) -> ServingState:
     return dataclasses.replace(previous, history=current.history[:-1])
 
 
-ACTIONS = ("promote", "shadow", "unshadow", "ab", "ab_off", "fallback", "fallback_off", "rollback")
+class StateMoved(RegistryError):
+    """The watched promotion is no longer the current state: someone changed it since."""
+
+
+def undo_promotion(current: ServingState | None, watch: Watch) -> ServingState:
+    """The automatic rollback: the state from before the watched promotion, only while that
+    promotion is still the current state (same watch, same primary); StateMoved otherwise."""
+    if current is None or current.watch != watch or current.primary != watch.version:
+        raise StateMoved(f"the promotion of {watch.version} at {watch.since} is no longer the serving state")
+    return rollback(current)
+
+
+ACTIONS = (
+    "promote",
+    "shadow",
+    "unshadow",
+    "ab",
+    "ab_off",
+    "fallback",
+    "fallback_off",
+    "guard",
+    "guard_off",
+    "rollback",
+)
 
 
 def operation(
@@ -221,6 +282,7 @@ def operation(
     fraction: float = 1.0,
     percent: float | None = None,
     key: str = "client_id",
+    guard: Guard | None = None,
 ) -> tuple[Callable[[ServingState | None], ServingState], str, bool]:
     """(change, default reason, is_rollback) for one named action: the one table behind the CLI
     and the router's operator endpoint."""
@@ -245,4 +307,11 @@ def operation(
         return (lambda s: set_fallback(s, version)), f"fallback {version}", False
     if action == "fallback_off":
         return (lambda s: set_fallback(s, None)), "fallback off", False
+    if action == "guard":
+        if guard is None:
+            raise RegistryError("guard needs a policy (window and at least one bound)")
+        check_guard(guard)
+        return (lambda s: set_guard(s, guard)), f"guard {describe_guard(guard)}", False
+    if action == "guard_off":
+        return (lambda s: set_guard(s, None)), "guard off", False
     return rollback, "rollback", True
