@@ -346,3 +346,12 @@ def test_live_shadow_traffic_with_feedback_pairs_exactly_like_the_held_out_split
     assert information["agreement_without_feedback"]["compared"] == 0  # every item got feedback
     (accuracy,) = information["feedback_accuracy"]
     assert accuracy["version"] == primary and accuracy["with_feedback"] == len(rows)
+
+
+def test_http_gated_promote_fails_closed_when_the_database_is_unreachable(router, good):
+    """The router's database does not answer: no promotion on held-out evidence alone, a 503 to
+    retry, and nothing recorded (the gate never decided)."""
+    response = serving_call(router, {"action": "promote", "version": good[1], "if_better": True, "min_items": 100})
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "database_unavailable"
+    assert router.store.serving_version(MODEL) == good[0]
+    assert read_decisions(router.store.model_dir(MODEL)) == []
