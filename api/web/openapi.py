@@ -232,7 +232,7 @@ def openapi_document(settings: RouterSettings) -> dict:
                     "responses": {"200": _ok("The serving state.", "ServingState"), "404": _error("Unknown model.")},
                 },
                 "post": {
-                    "summary": "Operator only: change what serves (promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback)",
+                    "summary": "Operator only: change what serves (promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, guard, guard_off, rollback)",
                     "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "requestBody": {
                         "required": True,

@@ -92,7 +92,7 @@ def get_serving(model: str) -> Response:
 
 @routes.post("/v1/models/<model>/serving")
 def change_serving(model: str) -> Response:
-    """Operator only: promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, rollback.
+    """Operator only: promote, shadow, unshadow, ab, ab_off, fallback, fallback_off, guard, guard_off, rollback.
     A well-formed change that the model's versions or serving state do not allow is a 409."""
     rt = runtime()
     require_operator()

@@ -30,6 +30,7 @@ from api.core.requests import Limits
 from embedder.normalize import is_blank
 from heads.names import VERSION_NAME
 from heads.release_gate import DEFAULT_MARGIN
+from heads.rollback_guard import BOUNDS, MAX_WINDOW_S
 from heads.serving_state import CANDIDATE_KEYS
 
 
@@ -118,8 +119,11 @@ SERVING_REQUIRED = {
     "ab_off": (),
     "fallback": ("version",),
     "fallback_off": (),
+    "guard": ("window_s",),  # and at least one of the bounds (GUARD_BOUNDS)
+    "guard_off": (),
     "rollback": (),
 }
+GUARD_BOUNDS = {"guard": BOUNDS}  # an action that needs one or more of these fields
 MAX_REASON_CHARS = 500
 Action = Literal[tuple(SERVING_REQUIRED)]
 CandidateKey = Literal[CANDIDATE_KEYS]
@@ -146,6 +150,7 @@ class ServingChange(BaseModel):
                 {
                     "properties": {"action": {"const": action}},
                     "required": ["action", *needs],
+                    **({"anyOf": [{"required": [n]} for n in GUARD_BOUNDS[action]]} if action in GUARD_BOUNDS else {}),
                     **_gate_schema(action),
                 }
                 for action, needs in SERVING_REQUIRED.items()
@@ -170,12 +175,23 @@ class ServingChange(BaseModel):
         lt=1,
         description=f"promote with if_better: accuracy the candidate may lose, a fraction ({DEFAULT_MARGIN}).",
     )
+    # The guard action (automatic rollback of the next promotions, heads/rollback_guard.py): a
+    # bound left out is not checked.
+    window_s: float | MISSING = Field(MISSING, gt=0, le=MAX_WINDOW_S, description="How long a new primary is watched.")
+    max_error_rate: float | MISSING = Field(MISSING, ge=0, le=1, description="Roll back above this error rate.")
+    max_reject_rate: float | MISSING = Field(MISSING, ge=0, le=1, description="Roll back above this reject rate.")
+    min_agreement: float | MISSING = Field(
+        MISSING, ge=0, le=1, description="Roll back below this agreement with the previous primary on shadow traffic."
+    )
     # The bound sits inside the integer type: on the union with MISSING it would reach the JSON
     # Schema as "ge", not as "minimum".
     min_items: Annotated[int, Strict(), Field(ge=1), BeforeValidator(_integral)] | MISSING = Field(
         MISSING,
         description="guard: items a figure needs to count (50). promote with if_better: paired items a source of "
         "evidence needs before it can promote (200).",
+    )
+    shadow_fraction: float | MISSING = Field(
+        MISSING, gt=0, le=1, description="Share of requests the previous primary scores while watched (1)."
     )
 
     @model_validator(mode="after")
@@ -194,6 +210,12 @@ class ServingChange(BaseModel):
             )
         if self.action == "promote" and self.if_better is not True and {"margin", "min_items"} & self.model_fields_set:
             raise PydanticCustomError("gate_fields", "margin and min_items of a promote need if_better: true", {})
+        if self.action in GUARD_BOUNDS and not set(GUARD_BOUNDS[self.action]) & self.model_fields_set:
+            raise PydanticCustomError(
+                "action_needs",
+                "{action} needs at least one of the fields {fields}",
+                {"action": self.action, "fields": ", ".join(GUARD_BOUNDS[self.action])},
+            )
         return self
 
 
@@ -341,6 +363,10 @@ class ServingState(_Open):
     shadows: list[Untyped]
     candidate: Untyped | None
     fallback: str | None
+    guard: Untyped | MISSING = Field(MISSING, description="The automatic-rollback policy, when one is set.")
+    watch: Untyped | MISSING = Field(
+        MISSING, description="The guarded promotion being watched: version, previous (primary), since."
+    )
     decision: Untyped | MISSING = Field(
         MISSING, description="Only the answer to a promote with if_better: the release gate's decision and evidence."
     )

@@ -20,6 +20,7 @@ from api.errors import ApiError, InvalidRequest, PayloadTooLarge
 from api.web import schemas
 from api.web.schemas import MAX_REASON_CHARS, FeedbackRequest, not_blank_pattern
 from heads.names import VERSION_NAME
+from heads.rollback_guard import make_guard
 
 # What callers import from here (Limits, FeedbackRequest and not_blank_pattern live in schemas).
 __all__ = [
@@ -50,6 +51,7 @@ _JSON_TYPES = {
     dict: "object",
 }
 _INTEGER = TypeAdapter(schemas.JsonInteger)
+GUARD_FIELDS = {"window_s", "max_error_rate", "max_reject_rate", "min_agreement", "min_items", "shadow_fraction"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def parse_serving_change(body: object) -> ServingChange:
     except ValidationError as exc:
         raise _refusal(exc, schemas.ServingChange) from None
     options = parsed.model_dump(include={"version", "fraction", "percent", "key"})  # MISSING ones are left out
+    if parsed.action == "guard":
+        options["guard"] = make_guard(**parsed.model_dump(include=GUARD_FIELDS))
     gate = None
     if parsed.action == "promote" and parsed.if_better is True:
         gate = {
@@ -174,7 +178,7 @@ def _explain(error: ErrorDetails, model: type[BaseModel]) -> ApiError:
     if kind in _TYPES:
         return InvalidRequest(f"{field} must be {_TYPES[kind]}, got {json_type(value)}")
     if kind in _RANGES:
-        return InvalidRequest(f"{field} must be {_range(info)}, got {_shown(value)}")
+        return InvalidRequest(f"{field} must be {_range(info, context)}, got {_shown(value)}")
     if kind == "literal_error":
         return InvalidRequest(f"{field} must be one of {context['expected']}, got {_shown(value)}")
     if kind == "too_short":
@@ -193,10 +197,12 @@ def _shown(value: object) -> str:
     return json_type(value)
 
 
-def _range(info: FieldInfo) -> str:
+def _range(info: FieldInfo, context: dict) -> str:
     """The numbers a field admits, in words, from its constraints: "between 1 and 20" (integers),
-    "in (0, 1]" (other numbers), ">= 0" (one bound)."""
+    "in (0, 1]" (other numbers), ">= 0" (one bound). A bound inside the field's type (an integer
+    that may be MISSING) is not in its metadata: the error's context names the one it broke."""
     bounds = {name: getattr(item, name) for item in info.metadata for name in _SIGNS if hasattr(item, name)}
+    bounds = bounds or {name: context[name] for name in _SIGNS if name in context}
     if {"ge", "le"} <= bounds.keys() and info.annotation is int:
         return f"between {bounds['ge']} and {bounds['le']}"
     if bounds.keys() & {"ge", "gt"} and bounds.keys() & {"le", "lt"}:

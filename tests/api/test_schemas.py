@@ -85,8 +85,11 @@ def test_the_contract_and_the_validation_agree_on_serving_changes():
     bodies += [{"action": "promote", "version": "../x"}, {"action": "shadow", "version": "v", "fraction": 0}]
     bodies += [{"action": "shadow", "version": "v", "fraction": True}, {"action": "ab", "version": "v", "percent": 101}]
     bodies += [{"action": "ab", "version": "v", "percent": 1, "key": "x"}, {"action": "rollback", "version": None}]
+    bodies += [{"action": "guard", "window_s": 60}, {"action": "guard", "window_s": 60, "max_error_rate": 2}]
+    bodies += [{"action": "guard", "window_s": 60, "min_agreement": 0.5, "min_items": 0}]
     for action, needs in schemas.SERVING_REQUIRED.items():
         complete = {"action": action, "version": "v1.2_b", "percent": 50, "key": "request_id", "reason": "test"}
+        complete |= {"window_s": 60, "min_agreement": 0.5} if action == "guard" else {}
         bodies += [{"action": action, **{name: complete[name] for name in needs}}, complete]
         bodies += [{k: v for k, v in complete.items() if k != name} for name in needs]
     _agree("ServingChange", parse_serving_change, bodies)
