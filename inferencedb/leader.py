@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # Keys of the jobs elected this way (the migrations hold MIGRATION_LOCK_KEY while they run).
 DRIFT_LOCK_KEY = 7881702290596651365
+ROLLBACK_LOCK_KEY = 7881702290596651366  # the automatic rollback job (api/core/auto_rollback.py)
 
 
 class Leadership:

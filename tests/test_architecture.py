@@ -32,6 +32,8 @@ HEADS_FOR_SERVING = {
     "heads.mapped_weights",
     "heads.manifest",
     "heads.serving_state",
+    "heads.rollback_guard",  # the automatic rollback's policy and verdict (api/core/auto_rollback.py)
+    "heads.decisions",  # the release decisions it records
     "heads.gated_promotion",  # the gated promote of POST /v1/models/<model>/serving, and its parts:
     "heads.release_gate",
     "heads.paired_evidence",

@@ -35,6 +35,9 @@ TEXTS = Counter(
 )
 SHADOW_ERRORS = Counter("router_shadow_errors", "Shadow scorings that failed (the answer was not affected)", ["model"])
 ERRORS = Counter("router_errors", "Error responses by error code", ["code"])
+AUTO_ROLLBACKS = Counter(
+    "router_auto_rollbacks", "Guarded promotions undone by the automatic rollback, by tenant/model", ["model"]
+)
 LOG_ROWS = Counter(
     "router_inference_log_rows", "Inference-log rows by event (written, spooled, replayed, lost, ...)", ["event"]
 )

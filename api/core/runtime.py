@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from api.core import metrics
+from api.core.auto_rollback import AutoRollback
 from api.core.deadlines import Deadlines
 from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.monitoring import DriftMonitor, MonitoringLoop
@@ -28,7 +29,7 @@ from inferencedb.database import Database
 from inferencedb.feedback import FeedbackStore
 from inferencedb.inference_log import InferenceLog
 from inferencedb.keys import KeyStore
-from inferencedb.leader import DRIFT_LOCK_KEY, Leadership
+from inferencedb.leader import DRIFT_LOCK_KEY, ROLLBACK_LOCK_KEY, Leadership
 from inferencedb.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,15 @@ def build_runtime(settings: RouterSettings) -> Runtime:
     )
 
     heads.start_polling(settings.reload_interval_s, on_tick=lambda: metrics.publish_gauges(inference_log, heads))
-    monitoring = MonitoringLoop([centroids.flush, drift.run_if_due], on_stop=[drift.close]).start()
+    auto_rollback = AutoRollback(
+        database,
+        heads,
+        interval_s=settings.rollback_check_interval_s,
+        leadership=Leadership(settings.database_url, ROLLBACK_LOCK_KEY, name="rollback", timeout_s=5.0),
+    )
+    monitoring = MonitoringLoop(
+        [centroids.flush, drift.run_if_due, auto_rollback.run_if_due], on_stop=[drift.close, auto_rollback.close]
+    ).start()
     metrics.publish_gauges(inference_log, heads)
     keys = KeyStore(settings.database_url, snapshot=Path(settings.spool_dir) / "api-keys.json").start()
     limiter = TenantRateLimiter(

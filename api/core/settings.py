@@ -92,6 +92,11 @@ class RouterSettings(BaseSettings):
         description="how often workers scan every model although the store's generation did not move "
         "(retries models that failed to load; catches changes made around the registry)",
     )
+    rollback_check_interval_s: float = Field(
+        5.0,
+        description="how often the elected worker checks guarded promotions for an automatic rollback "
+        "(heads/rollback_guard.py); the monitoring loop runs at most once a second",
+    )
     max_texts: int = Field(64, description="most texts in one predict request (413 beyond)")
     max_text_chars: int = Field(10_000, description="longest text accepted, in characters (413 beyond)")
     max_body_bytes: int = Field(1_048_576, description="largest request body, checked before parsing (413 beyond)")
@@ -133,6 +138,7 @@ class RouterSettings(BaseSettings):
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
             "rescan_interval_s": self.rescan_interval_s > 0,
+            "rollback_check_interval_s": self.rollback_check_interval_s > 0,
             "db_timeout_s": self.db_timeout_s > 0,
             "max_texts": self.max_texts >= 1,
             "max_text_chars": self.max_text_chars >= 1,
