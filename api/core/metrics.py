@@ -33,6 +33,11 @@ TEXTS = Counter(
     "Texts answered, by model, version and role (primary, candidate, fallback)",
     ["model", "version", "role"],
 )
+EXPLANATIONS = Counter(
+    "router_explanations",
+    "Explain requests by tenant/model and status (never written as predictions)",
+    ["model", "status"],
+)
 SHADOW_ERRORS = Counter("router_shadow_errors", "Shadow scorings that failed (the answer was not affected)", ["model"])
 ERRORS = Counter("router_errors", "Error responses by error code", ["code"])
 AUTO_ROLLBACKS = Counter(

@@ -5,6 +5,8 @@ OpenAPI description and the README:
 
     predict    1 (one embedding call for up to max_texts texts)
     feedback   2 (a lookup of the prediction and an upsert)
+    explain    1 + ceil(words / max_texts) (one embedding call of the text and one variant per
+               word: every max_texts variants count as one more predict; 2 up to max_texts words)
     report     10 per day of the window, started days counted whole (six aggregate queries,
                each scanning every prediction of the model in the window)
 
@@ -28,6 +30,11 @@ from api.errors import ApiError
 PREDICT_COST = 1.0
 FEEDBACK_COST = 2.0
 REPORT_COST_PER_DAY = 10.0
+
+
+def explain_cost(words: int, max_texts: int) -> float:
+    """Tokens for explaining a text of `words` words (one variant each) with API_MAX_TEXTS = max_texts."""
+    return PREDICT_COST + math.ceil(words / max_texts)
 
 
 def report_cost(since: dt.datetime, until: dt.datetime) -> float:

@@ -1,8 +1,8 @@
 """The HTTP router: `gunicorn -c api/web/gunicorn_conf.py "api.web.app:create_app()"`.
 
-The app factory wires the runtime (api/core/runtime.py) to three blueprints (predictions, models,
-operations), and owns what every request shares: the request id, authentication (api/web/auth.py)
-and the one rendering of errors (api/errors.py).
+The app factory wires the runtime (api/core/runtime.py) to four blueprints (predictions,
+explanations, models, operations), and owns what every request shares: the request id,
+authentication (api/web/auth.py) and the one rendering of errors (api/errors.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from api.core.runtime import Runtime, build_runtime
 from api.core.settings import RouterSettings, router_settings
 from api.errors import ApiError, BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, from_database_error
-from api.web import auth, routes_models, routes_ops, routes_predict, schemas
+from api.web import auth, routes_explain, routes_models, routes_ops, routes_predict, schemas
 from api.web.responses import error_response
 from api.web.validation import check_request_id
 from inferencedb.errors import InferenceDbError
@@ -81,6 +81,6 @@ def create_app(settings: RouterSettings | None = None, *, runtime: Runtime | Non
         )
         return error_response(ApiError("internal error; the request id identifies it in the server log"))
 
-    for blueprint in (routes_predict.routes, routes_models.routes, routes_ops.routes):
+    for blueprint in (routes_predict.routes, routes_explain.routes, routes_models.routes, routes_ops.routes):
         app.register_blueprint(blueprint)
     return app

@@ -11,7 +11,7 @@ import functools
 
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from api.core.rate_limit import FEEDBACK_COST, PREDICT_COST, REPORT_COST_PER_DAY
+from api.core.rate_limit import FEEDBACK_COST, PREDICT_COST, REPORT_COST_PER_DAY, explain_cost
 from api.core.settings import RouterSettings
 from api.web import schemas
 from api.web.validation import REQUEST_ID
@@ -23,6 +23,7 @@ REF = "#/components/schemas/{model}"
 REQUESTS = (schemas.FeedbackRequest, schemas.ServingChange)  # and the predict request, built per Limits
 RESPONSES = (
     schemas.PredictResponse,
+    schemas.ExplainResponse,
     schemas.FeedbackResponse,
     schemas.ModelList,
     schemas.ModelSummary,
@@ -60,7 +61,12 @@ def _schemas(settings: RouterSettings) -> dict:
 
 @functools.cache
 def _generated_schemas(limits: schemas.Limits) -> dict:
-    models = (schemas.predict_request_model(limits), *REQUESTS, *RESPONSES)
+    models = (
+        schemas.predict_request_model(limits),
+        schemas.explain_request_model(limits.max_text_chars),
+        *REQUESTS,
+        *RESPONSES,
+    )
     _, generated = models_json_schema(
         [(model, "validation") for model in models], ref_template=REF, schema_generator=_ContractSchema
     )
@@ -141,6 +147,57 @@ def openapi_document(settings: RouterSettings) -> dict:
                         "429": _error(
                             "The tenant is over its rate limit, or the embedding service is overloaded; retry after Retry-After seconds."
                         ),
+                        "502": _error("The embedding service failed on this batch."),
+                        "503": _error(
+                            "The embedding service is unreachable, timed out, or runs another model than the head's."
+                        ),
+                    },
+                }
+            },
+            "/v1/models/{model}/explain": {
+                "post": {
+                    "summary": "Explain the label a model's primary gives one text: each word's contribution",
+                    "description": "Occlusion: a word's contribution is p(label | text) - p(label | text without "
+                    "the word), for the primary's most probable label; words are the whitespace-separated tokens "
+                    "of the normalised text (punctuation stays with its word), at most "
+                    f"{settings.explain_max_words}. The text and its variants are scored in one embedding call. "
+                    f"Counts as 1 + ceil(words / {settings.max_texts}) requests of the tenant's rate limit "
+                    f"({explain_cost(settings.max_texts, settings.max_texts):g} up to {settings.max_texts} words). "
+                    "Not written to the inference log: an explanation is not a prediction. X-Request-Timeout-Ms "
+                    "bounds it as it bounds predict, with no fallback.",
+                    "parameters": [
+                        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "X-Request-Timeout-Ms",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 60000},
+                            "description": "Deadline of the explanation (default as for predict); past it: 503.",
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": REF.format(model="ExplainRequest")}}},
+                    },
+                    "responses": {
+                        "200": {
+                            **_ok("The label and every word's contribution, in order.", "ExplainResponse"),
+                            "headers": {
+                                name: {"schema": {"type": "string"}} for name in ("X-Request-ID", "X-Model-Version")
+                            },
+                        },
+                        "404": _error("Unknown model."),
+                        "413": _error(
+                            f"Body over {settings.max_body_bytes} bytes, a text over {settings.max_text_chars} "
+                            f"characters or over {settings.explain_max_words} words."
+                        ),
+                        "422": _error(
+                            "Missing or unknown fields, wrong types, empty text, an invalid X-Request-Timeout-Ms."
+                        ),
+                        "429": _error(
+                            "The tenant is over its rate limit, or the embedding service is overloaded; retry after Retry-After seconds."
+                        ),
+                        "500": _error("The primary head failed."),
                         "502": _error("The embedding service failed on this batch."),
                         "503": _error(
                             "The embedding service is unreachable, timed out, or runs another model than the head's."

@@ -82,11 +82,7 @@ def predict_request_model(limits: Limits) -> type[BaseModel]:
     limits become constraints of the core schema, checked in pydantic-core's Rust with no Python
     per text, and of the JSON Schema, so the contract states them. With a context they would be
     Python validators on the hot path, invisible to the JSON Schema."""
-    text = Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=limits.max_text_chars, pattern=not_blank_pattern()),
-        Field(description="Not empty, and not only whitespace, control and format characters."),
-    ]
+    text = _text(limits.max_text_chars)
     return create_model(
         "PredictRequest",
         __config__=ConfigDict(
@@ -97,6 +93,27 @@ def predict_request_model(limits: Limits) -> type[BaseModel]:
         text=(text | MISSING, MISSING),
         texts=(list[text] | MISSING, Field(MISSING, min_length=1, max_length=limits.max_texts)),
         top_k=(JsonInteger, Field(limits.default_top_k, ge=1, le=limits.max_top_k)),
+    )
+
+
+def _text(max_chars: int) -> Any:
+    """A text to classify: at most `max_chars` characters, with something besides blanks."""
+    return Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=max_chars, pattern=not_blank_pattern()),
+        Field(description="Not empty, and not only whitespace, control and format characters."),
+    ]
+
+
+@functools.cache
+def explain_request_model(max_text_chars: int) -> type[BaseModel]:
+    """POST /v1/models/{model}/explain: {"text": ...}, one text as predict accepts it (built once per
+    limit, as the predict request is)."""
+    return create_model(
+        "ExplainRequest",
+        __config__=REQUEST,
+        __module__=__name__,
+        text=(_text(max_text_chars), ...),
     )
 
 
@@ -279,6 +296,27 @@ class PredictResponse(_Closed):
     )
     fallback: bool = Field(description="True when the fallback answered because the primary could not.")
     predictions: list[Prediction]
+    timings_ms: Timings
+
+
+class WordContribution(_Closed):
+    word: str
+    contribution: float = Field(
+        description="p(label | text) - p(label | text without this word): positive when the word supports the label."
+    )
+
+
+class ExplainResponse(_Closed):
+    model: str
+    version: str = Field(description="The primary version that was explained.")
+    request_id: str
+    label: str = Field(description="The primary's most probable class for the text.")
+    probability: Probability = Field(description="Its probability for the whole text.")
+    rejected: bool = Field(description="True when predict would answer the reject label instead (under the threshold).")
+    words: list[WordContribution] = Field(
+        description="Every whitespace-separated word of the normalised text, in order, with its contribution."
+    )
+    variants: int = Field(description="Texts scored besides the text itself (the text without each distinct word).")
     timings_ms: Timings
 
 

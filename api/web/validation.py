@@ -32,6 +32,7 @@ __all__ = [
     "integer",
     "json_type",
     "not_blank_pattern",
+    "parse_explain",
     "parse_feedback",
     "parse_predict",
     "parse_serving_change",
@@ -69,6 +70,15 @@ def parse_predict(body: object, limits: Limits) -> PredictRequest:
     except ValidationError as exc:
         raise _refusal(exc, model) from None
     return PredictRequest([parsed.text] if parsed.texts is MISSING else parsed.texts, parsed.top_k)
+
+
+def parse_explain(body: object, limits: Limits) -> str:
+    """The text to explain, held to the predict request's character limit."""
+    model = schemas.explain_request_model(limits.max_text_chars)
+    try:
+        return model.model_validate(body).text
+    except ValidationError as exc:
+        raise _refusal(exc, model) from None
 
 
 def parse_feedback(body: object) -> FeedbackRequest:
