@@ -44,9 +44,12 @@ class SlowFake:
 
     def __init__(self, inner, delay_s: float = 0.0):
         self.inner, self.delay_s, self.timeouts = inner, delay_s, []
+        self.slow_calls = 10**9  # calls that take delay_s; later ones are fast
 
     def embed(self, texts, *, timeout=None, scope=""):
         self.timeouts.append(timeout)
+        if len(self.timeouts) > self.slow_calls:
+            return self.inner.embed(texts, timeout=timeout, scope=scope)
         if self.delay_s > timeout:
             time.sleep(timeout)
             raise DeadlineExceeded("slow fake embedder")
@@ -97,3 +100,17 @@ def test_with_a_fallback_the_primary_leaves_its_reserve_and_the_fallback_answers
     assert len(slow.timeouts) == 3 and slow.timeouts[-1] <= 0.03 + 0.005
     assert router.sink.records[-1].status == "embedder_unavailable"
     assert fallback != router.store.serving_version("intents")
+
+
+def test_a_fallback_answer_inside_the_reserve_is_measured_into_the_next_reserve(router, slow):
+    fallback = set_fallback(router)
+    slow.delay_s, slow.slow_calls = 10.0, 1  # the primary's call is slow; the fallback's, fast
+    started = time.perf_counter()
+    response = post(router, "what is my balance", **{"X-Request-Timeout-Ms": "250"})
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    body = response.get_json()
+    assert response.status_code == 200 and body["variant"] == "fallback" and body["version"] == fallback
+    assert elapsed_ms < 1000  # around the deadline, not after the slow embedder's 10 s
+    assert slow.timeouts[0] <= 0.25 - 0.03 and slow.timeouts[1] <= 0.03 + 0.005  # the fallback ran in the reserve
+    deadlines = router.runtime.predictor.deadlines
+    assert deadlines.reserve_s("default", "intents", fallback) > 0.03  # floor + what the fallback took
