@@ -8,7 +8,8 @@
   reading each version's baseline from its manifest alone (no checksums, no weights).
 
 Both are best-effort statistics: a database outage delays them (sums are kept and merged into
-the next write), it never touches a prediction.
+the next write), it never touches a prediction. The loop also runs the automatic rollback of
+guarded promotions (api/core/auto_rollback.py), elected the same way with a lock of its own.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class DriftMonitor:
 
 
 class MonitoringLoop:
-    """Runs the database-bound monitoring work (centroid flushes, drift reports) every
+    """Runs the database-bound monitoring work (centroid flushes, drift reports, rollback checks) every
     `interval_s` on a thread of its own, so that a slow or hanging database never delays a hot
     reload or a request. Each job is bounded by the database's own timeout (inferencedb/database.py)."""
 

@@ -150,6 +150,25 @@ def test_a_version_that_disagrees_is_rolled_back_once_with_its_figures(db_router
     assert len(read_decisions(router.store.model_dir("intents"))) == 1 and rollbacks() == before + 1
 
 
+def test_only_the_elected_process_rolls_back(db_router, versions):
+    class Follower:
+        def held(self):
+            return False
+
+        def close(self):
+            pass
+
+    router, dsn = db_router
+    old, new, _ = versions
+    promote_under_guard(router, new, window_s=300, min_agreement=0.5, min_items=10)
+    answers(router, dsn, new, ["balance"] * 10, shadow=["bill_due"] * 10)
+    follower = AutoRollback(router.runtime.database, router.runtime.heads, interval_s=0.0, leadership=Follower())
+    follower.run_if_due()
+    assert router.store.serving_version("intents") == new
+    job(router).run_if_due()  # a lone process (no leadership) always runs
+    assert router.store.serving_version("intents") == old
+
+
 @pytest.mark.parametrize(
     ("guard", "rows", "reason"),
     [
