@@ -24,6 +24,10 @@ import threading
 from collections.abc import Mapping
 
 PEAK_DECAY = 0.95
+# The chosen head always keeps at least this share of the deadline: one pause of the process
+# (seconds, while the fallback answered) must not send every request to the fallback until the
+# peak has decayed.
+MAX_RESERVE_SHARE = 0.5
 
 
 class Deadlines:
@@ -50,9 +54,11 @@ class Deadlines:
             requested_s = ms / 1000 if ms is not None else self._default_s
         return min(requested_s, self._max_s)
 
-    def reserve_s(self, tenant: str, model: str, version: str) -> float:
-        """Seconds kept for the fallback `version` of `model` to answer."""
-        return self._floor_s + self._peaks.get((tenant, model, version), 0.0)
+    def reserve_s(self, tenant: str, model: str, version: str, budget_s: float | None = None) -> float:
+        """Seconds kept for the fallback `version` of `model` to answer; at most
+        MAX_RESERVE_SHARE of `budget_s` when given."""
+        reserve = self._floor_s + self._peaks.get((tenant, model, version), 0.0)
+        return reserve if budget_s is None else min(reserve, MAX_RESERVE_SHARE * budget_s)
 
     def observe(self, tenant: str, model: str, version: str, cost_s: float) -> None:
         """The fallback `version` answered `cost_s` seconds after the primary gave up."""

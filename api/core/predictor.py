@@ -306,7 +306,9 @@ class Predictor:
         scope = self.scope(tenant)
         fallback = serving.fallback if serving.fallback is not head else None
         # The chosen head must be done in time for the fallback to answer in its place.
-        own_deadline = deadline - (self.deadlines.reserve_s(tenant, model, fallback.version) if fallback else 0.0)
+        own_deadline = deadline - (
+            self.deadlines.reserve_s(tenant, model, fallback.version, budget_s) if fallback else 0.0
+        )
 
         embedded, spent, fallback_started = None, [], None
         try:

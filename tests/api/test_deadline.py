@@ -36,6 +36,8 @@ def test_the_reserve_is_the_floor_plus_a_decaying_peak_of_the_fallbacks_cost():
     deadlines.observe("t", "m", "v1", 0.001)  # and is forgotten gradually
     assert deadlines.reserve_s("t", "m", "v1") == pytest.approx(0.005 + 0.020 * PEAK_DECAY)
     assert deadlines.reserve_s("t", "m", "v2") == 0.005  # per fallback version
+    deadlines.observe("t", "m", "v1", 2.0)  # a pause of the process while the fallback answered
+    assert deadlines.reserve_s("t", "m", "v1", budget_s=0.150) == pytest.approx(0.075)  # the primary keeps half
 
 
 class SlowFake:
