@@ -70,16 +70,24 @@ class AutoRollback:
         if time.monotonic() < self._next_run:
             return
         self._next_run = time.monotonic() + self._interval
-        if self._leadership is not None and not self._leadership.held():
+        pending = [
+            (tenant, model, serving)
+            for (tenant, model), serving in self._heads.all_sets().items()
+            if serving.state.guard is not None
+            and serving.state.watch is not None
+            and (tenant, model, serving.state.watch) not in self._finished
+            # else loaded while the store was being changed: the next refresh settles it
+            and serving.primary.version == serving.state.watch.version
+        ]
+        # Nothing under watch (the usual case): no election either, so an idle deployment's
+        # workers do not open a database session every few seconds to ask for the lock.
+        if not pending or (self._leadership is not None and not self._leadership.held()):
+            self._progress.clear()
             return
         now = dt.datetime.now(dt.UTC)
         watched = set()
-        for (tenant, model), serving in self._heads.all_sets().items():
+        for tenant, model, serving in pending:
             state = serving.state
-            if state.guard is None or state.watch is None or (tenant, model, state.watch) in self._finished:
-                continue
-            if serving.primary.version != state.watch.version:
-                continue  # loaded while the store was being changed: the next refresh settles it
             key = (tenant, model, state.watch)
             watched.add(key)
             try:

@@ -169,6 +169,22 @@ def test_only_the_elected_process_rolls_back(db_router, versions):
     assert router.store.serving_version("intents") == old
 
 
+def test_with_nothing_under_watch_no_process_asks_for_the_lead(router):
+    asked = []
+
+    class Spy:
+        def held(self):
+            asked.append(1)
+            return True
+
+        def close(self):
+            pass
+
+    idle = AutoRollback(router.runtime.database, router.runtime.heads, interval_s=0.0, leadership=Spy())
+    idle.run_if_due()  # no model has a guard: nothing to watch, no database session either
+    assert asked == []
+
+
 @pytest.mark.parametrize(
     ("guard", "rows", "reason"),
     [
