@@ -46,10 +46,13 @@ class Database:
 
         return self._in_transaction(execute)
 
-    def insert_many(self, sql: str, rows: list[tuple]) -> None:
-        """Insert `rows` with one statement (`sql` holds one `VALUES %s`) in its own transaction."""
+    def insert_many(self, sql: str, rows: list[tuple], *, template: str | None = None) -> None:
+        """Insert `rows` with one statement (`sql` holds one `VALUES %s`) in its own transaction;
+        `template`: one row's placeholders, e.g. with casts (execute_values' template)."""
         if rows:
-            self._in_transaction(lambda cur: psycopg2.extras.execute_values(cur, sql, rows, page_size=len(rows)))
+            self._in_transaction(
+                lambda cur: psycopg2.extras.execute_values(cur, sql, rows, template=template, page_size=len(rows))
+            )
 
     def _in_transaction(self, work):
         conn = self._connection()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import psycopg2
 
 from inferencedb import centroids
+from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
 
 
@@ -12,7 +14,7 @@ class FlakyDatabase:
     def __init__(self, fail_on_call: int):
         self.calls, self.rows, self._fail_on = 0, [], fail_on_call
 
-    def insert_many(self, sql, rows):
+    def insert_many(self, sql, rows, *, template=None):
         self.calls += 1
         if self.calls == self._fail_on:
             raise DatabaseUnavailable("the inference database is unavailable (OperationalError)")
@@ -30,4 +32,22 @@ def test_a_flush_of_many_models_is_cut_into_statements_and_a_failure_loses_nothi
     assert accumulator.flush(force=True) == len(models) - centroids.ROWS_PER_STATEMENT
     assert sorted(row[2] for row in db.rows) == sorted(models)  # every model once, none lost
     last = next(row for row in db.rows if row[2] == models[-1])
-    assert last[4] == 3 and last[5] == [3.0, 3.0, 3.0]  # merged with the sums that were kept
+    assert last[4] == 3 and last[5] == "{3.0,3.0,3.0}"  # merged with the sums that were kept
+
+
+def test_the_sums_reach_postgresql_exactly(db):
+    database = Database(db)
+    accumulator = centroids.CentroidAccumulator(database)
+    rng = np.random.default_rng(7)
+    vectors = {f"m{i}": rng.standard_normal((3, 384)).astype(np.float32) for i in range(70)}  # two statements
+    for model, batch in vectors.items():
+        accumulator.add("acme", model, "v1", batch)
+    assert accumulator.flush(force=True) == 70
+    database.close()
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT model, n, vector_sum FROM embedding_centroids WHERE tenant = 'acme'")
+        stored = {model: (n, np.array(total)) for model, n, total in cur.fetchall()}
+    assert set(stored) == set(vectors)
+    for model, batch in vectors.items():
+        n, total = stored[model]
+        assert n == 3 and np.array_equal(total, batch.sum(axis=0, dtype=np.float64))  # float64, bit for bit
