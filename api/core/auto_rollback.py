@@ -72,7 +72,7 @@ class AutoRollback:
         self._next_run = time.monotonic() + self._interval
         pending = [
             (tenant, model, serving)
-            for (tenant, model), serving in self._heads.all_sets().items()
+            for (tenant, model), serving in self._heads.watched_sets().items()
             if serving.state.guard is not None
             and serving.state.watch is not None
             and (tenant, model, serving.state.watch) not in self._finished

@@ -65,6 +65,7 @@ class LiveHeads:
     def __init__(self, store: ModelStore):
         self.store = store
         self._serving: dict[str, LoadedServing] = {}
+        self._watched: frozenset[str] = frozenset()  # models whose promotion a rollback guard watches
         self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
         self._errors: dict[str, str] = {}
         self._seen: dict[str, tuple] = {}  # each model's entry in the store's fingerprint, as last read
@@ -79,6 +80,12 @@ class LiveHeads:
 
     def snapshot(self) -> dict[str, LoadedServing]:
         return self._serving
+
+    def watched(self) -> dict[str, LoadedServing]:
+        """The models whose latest promotion a rollback guard watches (heads/rollback_guard.py):
+        kept at each refresh, so the rollback job never looks at every model of a large store."""
+        serving = self._serving
+        return {m: serving[m] for m in self._watched if m in serving}
 
     @property
     def errors(self) -> dict[str, str]:
@@ -168,6 +175,7 @@ class LiveHeads:
             }
             recovered = [m for m in self._errors if m not in report.failed and (m in fresh or m == EVERY_MODEL)]
             self._serving, self._artifacts, self._errors = fresh, artifacts, dict(report.failed)
+            self._watched = frozenset(m for m, serving in fresh.items() if serving.state.watch is not None)
             self._seen = entries
         for line in report.loaded:
             log.info("serving %s/%s", self.store.root.name, line)

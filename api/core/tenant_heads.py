@@ -100,6 +100,10 @@ class TenantHeads:
         """What every model of every tenant serves, keyed (tenant, model)."""
         return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.snapshot().items()}
 
+    def watched_sets(self) -> dict[tuple[str, str], LoadedServing]:
+        """The models under a rollback guard's watch, keyed (tenant, model) (LiveHeads.watched)."""
+        return {(t, m): s for t, heads in self._tenants.items() for m, s in heads.watched().items()}
+
     @property
     def errors(self) -> dict[str, str]:
         """Why each model does not load, keyed "tenant/model"."""

@@ -121,6 +121,7 @@ def test_a_version_that_disagrees_is_rolled_back_once_with_its_figures(db_router
     old, new, _ = versions
     promote_under_guard(router, new, window_s=300, min_agreement=0.5, min_items=20)
     assert router.store.serving("intents").shadows[0].version == old  # kept on, to compare with
+    assert list(router.runtime.heads.watched_sets()) == [("default", "intents")]  # what the job looks at
     checker, before = job(router), rollbacks()
 
     answers(router, dsn, new, ["balance"] * 10, shadow=["bill_balance"] * 10)
@@ -133,6 +134,7 @@ def test_a_version_that_disagrees_is_rolled_back_once_with_its_figures(db_router
     assert state.primary == old and state.watch is None and state.shadows == ()
     assert state.reason == f"automatic rollback of {new} to {old}: agreement 0.250 < 0.5 over 40 items"
     assert router.runtime.heads.get("default", "intents").primary.version == old  # this worker, at once
+    assert router.runtime.heads.watched_sets() == {}  # the restored state holds no watch
     (decision,) = read_decisions(router.store.model_dir("intents"))
     assert (decision["kind"], decision["version"], decision["outcome"]) == ("auto_rollback", new, "rolled_back")
     assert decision["reason"] == state.reason
