@@ -81,6 +81,32 @@ class _Scored:
     head_ms: float
 
 
+# A slow or dead embedder sends every request of a model to its fallback: one log line per model
+# and cause this often, with the number of answers since, instead of one per request.
+FALLBACK_LOG_INTERVAL_S = 10.0
+
+
+class ThrottledLog:
+    """A warning logged at most once per `interval_s` for each key; the next one says how many
+    were left out in between."""
+
+    def __init__(self, logger: logging.Logger, *, interval_s: float):
+        self._log = logger
+        self._interval_s = interval_s
+        self._last: dict[object, tuple[float, int]] = {}  # key -> (when last logged, left out since)
+
+    def warn(self, key: object, message: str, *args) -> None:
+        now = time.monotonic()
+        last, skipped = self._last.get(key, (-self._interval_s, 0))
+        if now - last < self._interval_s:
+            self._last[key] = (last, skipped + 1)  # a race between threads only miscounts by one
+            return
+        self._last[key] = (now, 0)
+        if skipped:
+            message += f" ({skipped} more since the last such line)"
+        self._log.warning(message, *args)
+
+
 # Up to this many probabilities, one full sort beats a partition followed by a sort of the
 # partition (3 against 14 us for one text of 151 classes; 55 against 18 at 2,000).
 FULL_SORT_MAX = 512
@@ -154,6 +180,7 @@ class Predictor:
         self._sink = sink
         # The deadline of every answer; without per-model ones, `embed_timeout_s` for every model.
         self.deadlines = deadlines or Deadlines(default_s=embed_timeout_s)
+        self._fallback_log = ThrottledLog(log, interval_s=FALLBACK_LOG_INTERVAL_S)
         self._decimals = decimals
         self._on_shadow_error = on_shadow_error or (lambda model: None)
         self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
@@ -319,8 +346,13 @@ class Predictor:
                 self._log_failure(head, role, request.texts, error, context, started)
                 raise
             fallback_started = min(time.monotonic(), own_deadline)  # a late failure's lateness counts too
-            log.warning(
-                "model %s: %s failed (%s); answering with fallback %s", model, role, error.code, fallback.version
+            self._fallback_log.warn(
+                (tenant, model, error.code),
+                "model %s: %s failed (%s); answering with fallback %s",
+                model,
+                role,
+                error.code,
+                fallback.version,
             )
             try:
                 reuse = embedded if embedded is not None and embedded.model_id == fallback.embedder_id else None

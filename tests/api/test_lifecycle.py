@@ -142,3 +142,24 @@ def test_top_k_is_the_k_most_probable_classes_in_order_whichever_way_they_are_fo
     got = top_k_indices(probs, 5)
     expected = np.argsort(-probs, axis=1)[:, :5]
     assert got.shape == (rows, 5) and (got == expected).all()
+
+
+def test_the_fallback_warning_is_logged_once_per_interval_with_a_count(monkeypatch, caplog):
+    import logging
+
+    from api.core import predictor
+
+    clock = [1000.0]
+    monkeypatch.setattr(predictor.time, "monotonic", lambda: clock[0])
+    throttled = predictor.ThrottledLog(logging.getLogger("throttle-test"), interval_s=10.0)
+    with caplog.at_level(logging.WARNING, logger="throttle-test"):
+        for _ in range(5):
+            throttled.warn(("acme", "intents", "embedder_unavailable"), "model %s fell back", "intents")
+        throttled.warn(("acme", "other", "embedder_unavailable"), "model %s fell back", "other")  # its own key
+        clock[0] += 10.0
+        throttled.warn(("acme", "intents", "embedder_unavailable"), "model %s fell back", "intents")
+    assert [r.getMessage() for r in caplog.records] == [
+        "model intents fell back",
+        "model other fell back",
+        "model intents fell back (4 more since the last such line)",
+    ]
