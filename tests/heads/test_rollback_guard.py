@@ -5,7 +5,6 @@ through the CLI."""
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 
 import pytest
 
@@ -13,20 +12,11 @@ from heads import serving_state
 from heads.errors import RegistryError
 from heads.rollback_guard import Guard, Watch, breach, figures, make_guard, parse_duration
 from heads.serving_state import ServingState, Shadow
+from inferencedb.release_watch import ReleaseCounts as Counts  # what the job passes to breach()
 from tests.heads.test_serving import heads_cli, store, versions  # noqa: F401 - fixtures
 
 NOW = dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.UTC)
 GUARD = Guard(window_s=600, min_agreement=0.7, max_error_rate=0.1, min_items=10)
-
-
-@dataclass(frozen=True)
-class Counts:
-    asked: int = 0
-    failed: int = 0
-    answered: int = 0
-    rejected: int = 0
-    compared: int = 0
-    agreed: int = 0
 
 
 @pytest.mark.parametrize(
