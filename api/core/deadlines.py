@@ -10,8 +10,9 @@ gets the deadline minus a reserve, the time the fallback is expected to need to 
 place. The reserve is API_FALLBACK_RESERVE_MS (what the last steps of an answer cost besides
 the fallback: the rendering, the scheduling jitter of a busy worker) plus the fallback's cost as
 measured each time it answers: from the moment the primary gave up (its share of the deadline, or
-its failure if that came earlier) to the answer ready, so the lateness of a timed-out call (a
-starved gRPC timer thread) counts as well as the fallback's own work. The measure kept is a peak
+its failure if that came earlier) to the answer sent, so the lateness of a timed-out call (a
+starved gRPC timer thread) and the writing of the response count as well as the fallback's own
+work. The measure kept is a peak
 that decays by `PEAK_DECAY` per answer: one slow answer (a cold cache, a pause of the process)
 raises the reserve at once and is forgotten over the next few dozen. On an idle machine an n-gram
 fallback costs about a millisecond, so the primary loses only a few milliseconds of its budget;

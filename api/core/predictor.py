@@ -6,7 +6,7 @@ Which head answers comes from the model's serving set (api/core/live_heads.py):
 - the fallback, when the chosen head cannot answer (embedder unavailable, overloaded or past
   its share of the request's deadline, a head error); a fallback that needs no embedder keeps the
   endpoint answering during an embedder outage;
-- shadows score the same embeddings after the answer is sent (`PredictResult.shadow_job`), are
+- shadows score the same embeddings after the answer is sent (`PredictResult.after_sent`), are
   logged with role `shadow`, and can never change or fail the answer.
 
 One deadline covers the whole answer (api/core/deadlines.py): when the model has a fallback, the
@@ -69,8 +69,10 @@ class PredictResult:
     embed_ms: float
     head_ms: float
     total_ms: float  # from the request's arrival
-    shadow_job: Callable[[], None] | None = None  # run it after the response is sent
     deadline_ms: float = 0.0  # the deadline the whole answer had
+    # Run each, in order, once the response has been sent: the fallback's cost as the caller
+    # met it (api/core/deadlines.py), then the shadows' scoring.
+    after_sent: tuple[Callable[[], None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,11 +382,16 @@ class Predictor:
             )
             for i, r in enumerate(records)
         ]
-        shadow_job = (
-            self._shadow_job(serving, head, request, texts, scored.embedded, context) if serving.shadows else None
-        )
+        after_sent = []
         if fallback_started is not None:
-            self.deadlines.observe(tenant, model, head.version, time.monotonic() - fallback_started)
+            # Measured to the response sent, not to the answer ready: the rendering and the
+            # writing are part of what the reserve must leave time for.
+            version = head.version
+            after_sent.append(
+                lambda: self.deadlines.observe(tenant, model, version, time.monotonic() - fallback_started)
+            )
+        if serving.shadows:
+            after_sent.append(self._shadow_job(serving, head, request, texts, scored.embedded, context))
         return PredictResult(
             model,
             head.version,
@@ -394,8 +401,8 @@ class Predictor:
             embed_ms,
             scored.head_ms,
             total_ms,
-            shadow_job,
             budget_s * 1000,
+            tuple(after_sent),
         )
 
     def _shadow_job(self, serving: LoadedServing, answered: HeadArtifact, request, texts, embedded, context):

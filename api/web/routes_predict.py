@@ -83,8 +83,8 @@ def predict(model: str) -> Response:
     metrics.HEAD_SECONDS.labels(label).observe(result.head_ms / 1000)
     metrics.TEXTS.labels(label, result.version, result.role).inc(len(result.predictions))
     response = _render(result)
-    if result.shadow_job is not None:
-        response.call_on_close(result.shadow_job)  # after the answer is sent
+    for job in result.after_sent:
+        response.call_on_close(job)  # after the answer is sent
     return response
 
 

@@ -68,9 +68,11 @@ def slow(router):
 
 
 def post(router, text: str, **headers):
-    return router.client.post(
+    response = router.client.post(
         PREDICT, data=json.dumps({"text": text}), content_type="application/json", headers=headers
     )
+    response.close()  # the answer is sent: runs call_on_close, which measures the fallback's cost
+    return response
 
 
 def set_fallback(router) -> str:
@@ -116,3 +118,20 @@ def test_a_fallback_answer_inside_the_reserve_is_measured_into_the_next_reserve(
     assert slow.timeouts[0] <= 0.25 - 0.03 and slow.timeouts[1] <= 0.03 + 0.005  # the fallback ran in the reserve
     deadlines = router.runtime.predictor.deadlines
     assert deadlines.reserve_s("default", "intents", fallback) > 0.03  # floor + what the fallback took
+
+
+def test_the_fallback_cost_is_measured_to_the_answer_sent_not_to_the_answer_ready(router, slow):
+    fallback = set_fallback(router)
+    slow.delay_s, slow.slow_calls = 10.0, 1
+    deadlines = router.runtime.predictor.deadlines
+    response = router.client.post(
+        PREDICT,
+        data=json.dumps({"text": "what is my balance"}),
+        content_type="application/json",
+        headers={"X-Request-Timeout-Ms": "250"},
+    )
+    assert response.get_json()["variant"] == "fallback"
+    assert deadlines.reserve_s("default", "intents", fallback) == 0.03  # rendered, not yet sent: the floor
+    time.sleep(0.05)  # a slow write to the caller
+    response.close()  # sent
+    assert deadlines.reserve_s("default", "intents", fallback) > 0.03 + 0.05  # the writing counted
