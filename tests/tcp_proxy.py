@@ -16,8 +16,11 @@ import collections
 import contextlib
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -115,3 +118,76 @@ def _close(*socks: socket.socket | None) -> None:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class TcpProxyProcess:
+    """A TcpProxy in a process of its own, driven over a pipe: for a test that measures latency,
+    so that the proxy's threads do not take the measuring client's GIL or its core."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tcp_proxy", target_host, str(target_port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.port = int(self._command("port"))
+
+    def slow(self, delay_s: float) -> None:
+        self._command(f"slow {delay_s}")
+
+    def blackhole(self) -> None:
+        self._command("blackhole")
+
+    def forward(self) -> None:
+        self._command("forward")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> TcpProxyProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _command(self, line: str) -> str:
+        self._process.stdin.write(line + "\n")
+        self._process.stdin.flush()
+        answer = self._process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the proxy process exited (code {self._process.poll()})")
+        if answer.startswith("error:"):
+            raise ValueError(answer.strip())
+        return answer.strip()
+
+
+def _serve(target_host: str, target_port: int) -> None:
+    """One command per line on stdin (port | slow SECONDS | blackhole | forward), one answer line
+    each on stdout; end of input closes the proxy."""
+    with TcpProxy(target_host, target_port) as proxy:
+        for line in sys.stdin:
+            command, *args = line.split()
+            answer = "ok"
+            if command == "port":
+                answer = str(proxy.port)
+            elif command == "slow":
+                proxy.slow(float(args[0]))
+            elif command == "blackhole":
+                proxy.blackhole()
+            elif command == "forward":
+                proxy.forward()
+            else:
+                answer = f"error: unknown command {command!r}"
+            print(answer, flush=True)
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]))

@@ -16,7 +16,7 @@ from inferencedb.migrations import apply_migrations
 from tests.api.servers import RouterProcess
 from tests.api.test_e2e_lifecycle import store  # noqa: F401 - the real store plus an n-gram fallback
 from tests.db.helpers import wait_until
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxyProcess
 
 DEADLINE_MS = 150
 BOUND_MS = DEADLINE_MS + 5  # the bound
@@ -51,7 +51,7 @@ def test_a_slow_embedder_gets_fallback_answers_within_the_deadline(store, empty_
     apply_migrations(empty_db)
     key = create_key(empty_db, tenant="default")
     host, port = embedder_process.address.rsplit(":", 1)
-    with TcpProxy(host, int(port)) as proxy:
+    with TcpProxyProcess(host, int(port)) as proxy:  # its own process: the client measures alone
         env = {
             "DATABASE_URL": empty_db,
             "EMBEDDER_ADDRESS": f"127.0.0.1:{proxy.port}",
@@ -88,13 +88,14 @@ def test_a_slow_embedder_gets_fallback_answers_within_the_deadline(store, empty_
     assert router_ms[int(0.9 * len(router_ms)) - 1] <= BOUND_MS, figures
     assert router_ms[-1] <= DEADLINE_MS + 50, figures
     assert all(headers["X-Deadline-Ms"] == str(DEADLINE_MS) for _, _, headers, _ in slow)
-    # What the client sees adds gunicorn's parsing and the loopback transfer: about a millisecond on
-    # an idle machine, 10-30 ms when the client, the router and other test processes compete for
-    # the two cores. The client-side figures are asserted with that slack: they catch a router
-    # that waits for the slow embedder (about a second); the router's own figures above catch
-    # one that keeps no time for the fallback.
+    # What the client sees adds gunicorn's reading and parsing before the app, the writing after it
+    # and the loopback transfer: 2-4 ms on a quiet machine (the reserve covers the writing, since
+    # the fallback's cost is measured to the answer sent), up to tens of ms for a single answer when
+    # other processes take the two cores. Hence the bound on the median at the client, and
+    # a gross-failure limit on every answer: it catches a router that waits for the slow embedder
+    # (about a second); the router's own figures above catch one that keeps no time for the fallback.
     wall_ms = sorted(wall for *_, wall in slow)
-    assert statistics.median(wall_ms) <= BOUND_MS + 25, figures
+    assert statistics.median(wall_ms) <= BOUND_MS, figures
     assert wall_ms[-1] <= DEADLINE_MS + 100, figures
 
     assert patient[0] == 200 and patient[1]["variant"] == "primary" and patient[3] > 2 * EMBEDDER_DELAY_S * 1000
