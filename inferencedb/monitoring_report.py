@@ -17,6 +17,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,18 +43,25 @@ FROM predictions
 WHERE tenant = %(tenant)s AND model = %(model)s AND created_at >= %(since)s AND created_at < %(until)s
 GROUP BY 1, 2
 """
+# The drift inputs are written once, over every model of the window, grouped by (tenant, model,
+# ...): a model's report narrows them to its model (`_one_model`), and the drift monitor runs them
+# as they are, three queries whatever the number of models (`drift_inputs`).
 LABELS = """
-SELECT version, role, label, count(*)
+SELECT tenant, model, version, role, label, count(*)
 FROM predictions
-WHERE tenant = %(tenant)s AND model = %(model)s AND created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'
-GROUP BY 1, 2, 3
+WHERE created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'{model_filter}
+GROUP BY 1, 2, 3, 4, 5
 """
 CONFIDENCE = """
-SELECT version, role, least(floor(probability * 10), 9)::int, count(*)
+SELECT tenant, model, version, role, least(floor(probability * 10), 9)::int, count(*)
 FROM predictions
-WHERE tenant = %(tenant)s AND model = %(model)s AND created_at >= %(since)s AND created_at < %(until)s
-  AND status = 'ok' AND probability IS NOT NULL
-GROUP BY 1, 2, 3
+WHERE created_at >= %(since)s AND created_at < %(until)s
+  AND status = 'ok' AND probability IS NOT NULL{model_filter}
+GROUP BY 1, 2, 3, 4, 5
+"""
+CENTROIDS = """
+SELECT tenant, model, version, n, vector_sum FROM embedding_centroids
+WHERE bucket_start >= %(since)s AND bucket_start < %(until)s{model_filter}
 """
 AGREEMENT = """
 SELECT a.version, s.version, count(*), count(*) FILTER (WHERE a.label = s.label)
@@ -70,13 +78,6 @@ FROM answered_predictions p
 JOIN feedback f ON f.tenant = p.tenant AND f.request_id = p.request_id AND f.item_index = p.item_index
 WHERE p.tenant = %(tenant)s AND p.model = %(model)s AND p.created_at >= %(since)s AND p.created_at < %(until)s
 GROUP BY 1, 2
-"""
-ACTIVE_MODELS = """
-SELECT DISTINCT tenant, model FROM predictions WHERE created_at >= %(since)s AND created_at < %(until)s
-"""
-CENTROIDS = """
-SELECT version, n, vector_sum FROM embedding_centroids
-WHERE tenant = %(tenant)s AND model = %(model)s AND bucket_start >= %(since)s AND bucket_start < %(until)s
 """
 
 
@@ -151,10 +152,66 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def models_with_traffic(db: Database, since: dt.datetime, until: dt.datetime) -> set[tuple[str, str]]:
-    """(tenant, model) of every model with a prediction in [since, until): the only ones whose
-    report has anything to say."""
-    return {(tenant, model) for tenant, model in db.run(ACTIVE_MODELS, {"since": since, "until": until})}
+@dataclass
+class ObservedGroup:
+    """What a window shows of one (version, role): the labels of its answers, counted, and the
+    histogram of their confidence in BUCKETS buckets."""
+
+    labels: dict[str, int] = field(default_factory=dict)
+    confidence: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+
+
+@dataclass
+class ObservedModel:
+    """The drift inputs of one model over a window: per (version, role) what it answered, and per
+    version the count and sum of the embeddings the router saw (embedding_centroids)."""
+
+    groups: dict[tuple[str, str], ObservedGroup] = field(default_factory=dict)
+    centroid_sums: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)
+
+    def group(self, version: str, role: str) -> ObservedGroup:
+        return self.groups.setdefault((version, role), ObservedGroup())
+
+    def add_centroid(self, version: str, n: int, vector_sum) -> None:
+        total, summed = self.centroid_sums.get(version, (0, None))
+        vector = np.asarray(vector_sum)
+        self.centroid_sums[version] = (total + n, vector if summed is None else summed + vector)
+
+
+def drift_inputs(
+    db: Database, since: dt.datetime, until: dt.datetime, *, tenant: str | None = None, model: str | None = None
+) -> dict[tuple[str, str], ObservedModel]:
+    """{(tenant, model): its drift inputs over [since, until)} for every model with answers in the
+    window, or only for `tenant`'s `model`: three queries whatever the number of models."""
+    params = {"since": since, "until": until, "tenant": tenant, "model": model}
+    model_filter = "" if model is None else " AND tenant = %(tenant)s AND model = %(model)s"
+    observed: dict[tuple[str, str], ObservedModel] = defaultdict(ObservedModel)
+    for tenant_, model_, version, role, label, count in db.run(LABELS.format(model_filter=model_filter), params):
+        observed[tenant_, model_].group(version, role).labels[label] = count
+    for tenant_, model_, version, role, bucket, count in db.run(CONFIDENCE.format(model_filter=model_filter), params):
+        observed[tenant_, model_].group(version, role).confidence[bucket] = count
+    for tenant_, model_, version, n, vector_sum in db.run(CENTROIDS.format(model_filter=model_filter), params):
+        observed[tenant_, model_].add_centroid(version, n, vector_sum)
+    return dict(observed)
+
+
+def drift(observed: ObservedModel, version: str, role: str, baseline: dict) -> dict:
+    """The drift of `version` answering as `role` against its training `baseline` (the manifest's
+    "baseline"; {} gives no figures): PSI of the labels and of the confidence, and the cosine
+    distance of the live embedding centroid to the training one."""
+    group = observed.groups.get((version, role), ObservedGroup())
+    centroid = None
+    total, summed = observed.centroid_sums.get(version, (0, None))
+    if total and baseline.get("centroid"):
+        centroid = cosine_distance(summed / total, np.asarray(baseline["centroid"]))
+    return {
+        "label_psi": psi(group.labels, baseline.get("label_distribution", {})),
+        "confidence_psi": psi(
+            {str(i): c for i, c in enumerate(group.confidence)},
+            {str(i): c for i, c in enumerate(baseline.get("confidence_histogram", []))},
+        ),
+        "centroid_cosine_distance": centroid,
+    }
 
 
 def build_report(
@@ -170,69 +227,34 @@ def build_report(
     version's training baseline (the manifest's "baseline"), {} when the version is unknown: that
     version is then reported without drift."""
     params = {"tenant": tenant, "model": model, "since": since, "until": until}
-    groups: dict[tuple[str, str], dict] = {}
-
-    def group(version: str, role: str) -> dict:
-        return groups.setdefault(
-            (version, role),
-            {
-                "version": version,
-                "role": role,
-                "volume": 0,
-                "errors": 0,
-                "low_confidence": 0,
-                "labels": {},
-                "confidence": [0] * BUCKETS,
-            },
-        )
-
-    for version, role, volume, errors, low in db.run(COUNTS, params):
-        g = group(version, role)
-        g.update(volume=volume, errors=errors, low_confidence=low)
-    for version, role, label, count in db.run(LABELS, params):
-        group(version, role)["labels"][label] = count
-    for version, role, bucket, count in db.run(CONFIDENCE, params):
-        group(version, role)["confidence"][bucket] = count
+    counts = {(version, role): (volume, errors, low) for version, role, volume, errors, low in db.run(COUNTS, params)}
+    observed = drift_inputs(db, since, until, tenant=tenant, model=model).get((tenant, model), ObservedModel())
     feedback = {(v, r): (n, correct) for v, r, n, correct in db.run(FEEDBACK, params)}
-    centroid_sums: dict[str, list] = defaultdict(lambda: [0, None])
-    for version, n, vector_sum in db.run(CENTROIDS, params):
-        entry = centroid_sums[version]
-        entry[0] += n
-        entry[1] = np.asarray(vector_sum) if entry[1] is None else entry[1] + np.asarray(vector_sum)
 
     versions = []
-    for (version, role), g in sorted(groups.items()):
+    for version, role in sorted(set(counts) | set(observed.groups)):
+        volume, errors, low = counts.get((version, role), (0, 0, 0))
+        group = observed.groups.get((version, role), ObservedGroup())
         baseline = baseline_of(version)
-        answered = g["volume"] - g["errors"]
+        answered = volume - errors
         reject = baseline.get("reject_label")
         n_feedback, correct = feedback.get((version, role), (0, 0))
-        centroid = None
-        if version in centroid_sums and baseline.get("centroid"):
-            total, summed = centroid_sums[version]
-            centroid = cosine_distance(summed / total, np.asarray(baseline["centroid"])) if total else None
         versions.append(
             {
                 "version": version,
                 "role": role,
-                "volume": g["volume"],
-                "errors": g["errors"],
-                "label_distribution": dict(sorted(g["labels"].items())),
-                "confidence_histogram": g["confidence"],
-                "low_confidence_rate": g["low_confidence"] / answered if answered else None,
-                "rejected_rate": g["labels"].get(reject, 0) / answered if answered and reject else None,
+                "volume": volume,
+                "errors": errors,
+                "label_distribution": dict(sorted(group.labels.items())),
+                "confidence_histogram": group.confidence,
+                "low_confidence_rate": low / answered if answered else None,
+                "rejected_rate": group.labels.get(reject, 0) / answered if answered and reject else None,
                 "feedback": {
                     "count": n_feedback,
                     "correct": correct,
                     "accuracy": correct / n_feedback if n_feedback else None,
                 },
-                "drift": {
-                    "label_psi": psi(g["labels"], baseline.get("label_distribution", {})),
-                    "confidence_psi": psi(
-                        {str(i): c for i, c in enumerate(g["confidence"])},
-                        {str(i): c for i, c in enumerate(baseline.get("confidence_histogram", []))},
-                    ),
-                    "centroid_cosine_distance": centroid,
-                },
+                "drift": drift(observed, version, role, baseline),
             }
         )
     agreement = [

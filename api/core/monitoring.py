@@ -2,8 +2,9 @@
 
 - the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`), flushed once a
   minute;
-- `DriftMonitor`: every few minutes, the drift figures of each serving version over the last
-  hour (inferencedb/monitoring_report.py), published as Prometheus gauges. Computed once per
+- `DriftMonitor`: every few minutes, the drift figures of each version that answered in the last
+  hour (inferencedb/monitoring_report.py: three queries for all models together, not a report
+  per model), published as Prometheus gauges. Computed once per
   deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
   reading each version's baseline from its manifest alone (no checksums, no weights).
 
@@ -15,7 +16,6 @@ guarded promotions (api/core/auto_rollback.py), elected the same way with a lock
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import threading
 import time
@@ -25,7 +25,7 @@ from heads.errors import HeadsError
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
 from inferencedb.leader import Leadership
-from inferencedb.monitoring_report import build_report, models_with_traffic
+from inferencedb.monitoring_report import drift, drift_inputs
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +56,27 @@ class DriftMonitor:
             return
         until = dt.datetime.now(dt.UTC)
         try:
-            active = models_with_traffic(self._db, until - self._window, until)
+            observed = drift_inputs(self._db, until - self._window, until)
         except DatabaseUnavailable as exc:
             log.warning("drift skipped until the next run: %s", exc)
             return
-        # A model without predictions in the window has no drift to report: skipped, so the cost
-        # follows the traffic, not the number of models.
-        for tenant, model in [key for key in self._heads.all_sets() if key in active]:
+        # Only the models with answers in the window have drift to report, and their inputs come
+        # in three queries for all of them: the cost follows the traffic, not the number of models.
+        for tenant, model in [key for key in self._heads.all_sets() if key in observed]:
+            inputs = observed[tenant, model]
             try:
                 store = self._heads.store(tenant)
-                report = build_report(
-                    self._db,
-                    model,
-                    until - self._window,
-                    until,
-                    tenant=tenant,
-                    baseline_of=functools.partial(store.baseline, model),
-                )
-            except DatabaseUnavailable:
-                return
+                figures = [
+                    (version, role, drift(inputs, version, role, store.baseline(model, version)))
+                    for version, role in sorted(inputs.groups)
+                ]
             except HeadsError as exc:  # a version in the window no longer loads: the others go on
                 log.warning("drift of %s/%s skipped: %s", tenant, model, exc)
                 continue
-            for entry in report["versions"]:
-                for kind, value in entry["drift"].items():
+            for version, role, kinds in figures:
+                for kind, value in kinds.items():
                     if value is not None:
-                        metrics.DRIFT.labels(f"{tenant}/{model}", entry["version"], entry["role"], kind).set(value)
+                        metrics.DRIFT.labels(f"{tenant}/{model}", version, role, kind).set(value)
 
     def close(self) -> None:
         if self._leadership is not None:

@@ -1,49 +1,65 @@
-"""The drift monitor: one model whose report cannot be built never stops the others'."""
+"""The drift monitor: elected, for the models this router serves that answered in the window; one
+model whose baseline cannot be read never stops the others'."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from prometheus_client import REGISTRY
 
 from api.core import monitoring
 from heads.errors import ArtifactError
+from inferencedb.monitoring_report import ObservedModel, psi
 
 
 class Store:
+    def __init__(self):
+        self.asked = []
+
     def baseline(self, model, version):
-        return {}
+        self.asked.append((model, version))
+        if model == "broken":
+            raise ArtifactError("acme/broken/v2: cannot read manifest.json (Permission denied)")
+        return {"label_distribution": {"a": 0.5, "b": 0.5}}
 
 
 class Heads:
     root = "unused"
 
+    def __init__(self, store=None):
+        self._store = store or Store()
+
     def store(self, tenant):
-        return Store()
+        return self._store
 
     def all_sets(self):
         return {("acme", "broken"): None, ("acme", "fine"): None}
 
 
-def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypatch):
-    def build_report(db, model, since, until, *, tenant, baseline_of):
-        if model == "broken":
-            raise ArtifactError("acme/broken/v1: cannot read manifest.json (Permission denied)")
-        return {"versions": [{"version": "v2", "role": "primary", "drift": {"label_psi": 0.25}}]}
+def observed_inputs(*models):
+    """What drift_inputs gives for `models` of tenant acme: one primary v2 answering label a."""
+    inputs = {}
+    for model in models:
+        inputs["acme", model] = ObservedModel()
+        inputs["acme", model].group("v2", "primary").labels["a"] = 10
+    return lambda *a, **k: inputs
 
-    monkeypatch.setattr(monitoring, "build_report", build_report)
-    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "broken"), ("acme", "fine")})
+
+def test_a_model_whose_version_no_longer_loads_does_not_stop_the_others(monkeypatch):
+    monkeypatch.setattr(monitoring, "drift_inputs", observed_inputs("broken", "fine"))
     drift = monitoring.DriftMonitor(None, Heads(), interval_s=300.0, window=dt.timedelta(hours=1))
     drift._next_run = 0.0  # due now
     drift.run_if_due()
     labels = {"model": "acme/fine", "version": "v2", "role": "primary", "kind": "label_psi"}
-    assert REGISTRY.get_sample_value("router_drift", labels) == 0.25
+    # 10 answers of "a" against a baseline of a and b in halves
+    assert REGISTRY.get_sample_value("router_drift", labels) == pytest.approx(psi({"a": 10}, {"a": 1, "b": 1}))
+    assert REGISTRY.get_sample_value("router_drift", {**labels, "model": "acme/broken"}) is None
 
 
 def test_only_the_elected_process_computes_drift(monkeypatch):
-    built = []
-    monkeypatch.setattr(monitoring, "build_report", lambda *a, **k: built.append(a[1]) or {"versions": []})
-    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "broken"), ("acme", "fine")})
+    asked = []
+    monkeypatch.setattr(monitoring, "drift_inputs", lambda *a, **k: asked.append(a) or {})
 
     class Follower:
         def held(self):
@@ -55,18 +71,17 @@ def test_only_the_elected_process_computes_drift(monkeypatch):
     drift = monitoring.DriftMonitor(None, Heads(), leadership=Follower())
     drift._next_run = 0.0
     drift.run_if_due()
-    assert built == []
+    assert asked == []
     drift = monitoring.DriftMonitor(None, Heads(), leadership=None)  # a lone process always runs it
     drift._next_run = 0.0
     drift.run_if_due()
-    assert sorted(built) == ["broken", "fine"]
+    assert len(asked) == 1
 
 
-def test_drift_is_computed_only_for_models_with_traffic(monkeypatch):
-    built = []
-    monkeypatch.setattr(monitoring, "build_report", lambda *a, **k: built.append(a[1]) or {"versions": []})
-    monkeypatch.setattr(monitoring, "models_with_traffic", lambda *a: {("acme", "fine"), ("other", "gone")})
-    drift = monitoring.DriftMonitor(None, Heads())
+def test_drift_is_computed_only_for_the_models_this_router_serves(monkeypatch):
+    monkeypatch.setattr(monitoring, "drift_inputs", observed_inputs("fine", "elsewhere"))
+    store = Store()
+    drift = monitoring.DriftMonitor(None, Heads(store))
     drift._next_run = 0.0
     drift.run_if_due()
-    assert built == ["fine"]
+    assert store.asked == [("fine", "v2")]

@@ -9,7 +9,7 @@ import pytest
 from api.errors import from_database_error
 from heads import serving_state
 from inferencedb.errors import InferenceDbError, InvalidWindow
-from inferencedb.monitoring_report import parse_instant, parse_window, psi
+from inferencedb.monitoring_report import drift, drift_inputs, parse_instant, parse_window, psi
 from tests.db.helpers import clear_of_midnight, query, wait_until
 
 
@@ -210,6 +210,16 @@ def test_live_centroid_drift(db_router):
     (primary,) = [v for v in report["versions"] if v["role"] == "primary"]
     distance = primary["drift"]["centroid_cosine_distance"]
     assert distance is not None and 0 <= distance <= 2
+    # The drift monitor's inputs, read for all models at once, give the report's figures.
+    until = dt.datetime.fromisoformat(report["until"])
+    observed = drift_inputs(router.runtime.database, until - dt.timedelta(days=1), until)
+    store = router.store
+    assert {
+        (v["version"], v["role"]): drift(
+            observed["default", "intents"], v["version"], v["role"], store.baseline("intents", v["version"])
+        )
+        for v in report["versions"]
+    } == {(v["version"], v["role"]): v["drift"] for v in report["versions"]}
 
 
 def test_report_refuses_bad_parameters(db_router):

@@ -292,7 +292,7 @@ def test_service_roles_may_do_their_work_and_nothing_more(db):
 
 def test_the_drift_job_finds_the_models_with_traffic_in_its_window(db: str):
     from inferencedb.database import Database
-    from inferencedb.monitoring_report import models_with_traffic
+    from inferencedb.monitoring_report import drift_inputs
 
     now = datetime.now(UTC)
     conn = psycopg2.connect(db)
@@ -310,6 +310,9 @@ def test_the_drift_job_finds_the_models_with_traffic_in_its_window(db: str):
         conn.close()
     database = Database(db)
     try:
-        assert models_with_traffic(database, now - timedelta(hours=1), now) == {("acme", "fresh")}
+        observed = drift_inputs(database, now - timedelta(hours=1), now)
+        assert set(observed) == {("acme", "fresh")}
+        (group,) = observed["acme", "fresh"].groups.values()
+        assert group.labels == {"a": 2} and sum(group.confidence) == 2
     finally:
         database.close()
