@@ -50,7 +50,7 @@ _INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES %s ON CONFLICT
 _TEMPLATE = "(" + ", ".join(f"%s::{_CASTS[c]}" if c in _CASTS else "%s" for c in COLUMNS) + ")"
 _PARTITION_INTERVAL_S = 3600.0
 _PARTITION_RETRY_S = 60.0
-_WAKE_S = 0.05  # longest the writer blocks on the queue before looking at close()
+_WAKE_S = 0.05  # while gathering a batch, how often the writer drains what arrived and looks at close()
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,10 @@ class _Entry:
     row: dict
     segment: Segment | None
     size: int
+
+
+# What close() puts in the queue to wake a writer that waits for a first row: not a row.
+_WAKE_UP = _Entry({}, None, 0)
 
 
 def _is_data_error(error: BaseException) -> bool:
@@ -217,6 +221,8 @@ class InferenceLog:
         if self._closed:
             return
         self._closing.set()
+        with contextlib.suppress(queue.Full):  # a full queue wakes the writer by itself
+            self._queue.put_nowait(_WAKE_UP)
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout_s)
         # From here log() leaves rows in the journal by itself; one it queued just before is drained below.
@@ -509,8 +515,12 @@ class InferenceLog:
             self._next_replay = now + self._replay_interval_s
             self._replay_spool()
 
-    def _dequeue(self, timeout: float | None = None) -> _Entry:
+    def _dequeue(self, timeout: float | None = None) -> _Entry | None:
+        """The next queued row, waiting up to `timeout` (None: not at all); None for close()'s
+        wake-up. queue.Empty when there is none."""
         entry = self._queue.get(timeout=timeout) if timeout is not None else self._queue.get_nowait()
+        if entry is _WAKE_UP:
+            return None
         self._release(entry.size)
         return entry
 
@@ -518,15 +528,18 @@ class InferenceLog:
         entries: list[_Entry] = []
         while limit is None or len(entries) < limit:
             try:
-                entries.append(self._dequeue())
+                entry = self._dequeue()
             except queue.Empty:
                 break
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     def _take_batch(self, *, linger: bool) -> list[_Entry]:
         """Up to batch_size records: waits up to flush_interval_s for the first, then (lingering)
         gathers more until the batch is full or flush_interval_s has passed since the first.
-        Waits are sliced (_WAKE_S) so that close() is noticed at once whatever the interval.
+        The wait for the first row is one blocking `get`, which close() ends with its wake-up: an
+        idle writer wakes once per flush_interval_s (its housekeeping), not every _WAKE_S.
 
         While lingering the writer sleeps and drains what arrived at each slice's end instead of
         blocking on the queue: a blocked `get` is woken by every `put`, which made each request
@@ -535,11 +548,15 @@ class InferenceLog:
         batch: list[_Entry] = []
         deadline = time.monotonic() + self._flush_interval_s
         while not batch:
+            waiting = linger and not self._closing.is_set()
             try:
-                batch.append(self._dequeue(timeout=min(_WAKE_S, max(0.001, deadline - time.monotonic()))))
+                entry = self._dequeue(timeout=max(0.001, deadline - time.monotonic()) if waiting else None)
             except queue.Empty:
-                if not linger or self._closing.is_set() or time.monotonic() >= deadline:
-                    return []
+                return []
+            if entry is not None:
+                batch.append(entry)
+            elif not linger or self._closing.is_set():  # close()'s wake-up
+                return []
         deadline = time.monotonic() + self._flush_interval_s
         while len(batch) < self._batch_size:
             batch += self._drain_nowait(self._batch_size - len(batch))

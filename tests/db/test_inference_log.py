@@ -259,6 +259,24 @@ def test_close_flushes_what_is_queued(db: str, tmp_path: Path):
     assert spool_files(tmp_path) == []
 
 
+def test_an_idle_writer_sleeps_a_flush_interval_and_close_wakes_it(db: str, tmp_path: Path):
+    # With nothing queued the writer blocks for the whole flush interval (no wake-ups every
+    # few milliseconds: the idle router's CPU); close() must not wait for that interval to end.
+    inference_log = InferenceLog(db, spool_dir=tmp_path, batch_size=1, flush_interval_s=60).start()
+    inference_log.log(make_record(1))  # a full batch: written at once
+    wait_until(lambda: counts(db) == (1, 1))
+    time.sleep(0.2)  # the writer is back to waiting for a first row
+    waits = []
+    get = inference_log._queue.get
+    inference_log._queue.get = lambda *a, **k: waits.append(k.get("timeout")) or get(*a, **k)
+    time.sleep(0.5)
+    assert len(waits) <= 1  # at most the wait it was in, ended once by its timeout
+    started = time.monotonic()
+    inference_log.close(timeout_s=20)
+    assert time.monotonic() - started < 10  # woken, not after the 60 s interval
+    assert inference_log.stats().queue_depth == 0
+
+
 def test_close_while_the_database_is_down_spools_everything(tmp_path: Path):
     inference_log = InferenceLog(dead_dsn(), spool_dir=tmp_path, batch_size=100_000, flush_interval_s=60).start()
     inference_log.log_many(make_record(i) for i in range(2000))
