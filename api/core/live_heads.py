@@ -69,6 +69,7 @@ class LiveHeads:
         self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
         self._errors: dict[str, str] = {}
         self._seen: dict[str, tuple] = {}  # each model's entry in the store's fingerprint, as last read
+        self._fingerprint: tuple | None = None  # the whole fingerprint, as last read
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
 
     def get(self, model: str) -> LoadedServing:
@@ -144,6 +145,10 @@ class LiveHeads:
                 self._note(EVERY_MODEL, report.failed[EVERY_MODEL], exc)
                 self._errors = {**self._errors, **report.failed}
                 return report
+            if fingerprint == self._fingerprint and not force and not self._errors:
+                # The common rescan of a large store: nothing moved, found by one comparison in C
+                # instead of a Python step per model.
+                return RefreshReport()
             entries = {entry[0]: entry for entry in fingerprint}
             current = self._serving
             changed = [m for m, e in entries.items() if force or m in self._errors or self._seen.get(m) != e]
@@ -176,7 +181,7 @@ class LiveHeads:
             recovered = [m for m in self._errors if m not in report.failed and (m in fresh or m == EVERY_MODEL)]
             self._serving, self._artifacts, self._errors = fresh, artifacts, dict(report.failed)
             self._watched = frozenset(m for m, serving in fresh.items() if serving.state.watch is not None)
-            self._seen = entries
+            self._seen, self._fingerprint = entries, fingerprint
         for line in report.loaded:
             log.info("serving %s/%s", self.store.root.name, line)
         for model in recovered:
