@@ -5,6 +5,8 @@ with Retry-After): callers never see a driver exception and never wait longer th
 
 from __future__ import annotations
 
+import io
+
 import psycopg2
 import psycopg2.extras
 import psycopg2.pool
@@ -53,6 +55,12 @@ class Database:
             self._in_transaction(
                 lambda cur: psycopg2.extras.execute_values(cur, sql, rows, template=template, page_size=len(rows))
             )
+
+    def copy_binary(self, sql: str, data: bytes) -> None:
+        """Run `sql`, a `COPY ... FROM STDIN WITH (FORMAT binary)`, on `data` in its own
+        transaction: for rows whose text form costs more to write and parse than the rows are
+        worth (arrays of floats)."""
+        self._in_transaction(lambda cur: cur.copy_expert(sql, io.BytesIO(data)))
 
     def _in_transaction(self, work):
         conn = self._connection()
