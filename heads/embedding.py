@@ -42,7 +42,10 @@ class LocalEmbedder:
         from embedder.serve import build_service
         from embedder.settings import embedder_settings
 
-        self._service = build_service(embedder_settings(model=model, cache_size=cache_size, max_texts=CHUNK))
+        # One lane on every core: training embeds one chunk at a time, and the TensorFlow threads
+        # fixed here are those the heads then train with (one thread per lane would halve both).
+        settings = embedder_settings(model=model, cache_size=cache_size, max_texts=CHUNK, lanes=1)
+        self._service = build_service(settings)
         info = self._service.info
         self.identity = EmbedderIdentity(info.model_id, info.name, info.version, info.dim)
 

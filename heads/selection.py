@@ -10,6 +10,7 @@ validation scores are optimistic: the version's test figures are the ones to tru
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ from heads.trainer import KerasTrainer, NgramTrainer, TrainedHead
 # Cheapest to serve first: what an exact tie of the selection metric falls back to.
 SERVING_COST_ORDER = ("ngram", "logistic", "mlp", "ensemble")
 LOWER_IS_BETTER = {"log_loss"}
+JOINTLY_TRAINED = "member 0 of the ensemble, trained with it in one model: its seconds are the ensemble's"
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,33 @@ def resolve_metric(config: HeadConfig, candidates: list[Candidate]) -> str:
     return metric
 
 
-def choose(candidates: list[Candidate], metric: str) -> tuple[Candidate, str]:
-    """The best candidate by `metric` (ties to the cheaper family), and why."""
+def choose(candidates: list[Candidate], metric: str, ensemble_margin: float = 0.0) -> tuple[Candidate, str]:
+    """The best candidate by `metric` (ties to the cheaper family), and why. The ensemble, which
+    costs its members' weights and forward passes to serve, must beat the best other family by
+    `ensemble_margin`."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    best = max(candidates, key=lambda c: (sign * c.validation[metric], -SERVING_COST_ORDER.index(c.family)))
+
+    def best_of(group: list[Candidate]) -> Candidate:
+        return max(group, key=lambda c: (sign * c.validation[metric], -SERVING_COST_ORDER.index(c.family)))
+
     if len(candidates) == 1:
-        return best, f"the only family trained (model.type {best.family})"
+        return candidates[0], f"the only family trained (model.type {candidates[0].family})"
+    singles = [c for c in candidates if c.family != "ensemble"]
+    ensemble = next((c for c in candidates if c.family == "ensemble"), None)
+    best = best_of(singles) if singles else ensemble
+    lead = sign * (ensemble.validation[metric] - best.validation[metric]) if ensemble and singles else 0.0
+    if ensemble is not None and singles and lead >= ensemble_margin and lead > 0:
+        best = ensemble
     others = ", ".join(f"{c.family} {c.validation[metric]:.4f}" for c in candidates if c is not best)
-    tied = [c.family for c in candidates if c is not best and c.validation[metric] == best.validation[metric]]
     why = f"best validation {metric}: {best.validation[metric]:.4f} (against {others})"
+    if best is not ensemble and lead > 0:
+        why = (
+            f"validation {metric}: {best.family} {best.validation[metric]:.4f} (against {others}); the ensemble "
+            f"leads it by {lead:.4f}, under the {ensemble_margin:g} it needs to be kept for its serving cost"
+        )
+    elif best is ensemble and ensemble_margin > 0:
+        why += f"; it leads the best other family by {lead:.4f}, at least the {ensemble_margin:g} it needs"
+    tied = [c.family for c in candidates if c is not best and c.validation[metric] == best.validation[metric]]
     return best, why + (f"; tied with {', '.join(tied)}, and cheaper to serve" if tied else "")
 
 
@@ -151,17 +171,24 @@ def train_and_select(
     labels: tuple[str, ...],
     policy: str,
 ) -> Selection:
-    candidates: list[Candidate] = []
+    trained: dict[str, TrainedHead] = {}
+    settings: dict[str, dict] = {}
     for family, trainer in trainers.items():
-        if family == "ensemble" and "mlp" in trainers:  # its member 0 is the "mlp" candidate's network
-            first = next(c.trained for c in candidates if c.family == "mlp")
-            trained = trainer.fit(x_train, y_train, x_val, y_val, len(labels), first_member=first)
-        else:
-            trained = trainer.fit(x_train, y_train, x_val, y_val, len(labels))
-        settings = trainer.spec.describe() if isinstance(trainer, KerasTrainer) else {"family": family}
+        keras = isinstance(trainer, KerasTrainer)
+        settings[family] = trainer.spec.for_rows(len(y_train)).describe() if keras else {"family": family}
+        if family == "mlp" and "ensemble" in trainers:
+            continue  # the ensemble's member 0, trained with it
         if family == "ensemble" and "mlp" in trainers:
-            settings["member_0"] = "the mlp candidate (its training_seconds count the other members only)"
-        candidates.append(calibrate(family, trained, x_val, y_val, labels, config, policy, settings))
+            joint = trainer.fit_members(x_train, y_train, x_val, y_val, len(labels))
+            trained["ensemble"] = joint.ensemble
+            trained["mlp"] = dataclasses.replace(joint.members[0], seconds=0.0)
+            settings["mlp"]["trained_as"] = JOINTLY_TRAINED
+        else:
+            trained[family] = trainer.fit(x_train, y_train, x_val, y_val, len(labels))
+    candidates = [
+        calibrate(family, trained[family], x_val, y_val, labels, config, policy, settings[family])
+        for family in trainers
+    ]
     metric = resolve_metric(config, candidates)
-    chosen, reason = choose(candidates, metric)
+    chosen, reason = choose(candidates, metric, config.selection.ensemble_margin)
     return Selection(chosen, tuple(candidates), metric, reason)

@@ -12,6 +12,7 @@ embeddings for the dense families, texts for "ngram" (`needs_embeddings` tells t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -20,8 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from heads.config import DEFAULT_LEARNING_RATE, ArchitectureConfig, HeadConfig, TrainingConfig
+from heads.config import (
+    ArchitectureConfig,
+    HeadConfig,
+    TrainingConfig,
+    default_batch_size,
+    default_learning_rate,
+)
 from heads.ensemble import merge_members
+from heads.members import build_model, early_stopping_callback, export_members, member_weights, smoothed_targets
 from heads.network import DenseHead, softmax
 from heads.ngram import NgramFeaturizer, NgramHead, SparseRows
 
@@ -34,8 +42,9 @@ class TrainedHead:
     best_epoch: int
     seconds: float
     keras_model: object  # kept so tests can compare Keras and numpy outputs (None for "ngram")
-    # The trainer's own probabilities on the validation split, from its training-time forward
-    # pass with the weights it kept: tests compare them with the exported head's.
+    # The probabilities on the validation split with the weights kept: for "ngram", from the
+    # trainer's own forward pass (tests compare them with the exported head's); for the dense
+    # families, from the exported head (heads/members.py keeps the weights outside Keras).
     validation_probabilities: np.ndarray
 
 
@@ -53,7 +62,14 @@ class DenseSpec:
     activation: str
     dropout: float
     members: int
-    learning_rate: float
+    learning_rate: float | None  # None: `default_learning_rate` for the batch size
+    batch_size: int | None = None  # None: `default_batch_size` for the training rows
+
+    def for_rows(self, training_rows: int) -> DenseSpec:
+        """The spec as it trains on `training_rows` rows: its batch size and rate filled in."""
+        batch = self.batch_size or default_batch_size(self.family, training_rows)
+        rate = self.learning_rate or default_learning_rate(self.family, batch)
+        return dataclasses.replace(self, batch_size=batch, learning_rate=rate)
 
     def describe(self) -> dict:
         return {
@@ -63,6 +79,7 @@ class DenseSpec:
             "dropout": self.dropout,
             "members": self.members,
             "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
         }
 
 
@@ -71,19 +88,36 @@ def dense_spec(architecture: ArchitectureConfig, training: TrainingConfig, famil
     an ensemble has `ensemble_members` copies of the configured network."""
     hidden = () if family == "logistic" else architecture.hidden_layers
     members = architecture.ensemble_members if family == "ensemble" else 1
-    rate = training.learning_rate or DEFAULT_LEARNING_RATE[family]
-    return DenseSpec(family, tuple(hidden), architecture.activation, architecture.dropout, members, rate)
+    return DenseSpec(
+        family,
+        tuple(hidden),
+        architecture.activation,
+        architecture.dropout,
+        members,
+        training.learning_rate,
+        training.batch_size,
+    )
 
 
 # Training steps run per call into TensorFlow: the same updates as one step per call (the weights
 # are identical), with the per-step Python overhead paid once per 32 (CLINC150's MLP: 45 -> 34 s).
 STEPS_PER_EXECUTION = 32
+# What a stalled validation loss multiplies the rate by (training.learning_rate_patience).
+LEARNING_RATE_FACTOR = 0.2
+
+
+@dataclass(frozen=True)
+class TrainedMembers:
+    """An ensemble trained as one model (heads/members.py): the folded head, and each member alone."""
+
+    ensemble: TrainedHead
+    members: tuple[TrainedHead, ...]
 
 
 class KerasTrainer:
-    """A dense head family trained with Keras on precomputed embeddings. An ensemble's members are
-    trained one after another with seeds seed, seed + 1, ... (member 0 is exactly the "mlp"
-    family's network, which `fit` can reuse) and exported as one head (heads/ensemble.py)."""
+    """A dense head family trained with Keras on precomputed embeddings. An ensemble's members
+    (seeded by the config's seed) are trained side by side as one model (heads/members.py) and
+    exported as one head (heads/ensemble.py); a single network is the one-member case."""
 
     needs_embeddings = True
 
@@ -92,94 +126,147 @@ class KerasTrainer:
         self.training = training
 
     def build(self, input_dim: int, num_classes: int):
+        """The Keras model: embeddings [batch, input_dim] -> logits [batch, members, classes]."""
+        spec = self.spec
+        return build_model(input_dim, num_classes, spec.members, spec.hidden_layers, spec.activation, spec.dropout)
+
+    def _rate_schedule(self) -> list:
+        """Keras's ReduceLROnPlateau on the members' mean validation loss (which `stopping`, the
+        callback before it, puts into the logs), or nothing for a constant rate."""
         import keras
 
-        inputs = keras.Input((input_dim,), name="embedding")
-        x = inputs
-        for i, units in enumerate(self.spec.hidden_layers):
-            x = keras.layers.Dense(units, activation=self.spec.activation, name=f"hidden_{i}")(x)
-            if self.spec.dropout:
-                x = keras.layers.Dropout(self.spec.dropout, name=f"dropout_{i}")(x)
-        logits = keras.layers.Dense(num_classes, name="logits")(x)
-        return keras.Model(inputs, logits)
+        if not self.training.learning_rate_patience:
+            return []
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=LEARNING_RATE_FACTOR,
+                patience=self.training.learning_rate_patience,
+                min_delta=self.training.early_stopping_min_delta,
+            )
+        ]
 
     def fit(
-        self,
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
-        num_classes: int,
-        *,
-        first_member: TrainedHead | None = None,
+        self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int
     ) -> TrainedHead:
-        """`first_member`: an already trained network of this spec and seed (the "mlp" candidate),
-        used as an ensemble's member 0 instead of training it again."""
-        members = [first_member] if first_member is not None else []
-        for j in range(len(members), self.spec.members):
-            members.append(self._fit_one(x_train, y_train, x_val, y_val, num_classes, self.training.seed + j))
-        if len(members) == 1:
-            return members[0]
-        head = merge_members([m.head for m in members])
-        val_probs = softmax(np.asarray(head.logits(x_val), np.float64))
-        seconds = sum(m.seconds for m in members[1 if first_member is not None else 0 :])
-        first = members[0]  # its history stands for the members'
-        return TrainedHead(head, first.history, first.epochs_run, first.best_epoch, seconds, None, val_probs)
+        return self.fit_members(x_train, y_train, x_val, y_val, num_classes).ensemble
 
-    def _fit_one(
-        self,
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
-        num_classes: int,
-        seed: int,
-    ) -> TrainedHead:
+    def fit_members(
+        self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, num_classes: int
+    ) -> TrainedMembers:
+        """Train every member at once; each member's own history, epochs and best weights."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
         import tensorflow as tf
 
-        keras.utils.set_random_seed(seed)
+        _use_every_core(tf)
+        keras.utils.set_random_seed(self.training.seed)
         tf.config.experimental.enable_op_determinism()
+        spec = self.spec.for_rows(len(x_train))
+        members, smoothing = spec.members, self.training.label_smoothing
         model = self.build(x_train.shape[1], num_classes)
         model.compile(
-            optimizer=keras.optimizers.Adam(self.spec.learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=self.training.label_smoothing),
-            metrics=["accuracy"],
+            optimizer=keras.optimizers.Adam(spec.learning_rate),
+            loss=_summed_member_loss(smoothing, num_classes),
+            metrics=[
+                f(j) for j in range(members) for f in (_member_loss_metric(smoothing, num_classes), _member_accuracy)
+            ],
             steps_per_execution=STEPS_PER_EXECUTION,
         )
-        callbacks = [_progress_bar(self.training.epochs, self.spec.family)]
-        if self.training.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.training.early_stopping_patience, restore_best_weights=True
-                )
-            )
+        stopping = early_stopping_callback(
+            member_weights,
+            x_val,
+            smoothed_targets(y_val, num_classes, smoothing),
+            self.training.early_stopping_patience,
+            self.training.early_stopping_min_delta,
+        )
+        weights = (
+            np.array([balanced_class_weights(y_train, num_classes).get(i, 0.0) for i in range(num_classes)], np.float32)
+            if self.training.class_weight == "balanced"
+            else np.ones(num_classes, np.float32)
+        )
         started = time.perf_counter()
         result = model.fit(
             x_train,
             keras.utils.to_categorical(y_train, num_classes),
-            validation_data=(x_val, keras.utils.to_categorical(y_val, num_classes)),
+            sample_weight=weights[y_train],
             epochs=self.training.epochs,
-            batch_size=self.training.batch_size,
-            class_weight=balanced_class_weights(y_train, num_classes)
-            if self.training.class_weight == "balanced"
-            else None,
+            batch_size=spec.batch_size,
             shuffle=True,
             verbose=0,
-            callbacks=callbacks,
+            callbacks=[stopping, *self._rate_schedule(), _progress_bar(self.training.epochs, self.spec.family)],
         )
         seconds = time.perf_counter() - started
-        history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
-        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-        head = DenseHead(
-            weights=tuple(np.asarray(layer.kernel.numpy(), np.float32) for layer in dense),
-            biases=tuple(np.asarray(layer.bias.numpy(), np.float32) for layer in dense),
-            activation=self.spec.activation,
+        kept, best_epochs = stopping.kept_weights()
+        heads = export_members(kept, self.spec.activation)
+        trained = []
+        for j, head in enumerate(heads):
+            history = {
+                "loss": [float(v) for v in result.history[f"member_{j}_loss"]],
+                "accuracy": [float(v) for v in result.history[f"member_{j}_accuracy"]],
+                "val_loss": [epoch[j] for epoch in stopping.val_loss],
+                "val_accuracy": [epoch[j] for epoch in stopping.val_accuracy],
+            }
+            val_probs = softmax(np.asarray(head.logits(x_val), np.float64))
+            epochs = len(history["val_loss"])
+            trained.append(TrainedHead(head, history, epochs, best_epochs[j], seconds, model, val_probs))
+        if members == 1:
+            return TrainedMembers(trained[0], tuple(trained))
+        ensemble = merge_members(heads)
+        val_probs = softmax(np.asarray(ensemble.logits(x_val), np.float64))
+        first = trained[0]  # its history stands for the members'
+        folded = TrainedHead(ensemble, first.history, first.epochs_run, first.best_epoch, seconds, model, val_probs)
+        return TrainedMembers(folded, tuple(trained))
+
+
+def _use_every_core(tf) -> None:
+    """One TensorFlow op on every core this process may use: left alone, TensorFlow ran the
+    training's matrix products on one thread of two here. Once TensorFlow has run an op its threads
+    are fixed (an in-process embedder fixes them first, heads/embedding.py), and stay as they are."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+    except RuntimeError:
+        pass
+
+
+def _summed_member_loss(smoothing: float, num_classes: int):
+    """Keras loss: per row, the sum over members of their label-smoothed cross-entropies. No
+    gradient crosses between members: each is trained as it would be alone."""
+    import keras
+
+    def loss(y_true, logits):  # y_true [batch, classes] one-hot; logits [batch, members, classes]
+        targets = y_true * (1.0 - smoothing) + smoothing / num_classes
+        log_probs = keras.ops.log_softmax(logits, axis=-1)
+        return -keras.ops.sum(targets[:, None, :] * log_probs, axis=(1, 2))
+
+    return loss
+
+
+def _member_loss_metric(smoothing: float, num_classes: int):
+    def for_member(j: int):
+        import keras
+
+        def member_loss(y_true, logits):
+            targets = y_true * (1.0 - smoothing) + smoothing / num_classes
+            return -keras.ops.sum(targets * keras.ops.log_softmax(logits[:, j, :], axis=-1), axis=-1)
+
+        member_loss.__name__ = f"member_{j}_loss"
+        return member_loss
+
+    return for_member
+
+
+def _member_accuracy(j: int):
+    import keras
+
+    def member_accuracy(y_true, logits):
+        return keras.ops.cast(
+            keras.ops.argmax(logits[:, j, :], axis=-1) == keras.ops.argmax(y_true, axis=-1), "float32"
         )
-        val_loss = history.get("val_loss", [0.0])
-        val_probs = softmax(np.asarray(model.predict(x_val, batch_size=1024, verbose=0), np.float64))
-        return TrainedHead(head, history, len(val_loss), int(np.argmin(val_loss)) + 1, seconds, model, val_probs)
+
+    member_accuracy.__name__ = f"member_{j}_accuracy"
+    return member_accuracy
 
 
 def _epoch_bar(epochs: int, what: str = "") -> tqdm:
@@ -310,6 +397,7 @@ class NgramTrainer:
             np.zeros(num_classes, np.float32),
         )
         optimizer = LazyAdam(self.training.learning_rate, head.weights, head.bias)
+        batch_size = self.training.batch_size or default_batch_size("ngram", len(train))
         rng = np.random.default_rng(self.training.seed)
         patience = self.training.early_stopping_patience
         history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
@@ -318,8 +406,8 @@ class NgramTrainer:
         for _ in range(self.training.epochs):
             loss_sum = correct = 0.0
             order = rng.permutation(len(train))
-            for start in range(0, len(order), self.training.batch_size):
-                batch = order[start : start + self.training.batch_size]
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
                 rows = train.take(batch)
                 logits = head.logits(rows)
                 losses, grad_logits = cross_entropy(logits, t_train[batch], example_weight[y_train[batch]])

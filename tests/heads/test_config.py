@@ -2,8 +2,18 @@ import dataclasses
 
 import pytest
 
-from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict, load_config, parse_config
+from heads.config import (
+    FeedbackSource,
+    HeadConfig,
+    SqlSource,
+    config_to_dict,
+    default_batch_size,
+    default_learning_rate,
+    load_config,
+    parse_config,
+)
 from heads.errors import ConfigError
+from heads.trainer import DenseSpec
 
 
 def test_defaults_and_round_trip():
@@ -44,11 +54,30 @@ def test_model_type_auto_tries_every_dense_family_and_a_pinned_type_only_itself(
     assert auto.training.learning_rate is None  # each family its own default
     assert auto.selection.metric == "auto" and auto.calibration.method == "temperature"
     assert parse_config(config_to_dict(auto)) == auto
-    for family, rate in (("mlp", 0.001), ("logistic", 0.01), ("ensemble", 0.001)):
-        pinned = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": family}})
+    for family, rate in (("mlp", 0.001), ("logistic", 0.01), ("ensemble", 0.001)):  # at 128 rows a batch
+        raw = {"name": "x", "data": {"train": "t.csv"}, "model": {"type": family}, "training": {"batch_size": 128}}
+        pinned = parse_config(raw)
         assert pinned.model.families == (family,) and pinned.training.learning_rate == rate
     ngram = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "ngram"}})
     assert ngram.model.families == ("ngram",)
+
+
+def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
+    def training(model: dict, **given):
+        return parse_config({"name": "x", "data": {"train": "t.csv"}, "model": model, "training": given}).training
+
+    # a dense family's batch depends on the training rows: both stay empty until training
+    assert (training({}).batch_size, training({"type": "mlp"}).learning_rate) == (None, None)
+    assert (default_batch_size("mlp", 15_100), default_batch_size("ensemble", 8191)) == (512, 128)
+    assert (default_batch_size("ngram", 15_100), training({"type": "ngram"}).batch_size) == (128, 128)
+    assert training({"type": "ngram"}).learning_rate == 0.01
+    assert training({"type": "mlp"}, batch_size=32).learning_rate == 0.001  # never below the 128-row rate
+    assert training({"type": "mlp"}, batch_size=2048).learning_rate == 0.004  # sqrt(2048 / 128) = 4
+    assert default_learning_rate("logistic", 512) == 0.02
+    assert training({"type": "mlp"}, batch_size=512, learning_rate=0.5).learning_rate == 0.5  # as given
+    spec = DenseSpec("logistic", (), "relu", 0.0, 1, None)
+    assert (spec.for_rows(15_100).batch_size, spec.for_rows(15_100).learning_rate) == (512, 0.02)
+    assert (spec.for_rows(400).batch_size, spec.for_rows(400).learning_rate) == (128, 0.01)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +142,18 @@ def test_model_type_auto_tries_every_dense_family_and_a_pinned_type_only_itself(
         (
             {"name": "x", "data": {"train": "t.csv"}, "calibration": {"method": "isotonic"}},
             "calibration.method: must be one of 'temperature', 'none'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "selection": {"ensemble_margin": -0.1}},
+            "selection.ensemble_margin must be >= 0",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "training": {"early_stopping_min_delta": -1.0}},
+            "training.early_stopping_min_delta must be >= 0",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "training": {"learning_rate_patience": -1}},
+            "training.learning_rate_patience must be >= 0",
         ),
         ({"data": {"train": "t.csv"}}, "missing required key name"),
         ({"name": "x"}, "missing required key data"),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from heads.config import TrainingConfig
+from heads.members import export_members, member_weights
 from heads.network import DenseHead, softmax
 from heads.trainer import DenseSpec, KerasTrainer
 from tests.conftest import ROOT
@@ -12,14 +13,11 @@ from tests.conftest import ROOT
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid"])
 def test_numpy_forward_equals_keras(activation):
-    import keras
-
     rng = np.random.default_rng(0)
     model = KerasTrainer(DenseSpec("mlp", (64, 32), activation, 0.2, 1, 0.001), TrainingConfig()).build(24, 7)
     x = rng.normal(size=(200, 24)).astype(np.float32) * 3
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    head = DenseHead(tuple(d.kernel.numpy() for d in dense), tuple(d.bias.numpy() for d in dense), activation)
-    expected = softmax(np.asarray(model(x, training=False), np.float64))
+    (head,) = export_members(member_weights(model), activation)
+    expected = softmax(np.asarray(model(x, training=False), np.float64)[:, 0])
     np.testing.assert_allclose(head.probabilities(x), expected, atol=1e-5)
 
 
