@@ -44,8 +44,8 @@ WHERE tenant = %(tenant)s AND model = %(model)s AND created_at >= %(since)s AND 
 GROUP BY 1, 2
 """
 # The drift inputs are written once, over every model of the window, grouped by (tenant, model,
-# ...): a model's report narrows them to its model (`_one_model`), and the drift monitor runs them
-# as they are, three queries whatever the number of models (`drift_inputs`).
+# ...): `drift_inputs` runs them as they are for the drift monitor (three queries whatever the
+# number of models) or with `model_filter` narrowing them to one model for its report.
 LABELS = """
 SELECT tenant, model, version, role, label, count(*)
 FROM predictions
