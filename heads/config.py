@@ -180,6 +180,21 @@ def default_batch_size(family: str, training_rows: int) -> int:
     return 512 if family != "ngram" and training_rows >= LARGE_TRAINING_ROWS else 128
 
 
+def large_split_recipe(training: TrainingConfig, training_rows: int) -> tuple[float, int]:
+    """(early_stopping_min_delta, learning_rate_patience) as given, else the dense families'
+    defaults: on a large split (LARGE_TRAINING_ROWS), 0.003 and 2, which stop CLINC150's networks
+    after about 20 epochs instead of 50 with the same test accuracy; on a smaller one, 0 and 0 (a
+    constant rate, stopping on any fall), which the demo sets of a few hundred rows needed: with
+    the large-split recipe two of the three fell 0.7-1.0 point below logistic regression."""
+    large = training_rows >= LARGE_TRAINING_ROWS
+    min_delta = training.early_stopping_min_delta
+    patience = training.learning_rate_patience
+    return (
+        (0.003 if large else 0.0) if min_delta is None else min_delta,
+        (2 if large else 0) if patience is None else patience,
+    )
+
+
 def default_learning_rate(family: str, batch_size: int) -> float:
     """The family's rate, grown with the square root of the batch above 128 rows (fewer, less
     noisy steps take larger ones): 512 rows get twice the rate of 128. (Measured on CLINC150 at 512
@@ -229,12 +244,14 @@ class TrainingConfig:
     learning_rate: StrictFloat | None = None
     # Dense families: the rate is divided by 5 each time the validation loss (the members' mean)
     # has gone this many epochs without falling by early_stopping_min_delta (0: a constant rate).
-    learning_rate_patience: StrictInt = 2
+    # Empty: `large_split_recipe` (2 on a large training split, else 0).
+    learning_rate_patience: StrictInt | None = None
     label_smoothing: StrictFloat = 0.1
     early_stopping_patience: StrictInt = 5
-    # A dense head improves only when its validation loss falls by more than this: the smoothed
-    # loss creeps down for dozens of epochs after the accuracy has stopped moving.
-    early_stopping_min_delta: StrictFloat = 0.003
+    # A dense head improves only when its validation loss falls by more than this: on a large
+    # split the smoothed loss creeps down for dozens of epochs after the accuracy has stopped
+    # moving. Empty: `large_split_recipe` (0.003 on a large training split, else 0).
+    early_stopping_min_delta: StrictFloat | None = None
     seed: StrictInt = 13
     # "balanced": weight each class by n / (classes * count); "none": plain loss.
     class_weight: Literal["balanced", "none"] = "balanced"
@@ -301,8 +318,14 @@ class HeadConfig:
             (0 <= self.training.label_smoothing < 1, "training.label_smoothing must be in [0, 1)"),
             (self.training.early_stopping_patience >= 0, "training.early_stopping_patience must be >= 0"),
             (self.selection.ensemble_margin >= 0, "selection.ensemble_margin must be >= 0"),
-            (self.training.learning_rate_patience >= 0, "training.learning_rate_patience must be >= 0"),
-            (self.training.early_stopping_min_delta >= 0, "training.early_stopping_min_delta must be >= 0"),
+            (
+                self.training.learning_rate_patience is None or self.training.learning_rate_patience >= 0,
+                "training.learning_rate_patience must be >= 0",
+            ),
+            (
+                self.training.early_stopping_min_delta is None or self.training.early_stopping_min_delta >= 0,
+                "training.early_stopping_min_delta must be >= 0",
+            ),
             (0 <= self.threshold.target <= 1, "threshold.target must be in [0, 1]"),
             (0 <= self.threshold.value <= 1, "threshold.value must be in [0, 1]"),
         ]

@@ -134,7 +134,9 @@ def early_stopping_callback(model_weights_of, x_val, targets_val: np.ndarray, pa
             self.best_epoch = self.reference_epoch = np.array([], int)
 
         def on_epoch_end(self, epoch, logs=None):
-            logits = np.asarray(self.model.predict(x_val, batch_size=4096, verbose=0))
+            # direct calls, chunked: Keras's predict sets up its input pipeline again every epoch
+            chunks = [self.model(x_val[i : i + 4096], training=False) for i in range(0, len(x_val), 4096)]
+            logits = np.concatenate([np.asarray(chunk) for chunk in chunks])
             losses = member_losses(logits, targets_val)
             self.val_loss.append(losses.tolist())
             self.val_accuracy.append((logits.argmax(axis=-1) == y_val[:, None]).mean(axis=0).tolist())

@@ -27,6 +27,7 @@ from heads.config import (
     TrainingConfig,
     default_batch_size,
     default_learning_rate,
+    large_split_recipe,
 )
 from heads.ensemble import merge_members
 from heads.members import build_model, early_stopping_callback, export_members, member_weights, smoothed_targets
@@ -130,19 +131,17 @@ class KerasTrainer:
         spec = self.spec
         return build_model(input_dim, num_classes, spec.members, spec.hidden_layers, spec.activation, spec.dropout)
 
-    def _rate_schedule(self) -> list:
+    @staticmethod
+    def _rate_schedule(patience: int, min_delta: float) -> list:
         """Keras's ReduceLROnPlateau on the members' mean validation loss (which `stopping`, the
         callback before it, puts into the logs), or nothing for a constant rate."""
         import keras
 
-        if not self.training.learning_rate_patience:
+        if not patience:
             return []
         return [
             keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss",
-                factor=LEARNING_RATE_FACTOR,
-                patience=self.training.learning_rate_patience,
-                min_delta=self.training.early_stopping_min_delta,
+                monitor="val_loss", factor=LEARNING_RATE_FACTOR, patience=patience, min_delta=min_delta
             )
         ]
 
@@ -173,12 +172,13 @@ class KerasTrainer:
             ],
             steps_per_execution=STEPS_PER_EXECUTION,
         )
+        min_delta, rate_patience = large_split_recipe(self.training, len(x_train))
         stopping = early_stopping_callback(
             member_weights,
             x_val,
             smoothed_targets(y_val, num_classes, smoothing),
             self.training.early_stopping_patience,
-            self.training.early_stopping_min_delta,
+            min_delta,
         )
         weights = (
             np.array([balanced_class_weights(y_train, num_classes).get(i, 0.0) for i in range(num_classes)], np.float32)
@@ -194,7 +194,11 @@ class KerasTrainer:
             batch_size=spec.batch_size,
             shuffle=True,
             verbose=0,
-            callbacks=[stopping, *self._rate_schedule(), _progress_bar(self.training.epochs, self.spec.family)],
+            callbacks=[
+                stopping,
+                *self._rate_schedule(rate_patience, min_delta),
+                _progress_bar(self.training.epochs, self.spec.family),
+            ],
         )
         seconds = time.perf_counter() - started
         kept, best_epochs = stopping.kept_weights()

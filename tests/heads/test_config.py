@@ -9,6 +9,7 @@ from heads.config import (
     config_to_dict,
     default_batch_size,
     default_learning_rate,
+    large_split_recipe,
     load_config,
     parse_config,
 )
@@ -75,6 +76,12 @@ def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
     assert training({"type": "mlp"}, batch_size=2048).learning_rate == 0.004  # sqrt(2048 / 128) = 4
     assert default_learning_rate("logistic", 512) == 0.02
     assert training({"type": "mlp"}, batch_size=512, learning_rate=0.5).learning_rate == 0.5  # as given
+    # the large-split recipe: stop on falls > 0.003 and cut the rate on a stall; small splits keep
+    # a constant rate and stop on any fall; a given value always wins
+    assert large_split_recipe(training({}), 15_100) == (0.003, 2)
+    assert large_split_recipe(training({}), 400) == (0.0, 0)
+    given = training({}, early_stopping_min_delta=0.01, learning_rate_patience=0)
+    assert large_split_recipe(given, 15_100) == (0.01, 0)
     spec = DenseSpec("logistic", (), "relu", 0.0, 1, None)
     assert (spec.for_rows(15_100).batch_size, spec.for_rows(15_100).learning_rate) == (512, 0.02)
     assert (spec.for_rows(400).batch_size, spec.for_rows(400).learning_rate) == (128, 0.01)
