@@ -76,7 +76,10 @@ def test_a_slow_embedder_gets_fallback_answers_within_the_deadline(store, empty_
             # Bytes already held in the delay line still arrive late: the first answers may be the
             # fallback's, until the line is empty.
             wait_until(lambda: client.predict("what is my balance now", DEADLINE_MS)[1].get("variant") == "primary")
-            fast = [client.predict(f"what is the balance of my account {i}", DEADLINE_MS) for i in range(10)]
+            # And stays with it. The reserve still holds the slow phase's peak for a few dozen
+            # answers (by design), and a cache miss took up to 110 ms on a loaded CI machine, so
+            # these get a deadline whose half (the primary's least share) no embedding call nears.
+            fast = [client.predict(f"what is the balance of my account {i}", 1000) for i in range(10)]
 
     assert {status for status, *_ in slow} == {200}
     assert {body["variant"] for _, body, _, _ in slow} == {"fallback"}
