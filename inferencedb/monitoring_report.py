@@ -13,8 +13,8 @@ with a created_at range, so for whole UTC days the numbers equal what the views 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,16 +136,22 @@ def parse_window(
 
 def psi(live: dict[str, float], baseline: dict[str, float]) -> float | None:
     """Population stability index of two distributions given as counts or shares."""
-    live_total, base_total = sum(live.values()), sum(baseline.values())
+    names = tuple(sorted(baseline))
+    return _psi(live, names, np.array([baseline[name] for name in names], dtype=np.float64))
+
+
+def _psi(live: dict[str, float], names: tuple[str, ...], counts: np.ndarray) -> float | None:
+    """PSI of the `live` counts against the baseline `counts` of the labels `names`. A label on one
+    side only counts with a share of EPSILON on the other."""
+    extra = sorted(set(live).difference(names)) if len(live) else []
+    live_counts = np.array([live.get(name, 0) for name in names] + [live[name] for name in extra], dtype=np.float64)
+    base_counts = np.concatenate([counts, np.zeros(len(extra))]) if extra else counts
+    live_total, base_total = live_counts.sum(), base_counts.sum()
     if not live_total or not base_total:
         return None
-    keys = sorted(set(live) | set(baseline))  # a fixed order: the same sum in every process
-    value = 0.0
-    for key in keys:
-        p = max(live.get(key, 0) / live_total, EPSILON)
-        q = max(baseline.get(key, 0) / base_total, EPSILON)
-        value += (p - q) * math.log(p / q)
-    return value
+    p = np.maximum(live_counts / live_total, EPSILON)
+    q = np.maximum(base_counts / base_total, EPSILON)
+    return float(((p - q) * np.log(p / q)).sum())
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -178,6 +184,34 @@ class ObservedModel:
         self.centroid_sums[version] = (total + n, vector if summed is None else summed + vector)
 
 
+@dataclass(frozen=True)
+class TrainingBaseline:
+    """A version's training baseline in the form drift compares with: the training label counts
+    (names, and counts in their order), the validation confidence histogram and the training
+    embedding centroid. Versions are immutable, so a drift monitor keeps these between runs
+    instead of reading the manifests again: 4-5 KB each, the label names interned."""
+
+    labels: tuple[str, ...] = ()
+    label_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    centroid: np.ndarray | None = None
+    reject_label: str | None = None
+
+    @classmethod
+    def from_manifest(cls, baseline: dict) -> TrainingBaseline:
+        """From a manifest's "baseline" ({}: no figures, for a version that does not read)."""
+        distribution = baseline.get("label_distribution") or {}
+        labels = tuple(sys.intern(name) for name in sorted(distribution))
+        centroid = baseline.get("centroid")
+        return cls(
+            labels=labels,
+            label_counts=np.array([distribution[name] for name in labels], dtype=np.float64),
+            confidence=np.asarray(baseline.get("confidence_histogram") or [], dtype=np.float64),
+            centroid=None if not centroid else np.asarray(centroid, dtype=np.float64),
+            reject_label=baseline.get("reject_label"),
+        )
+
+
 def drift_inputs(
     db: Database, since: dt.datetime, until: dt.datetime, *, tenant: str | None = None, model: str | None = None
 ) -> dict[tuple[str, str], ObservedModel]:
@@ -195,21 +229,19 @@ def drift_inputs(
     return dict(observed)
 
 
-def drift(observed: ObservedModel, version: str, role: str, baseline: dict) -> dict:
-    """The drift of `version` answering as `role` against its training `baseline` (the manifest's
-    "baseline"; {} gives no figures): PSI of the labels and of the confidence, and the cosine
-    distance of the live embedding centroid to the training one."""
+def drift(observed: ObservedModel, version: str, role: str, baseline: TrainingBaseline) -> dict:
+    """The drift of `version` answering as `role` against its training `baseline` (an empty one
+    gives no figures): PSI of the labels and of the confidence, and the cosine distance of the
+    live embedding centroid to the training one."""
     group = observed.groups.get((version, role), ObservedGroup())
     centroid = None
     total, summed = observed.centroid_sums.get(version, (0, None))
-    if total and baseline.get("centroid"):
-        centroid = cosine_distance(summed / total, np.asarray(baseline["centroid"]))
+    if total and baseline.centroid is not None:
+        centroid = cosine_distance(summed / total, baseline.centroid)
+    buckets = tuple(str(i) for i in range(len(baseline.confidence)))
     return {
-        "label_psi": psi(group.labels, baseline.get("label_distribution", {})),
-        "confidence_psi": psi(
-            {str(i): c for i, c in enumerate(group.confidence)},
-            {str(i): c for i, c in enumerate(baseline.get("confidence_histogram", []))},
-        ),
+        "label_psi": _psi(group.labels, baseline.labels, baseline.label_counts),
+        "confidence_psi": _psi({str(i): c for i, c in enumerate(group.confidence)}, buckets, baseline.confidence),
         "centroid_cosine_distance": centroid,
     }
 
@@ -235,9 +267,9 @@ def build_report(
     for version, role in sorted(set(counts) | set(observed.groups)):
         volume, errors, low = counts.get((version, role), (0, 0, 0))
         group = observed.groups.get((version, role), ObservedGroup())
-        baseline = baseline_of(version)
+        baseline = TrainingBaseline.from_manifest(baseline_of(version))
         answered = volume - errors
-        reject = baseline.get("reject_label")
+        reject = baseline.reject_label
         n_feedback, correct = feedback.get((version, role), (0, 0))
         versions.append(
             {

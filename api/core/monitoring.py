@@ -6,7 +6,8 @@
   hour (inferencedb/monitoring_report.py: three queries for all models together, not a report
   per model), published as Prometheus gauges. Computed once per
   deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
-  reading each version's baseline from its manifest alone (no checksums, no weights).
+  reading each version's baseline from its manifest alone (no checksums, no weights), once: the
+  baselines of the versions in the window are kept until a run no longer sees them.
 
 Both are best-effort statistics: a database outage delays them (sums are kept and merged into
 the next write), it never touches a prediction. The loop also runs the automatic rollback of
@@ -25,7 +26,7 @@ from heads.errors import HeadsError
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
 from inferencedb.leader import Leadership
-from inferencedb.monitoring_report import drift, drift_inputs
+from inferencedb.monitoring_report import TrainingBaseline, drift, drift_inputs
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class DriftMonitor:
         self._interval = interval_s
         self._window = window
         self._next_run = time.monotonic() + min(30.0, interval_s)
+        # {(tenant, model, version): its baseline}, for the versions of the last run's window.
+        self._baselines: dict[tuple[str, str, str], TrainingBaseline] = {}
 
     def run_if_due(self) -> None:
         if time.monotonic() < self._next_run:
@@ -62,14 +65,17 @@ class DriftMonitor:
             return
         # Only the models with answers in the window have drift to report, and their inputs come
         # in three queries for all of them: the cost follows the traffic, not the number of models.
+        baselines: dict[tuple[str, str, str], TrainingBaseline] = {}
         for tenant, model in [key for key in self._heads.all_sets() if key in observed]:
             inputs = observed[tenant, model]
             try:
                 store = self._heads.store(tenant)
-                figures = [
-                    (version, role, drift(inputs, version, role, store.baseline(model, version)))
-                    for version, role in sorted(inputs.groups)
-                ]
+                figures = []
+                for version, role in sorted(inputs.groups):
+                    key = (tenant, model, version)
+                    if key not in baselines:
+                        baselines[key] = self._baseline(store, *key)
+                    figures.append((version, role, drift(inputs, version, role, baselines[key])))
             except HeadsError as exc:  # a version in the window no longer loads: the others go on
                 log.warning("drift of %s/%s skipped: %s", tenant, model, exc)
                 continue
@@ -77,6 +83,13 @@ class DriftMonitor:
                 for kind, value in kinds.items():
                     if value is not None:
                         metrics.DRIFT.labels(f"{tenant}/{model}", version, role, kind).set(value)
+        self._baselines = {key: baseline for key, baseline in baselines.items() if baseline.labels}
+
+    def _baseline(self, store, tenant: str, model: str, version: str) -> TrainingBaseline:
+        """The version's baseline, read from its manifest the first time a run needs it. One that
+        did not read (no labels) is read again next time: a store being synced may complete it."""
+        kept = self._baselines.get((tenant, model, version))
+        return kept if kept is not None else TrainingBaseline.from_manifest(store.baseline(model, version))
 
     def close(self) -> None:
         if self._leadership is not None:

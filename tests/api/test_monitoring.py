@@ -85,3 +85,42 @@ def test_drift_is_computed_only_for_the_models_this_router_serves(monkeypatch):
     drift._next_run = 0.0
     drift.run_if_due()
     assert store.asked == [("fine", "v2")]
+
+
+def test_a_version_baseline_is_read_once_and_dropped_when_out_of_the_window(monkeypatch):
+    inputs = observed_inputs("fine")
+    monkeypatch.setattr(monitoring, "drift_inputs", inputs)
+    store = Store()
+    drift = monitoring.DriftMonitor(None, Heads(store))
+    for _ in range(2):
+        drift._next_run = 0.0
+        drift.run_if_due()
+    assert store.asked == [("fine", "v2")]  # versions are immutable: the second run kept it
+    labels = {"model": "acme/fine", "version": "v2", "role": "primary", "kind": "label_psi"}
+    assert REGISTRY.get_sample_value("router_drift", labels) == pytest.approx(psi({"a": 10}, {"a": 1, "b": 1}))
+
+    monkeypatch.setattr(monitoring, "drift_inputs", lambda *a, **k: {})  # no answers in the window
+    drift._next_run = 0.0
+    drift.run_if_due()
+    monkeypatch.setattr(monitoring, "drift_inputs", inputs)
+    drift._next_run = 0.0
+    drift.run_if_due()
+    assert store.asked == [("fine", "v2"), ("fine", "v2")]  # forgotten with the window, read again
+
+
+def test_a_baseline_that_did_not_read_is_read_again(monkeypatch):
+    monkeypatch.setattr(monitoring, "drift_inputs", observed_inputs("fine"))
+
+    class Syncing(Store):
+        def baseline(self, model, version):
+            self.asked.append((model, version))
+            return {} if len(self.asked) == 1 else {"label_distribution": {"a": 1}}
+
+    store = Syncing()
+    drift = monitoring.DriftMonitor(None, Heads(store))
+    for _ in range(3):
+        drift._next_run = 0.0
+        drift.run_if_due()
+    assert len(store.asked) == 2
+    labels = {"model": "acme/fine", "version": "v2", "role": "primary", "kind": "label_psi"}
+    assert REGISTRY.get_sample_value("router_drift", labels) == pytest.approx(0.0)

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import math
 
 import jsonschema
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from api.errors import from_database_error
 from heads import serving_state
 from inferencedb.errors import InferenceDbError, InvalidWindow
-from inferencedb.monitoring_report import drift, drift_inputs, parse_instant, parse_window, psi
+from inferencedb.monitoring_report import (
+    TrainingBaseline,
+    drift,
+    drift_inputs,
+    parse_instant,
+    parse_window,
+    psi,
+)
 from tests.db.helpers import clear_of_midnight, query, wait_until
 
 
@@ -17,6 +25,10 @@ def test_psi():
     assert psi({"a": 50, "b": 50}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.0)
     assert psi({"a": 90, "b": 10}, {"a": 50, "b": 50}) == pytest.approx(0.4 * 0.5878 + 0.4 * 1.6094, abs=1e-3)
     assert psi({}, {"a": 1}) is None
+    # a label seen on one side only counts with a share of EPSILON (1e-4) on the other
+    assert psi({"a": 1, "c": 1}, {"a": 1}) == pytest.approx(
+        (1 - 0.5) * math.log(1 / 0.5) + (1e-4 - 0.5) * math.log(1e-4 / 0.5)
+    )
 
 
 def test_window_parsing():
@@ -216,7 +228,10 @@ def test_live_centroid_drift(db_router):
     store = router.store
     assert {
         (v["version"], v["role"]): drift(
-            observed["default", "intents"], v["version"], v["role"], store.baseline("intents", v["version"])
+            observed["default", "intents"],
+            v["version"],
+            v["role"],
+            TrainingBaseline.from_manifest(store.baseline("intents", v["version"])),
         )
         for v in report["versions"]
     } == {(v["version"], v["role"]): v["drift"] for v in report["versions"]}
