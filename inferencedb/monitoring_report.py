@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inferencedb.centroids import float8_array
 from inferencedb.database import Database
 from inferencedb.errors import InvalidInstant, InvalidWindow
 
@@ -60,7 +61,7 @@ WHERE created_at >= %(since)s AND created_at < %(until)s
 GROUP BY 1, 2, 3, 4, 5
 """
 CENTROIDS = """
-SELECT tenant, model, version, n, vector_sum FROM embedding_centroids
+SELECT tenant, model, version, n, array_send(vector_sum) FROM embedding_centroids
 WHERE bucket_start >= %(since)s AND bucket_start < %(until)s{model_filter}
 """
 AGREEMENT = """
@@ -225,7 +226,7 @@ def drift_inputs(
     for tenant_, model_, version, role, bucket, count in db.run(CONFIDENCE.format(model_filter=model_filter), params):
         observed[tenant_, model_].group(version, role).confidence[bucket] = count
     for tenant_, model_, version, n, vector_sum in db.run(CENTROIDS.format(model_filter=model_filter), params):
-        observed[tenant_, model_].add_centroid(version, n, vector_sum)
+        observed[tenant_, model_].add_centroid(version, n, float8_array(vector_sum))
     return dict(observed)
 
 

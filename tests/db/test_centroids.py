@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import psycopg2
+import pytest
 
 from inferencedb import centroids
 from inferencedb.database import Database
@@ -66,9 +67,22 @@ def test_the_sums_reach_postgresql_exactly(db):
     assert accumulator.flush(force=True) == 70
     database.close()
     with psycopg2.connect(db) as conn, conn.cursor() as cur:
-        cur.execute("SELECT model, n, vector_sum FROM embedding_centroids WHERE tenant = 'acme'")
-        stored = {model: (n, np.array(total)) for model, n, total in cur.fetchall()}
+        cur.execute(
+            "SELECT model, n, vector_sum, array_send(vector_sum) FROM embedding_centroids WHERE tenant = 'acme'"
+        )
+        stored = {model: (n, np.array(total), binary) for model, n, total, binary in cur.fetchall()}
     assert set(stored) == set(vectors)
     for model, batch in vectors.items():
-        n, total = stored[model]
+        n, total, binary = stored[model]
         assert n == 3 and np.array_equal(total, batch.sum(axis=0, dtype=np.float64))  # float64, bit for bit
+        # what drift reads: the binary form, decoded to the same values
+        decoded = centroids.float8_array(binary)
+        assert decoded.dtype == np.float64 and np.array_equal(decoded, total)
+
+
+def test_only_a_one_dimensional_double_array_decodes():
+    two_dimensions = struct.pack("!iiiiiii", 2, 0, 701, 1, 1, 1, 1)
+    integers = struct.pack("!iiiii", 1, 0, 23, 1, 1) + struct.pack("!ii", 4, 7)
+    for data in (two_dimensions, integers):
+        with pytest.raises(ValueError, match="not a one-dimensional double precision"):
+            centroids.float8_array(data)
