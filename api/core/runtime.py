@@ -88,7 +88,13 @@ def _migrate_until_done(dsn: str, stop: threading.Event) -> None:
 def build_runtime(settings: RouterSettings) -> Runtime:
     # The reload generation is per router, in the spool its workers share (the store may be read-only).
     generation = ReloadGeneration(Path(settings.spool_dir) / RELOAD_GENERATION_FILE)
-    heads = TenantHeads(settings.model_store, generation=generation, rescan_interval_s=settings.rescan_interval_s)
+    heads = TenantHeads(
+        settings.model_store,
+        generation=generation,
+        rescan_interval_s=settings.rescan_interval_s,
+        settled_rescan_interval_s=settings.settled_rescan_interval_s,
+        settle_s=settings.rescan_settle_s,
+    )
     heads.refresh()
     embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)
     if settings.migrate_on_start:

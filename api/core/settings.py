@@ -89,8 +89,18 @@ class RouterSettings(BaseSettings):
     )
     rescan_interval_s: float = Field(
         30.0,
-        description="how often workers scan every model although the store's generation did not move "
-        "(retries models that failed to load; catches changes made around the registry)",
+        description="how often workers scan every model although the store's generation did not move, "
+        "while the store settles: for rescan_settle_s after a scan found a change (start included) and "
+        "while a model fails to load (retries it; catches the rest of a sync, changes made around the registry)",
+    )
+    settled_rescan_interval_s: float = Field(
+        300.0,
+        description="how often workers scan every model once the store has settled "
+        "(one stat per model: 0.1-0.3 s of CPU at 10,000 models)",
+    )
+    rescan_settle_s: float = Field(
+        120.0,
+        description="how long after a scan found a change the store counts as settling (rescan_interval_s)",
     )
     rollback_check_interval_s: float = Field(
         5.0,
@@ -138,6 +148,8 @@ class RouterSettings(BaseSettings):
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
             "rescan_interval_s": self.rescan_interval_s > 0,
+            "settled_rescan_interval_s": self.settled_rescan_interval_s >= self.rescan_interval_s,
+            "rescan_settle_s": self.rescan_settle_s >= 0,
             "rollback_check_interval_s": self.rollback_check_interval_s > 0,
             "db_timeout_s": self.db_timeout_s > 0,
             "max_texts": self.max_texts >= 1,

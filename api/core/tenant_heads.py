@@ -8,9 +8,12 @@ is, from the caller's side, asking for a model that does not exist.
 Each worker process polls on its own (`start_polling`), and a poll costs next to nothing while
 nothing changes: it looks at the store's generation (heads/generation.py, one file that the
 registry bumps at every serving change in any tenant) and scans the models only when it moved,
-or every `rescan_interval_s` (which also retries models that failed to load, and catches changes
-made without the registry: a store synced file by file, a permission repaired in place). A scan
-costs one stat per model. The operator's reload reaches every worker through the router's reload
+or when a rescan is due, which also retries models that failed to load and catches changes made
+without the registry (a store synced file by file, a permission repaired in place). A scan costs
+one stat per model, 0.1-0.3 s at 10,000 models: rescans come every `rescan_interval_s` while the
+store settles (for `settle_s` after a scan saw it change, e.g. a serving pointer that an S3 sync
+delivers after the generation file, and while a model fails to load), and every
+`settled_rescan_interval_s` once it has settled. The operator's reload reaches every worker through the router's reload
 generation (reload_generation.py): `reload_everywhere` bumps it and reloads this worker; every
 other worker's next `poll` sees it moved and reloads everything too.
 """
@@ -58,16 +61,27 @@ _UNSEEN = object()  # a store generation stamp that no stamp equals
 
 class TenantHeads:
     def __init__(
-        self, root: str | Path, *, generation: ReloadGeneration | None = None, rescan_interval_s: float = 30.0
+        self,
+        root: str | Path,
+        *,
+        generation: ReloadGeneration | None = None,
+        rescan_interval_s: float = 30.0,
+        settled_rescan_interval_s: float = 300.0,
+        settle_s: float = 120.0,
     ):
         """`generation`: the reload generation shared by the router's workers; None for a router
         of one process, whose reload reaches all of it. `rescan_interval_s`: how often a poll scans
-        the models although the store's generation did not move."""
+        the models although the store's generation did not move, while the store settles (for
+        `settle_s` after a scan found a change, start included, and while a model fails to load);
+        `settled_rescan_interval_s` once it has settled."""
         self.root = Path(root)
         self._generation = generation
         self._store_generation = GenerationFile(self.root / STORE_FILE)
         self._scanned_stamp: object = _UNSEEN  # the store generation's stamp before the last scan
         self._rescan_interval_s = rescan_interval_s
+        self._settled_rescan_interval_s = settled_rescan_interval_s
+        self._settle_s = settle_s
+        self._changed_at = time.monotonic()  # when a scan last found a change (start counts as one)
         self._next_rescan = 0.0
         self._tenants: dict[str, LiveHeads] = {}
         self._root_error: str | None = None
@@ -131,8 +145,10 @@ class TenantHeads:
         with self._lock:
             # Read before the scan: a change during it moves the generation again, so the next
             # poll scans again.
-            self._scanned_stamp = self._store_stamp()
-            self._next_rescan = time.monotonic() + self._rescan_interval_s
+            stamp = self._store_stamp()
+            if stamp != self._scanned_stamp:
+                self._changed_at = time.monotonic()
+            self._scanned_stamp = stamp
             try:
                 found = layout.tenants(self.root)
             except RegistryError as exc:
@@ -149,6 +165,7 @@ class TenantHeads:
             tenants = {t: self._tenants.get(t) or LiveHeads(self.store(t)) for t in found}
             self._tenants = tenants
         reports = {t: heads.refresh(force=force) for t, heads in tenants.items()}
+        self._schedule_rescan(reports)
         if any(report.loaded for report in reports.values()):
             # Thousands of loaded heads are millions of long-lived objects that the cyclic garbage
             # collector would walk at every full collection (a pause of a good part of a second at
@@ -158,6 +175,20 @@ class TenantHeads:
             gc.collect()
             gc.freeze()
         return reports
+
+    def _schedule_rescan(self, reports: dict[str, RefreshReport]) -> None:
+        """Soon while the store settles: a scan that loaded or removed something found a change
+        (one made around the registry, or the rest of a sync), and a model that fails to load may
+        be completed by the next sync or repaired in place. Rarely once it has settled."""
+        now = time.monotonic()
+        if any(report.loaded or report.removed for report in reports.values()):
+            self._changed_at = now
+        settling = (
+            now - self._changed_at < self._settle_s
+            or self._root_error
+            or any(heads.errors for heads in self._tenants.values())
+        )
+        self._next_rescan = now + (self._rescan_interval_s if settling else self._settled_rescan_interval_s)
 
     @property
     def reload_generation(self) -> int:
