@@ -347,7 +347,8 @@ class Predictor:
             if fallback is None:
                 self._log_failure(head, role, request.texts, error, context, started)
                 raise
-            fallback_started = min(time.monotonic(), own_deadline)  # a late failure's lateness counts too
+            fallback_started = time.monotonic()
+            lateness_s = max(0.0, fallback_started - own_deadline)
             self._fallback_log.warn(
                 (tenant, model, error.code),
                 "model %s: %s failed (%s); answering with fallback %s",
@@ -388,7 +389,9 @@ class Predictor:
             # writing are part of what the reserve must leave time for.
             version = head.version
             after_sent.append(
-                lambda: self.deadlines.observe(tenant, model, version, time.monotonic() - fallback_started)
+                lambda: self.deadlines.observe(
+                    tenant, model, version, time.monotonic() - fallback_started, lateness_s=lateness_s
+                )
             )
         if serving.shadows:
             after_sent.append(self._shadow_job(serving, head, request, texts, scored.embedded, context))

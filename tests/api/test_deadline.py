@@ -40,6 +40,17 @@ def test_the_reserve_is_the_floor_plus_a_decaying_peak_of_the_fallbacks_cost():
     assert deadlines.reserve_s("t", "m", "v1", budget_s=0.150) == pytest.approx(0.075)  # the primary keeps half
 
 
+def test_the_primary_s_lateness_is_the_worker_s_and_reserved_for_every_fallback():
+    """A timed-out call returns late by what the worker's scheduling costs, whichever model made
+    it: a fallback answering for the first time gets that much reserved too."""
+    deadlines = Deadlines(default_s=1.0, reserve_floor_s=0.005)
+    deadlines.observe("t", "m", "v1", 0.002, lateness_s=0.010)
+    assert deadlines.reserve_s("t", "m", "v1") == pytest.approx(0.005 + 0.010 + 0.002)
+    assert deadlines.reserve_s("t", "other", "v9") == pytest.approx(0.005 + 0.010)  # never answered: the worker's
+    deadlines.observe("t", "other", "v9", 0.001)  # a failure in time: the lateness decays
+    assert deadlines.reserve_s("t", "m", "v1") == pytest.approx(0.005 + 0.010 * PEAK_DECAY + 0.002)
+
+
 class SlowFake:
     """Wraps the fake embedder: records each call's timeout, and takes `delay_s` (raising
     DeadlineExceeded, as the real client does, when the timeout is shorter)."""
