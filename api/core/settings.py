@@ -46,7 +46,7 @@ class RouterSettings(BaseSettings):
         60_000, description="cap on every deadline, whether a request, API_MODEL_DEADLINES_MS or the default set it"
     )
     fallback_reserve_ms: float = Field(
-        5.0,
+        15.0,
         description="time kept for the fallback when a model has one, besides the fallback's own cost "
         "as measured at run time: the primary's embedding call ends this much earlier than the deadline",
     )
