@@ -95,8 +95,8 @@ class RouterSettings(BaseSettings):
     )
     settled_rescan_interval_s: float = Field(
         300.0,
-        description="how often workers scan every model once the store has settled "
-        "(one stat per model: 0.1-0.3 s of CPU at 10,000 models)",
+        description="how often workers scan every model once the store has settled, at least every "
+        "rescan_interval_s (one stat per model: 0.1-0.3 s of CPU at 10,000 models)",
     )
     rescan_settle_s: float = Field(
         120.0,
@@ -148,7 +148,7 @@ class RouterSettings(BaseSettings):
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
             "rescan_interval_s": self.rescan_interval_s > 0,
-            "settled_rescan_interval_s": self.settled_rescan_interval_s >= self.rescan_interval_s,
+            "settled_rescan_interval_s": self.settled_rescan_interval_s > 0,
             "rescan_settle_s": self.rescan_settle_s >= 0,
             "rollback_check_interval_s": self.rollback_check_interval_s > 0,
             "db_timeout_s": self.db_timeout_s > 0,

@@ -73,13 +73,13 @@ class TenantHeads:
         of one process, whose reload reaches all of it. `rescan_interval_s`: how often a poll scans
         the models although the store's generation did not move, while the store settles (for
         `settle_s` after a scan found a change, start included, and while a model fails to load);
-        `settled_rescan_interval_s` once it has settled."""
+        `settled_rescan_interval_s` (at least `rescan_interval_s`) once it has settled."""
         self.root = Path(root)
         self._generation = generation
         self._store_generation = GenerationFile(self.root / STORE_FILE)
         self._scanned_stamp: object = _UNSEEN  # the store generation's stamp before the last scan
         self._rescan_interval_s = rescan_interval_s
-        self._settled_rescan_interval_s = settled_rescan_interval_s
+        self._settled_rescan_interval_s = max(settled_rescan_interval_s, rescan_interval_s)
         self._settle_s = settle_s
         self._changed_at = time.monotonic()  # when a scan last found a change (start counts as one)
         self._next_rescan = 0.0
@@ -149,6 +149,8 @@ class TenantHeads:
             if stamp != self._scanned_stamp:
                 self._changed_at = time.monotonic()
             self._scanned_stamp = stamp
+            # The soon one until the scan has said whether the store settled (also when it raises).
+            self._next_rescan = time.monotonic() + self._rescan_interval_s
             try:
                 found = layout.tenants(self.root)
             except RegistryError as exc:
@@ -165,7 +167,8 @@ class TenantHeads:
             tenants = {t: self._tenants.get(t) or LiveHeads(self.store(t)) for t in found}
             self._tenants = tenants
         reports = {t: heads.refresh(force=force) for t, heads in tenants.items()}
-        self._schedule_rescan(reports)
+        with self._lock:  # the poller and an operator's reload may both scan
+            self._schedule_rescan(reports)
         if any(report.loaded for report in reports.values()):
             # Thousands of loaded heads are millions of long-lived objects that the cyclic garbage
             # collector would walk at every full collection (a pause of a good part of a second at

@@ -201,16 +201,18 @@ def test_rescans_come_often_while_the_store_settles_and_rarely_once_it_has(store
         return [t - 1000.0 for t in scans]
 
     assert polls_until(1600.0) == [30, 60, 90, 120, 420]  # settled from 120 s after the start
+    store.generation.bump()  # a sync delivered the generation; the pointer comes with the next one
+    assert polls_until(1700.0) == [601, 631, 661, 691]  # the store settles again
     pointer = store.root / "intents" / "serving.json"
-    pointer.write_text(pointer.read_text().replace(old, new))  # by hand, around the registry
-    assert polls_until(2200.0) == [720, 750, 780, 810, 840, 1140]  # found at 720: settling again
+    pointer.write_text(pointer.read_text().replace(old, new))  # by hand, as a file-by-file sync does
+    assert polls_until(2200.0) == [721, 751, 781, 811, 841, 1141]  # found at 721, settled at 841
     assert heads.get("default", "intents").primary.version == new
 
     weights = store.version_dir("intents", old) / "head.npz"  # a model that fails to load ...
     weights.chmod(0o644)
     weights.write_bytes(b"not a numpy file")
     pointer.write_text(pointer.read_text().replace(new, old))
-    assert polls_until(2600.0) == [1440, 1470, 1500, 1530, 1560, 1590]  # ... is retried every 30 s
+    assert polls_until(2600.0) == [1441, 1471, 1501, 1531, 1561, 1591]  # ... is retried every 30 s
     assert "intents" in heads.tenant("default").errors
 
 
