@@ -42,7 +42,7 @@ class Deadlines:
         default_s: float,
         per_model_ms: Mapping[str, int] | None = None,
         max_s: float = 60.0,
-        reserve_floor_s: float = 0.01,
+        reserve_floor_s: float = 0.015,
     ):
         self._default_s = default_s
         self._per_model_ms = dict(per_model_ms or {})

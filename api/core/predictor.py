@@ -340,6 +340,7 @@ class Predictor:
         )
 
         embedded, spent, fallback_started = None, [], None
+        called = time.monotonic()
         try:
             embedded = self._embed(head, texts, own_deadline, spent, scope)
             scored = self._apply(head, texts, embedded)
@@ -348,7 +349,9 @@ class Predictor:
                 self._log_failure(head, role, request.texts, error, context, started)
                 raise
             fallback_started = time.monotonic()
-            lateness_s = max(0.0, fallback_started - own_deadline)
+            # How late the primary gave up past its share; not a wait before the call (a request
+            # queued behind others fails at once, in time for what was left of its deadline).
+            lateness_s = max(0.0, fallback_started - max(own_deadline, called))
             self._fallback_log.warn(
                 (tenant, model, error.code),
                 "model %s: %s failed (%s); answering with fallback %s",

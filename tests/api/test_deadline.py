@@ -58,13 +58,14 @@ class SlowFake:
     def __init__(self, inner, delay_s: float = 0.0):
         self.inner, self.delay_s, self.timeouts = inner, delay_s, []
         self.slow_calls = 10**9  # calls that take delay_s; later ones are fast
+        self.late_s = 0.0  # how late a timed-out call returns
 
     def embed(self, texts, *, timeout=None, scope=""):
         self.timeouts.append(timeout)
         if len(self.timeouts) > self.slow_calls:
             return self.inner.embed(texts, timeout=timeout, scope=scope)
         if self.delay_s > timeout:
-            time.sleep(timeout)
+            time.sleep(timeout + self.late_s)
             raise DeadlineExceeded("slow fake embedder")
         time.sleep(self.delay_s)
         return self.inner.embed(texts, timeout=timeout, scope=scope)
@@ -146,3 +147,16 @@ def test_the_fallback_cost_is_measured_to_the_answer_sent_not_to_the_answer_read
     time.sleep(0.05)  # a slow write to the caller
     response.close()  # sent
     assert deadlines.reserve_s("default", "intents", fallback) > 0.03 + 0.05  # the writing counted
+
+
+def test_a_late_timeout_is_reserved_for_every_model_and_not_counted_as_the_fallback_s_cost(router, slow):
+    fallback = set_fallback(router)
+    deadlines = Deadlines(default_s=1.0, reserve_floor_s=0.2)  # room for the fallback after a late timeout
+    router.runtime.predictor.deadlines = deadlines
+    slow.delay_s, slow.slow_calls, slow.late_s = 10.0, 1, 0.06  # the primary's call returns 60 ms late
+    response = post(router, "what is my balance", **{"X-Request-Timeout-Ms": "1000"})
+    assert response.get_json()["variant"] == "fallback"
+    never_answered = deadlines.reserve_s("default", "another-model", "v1")
+    assert never_answered >= 0.2 + 0.06  # the worker's lateness, for a model that never fell back
+    own_cost = deadlines.reserve_s("default", "intents", fallback) - never_answered
+    assert 0 < own_cost < 0.06  # the fallback's own work and writing, without the lateness
