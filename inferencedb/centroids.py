@@ -47,10 +47,12 @@ def float8_array(data: bytes) -> np.ndarray:
     """A one-dimensional double precision[] from its binary form (SQL `array_send`), as float64:
     decoded by numpy in microseconds, where psycopg2 parses the text form's 384 numbers one by one
     (about 0.1 ms a row, and a drift run reads every row of its hour)."""
-    dimensions, _, oid, length, _ = _ARRAY_HEADER.unpack_from(data)
+    dimensions, has_nulls, oid, length, _ = _ARRAY_HEADER.unpack_from(data)
     if dimensions != 1 or oid != _FLOAT8_OID:
         raise ValueError(f"not a one-dimensional double precision[]: {dimensions} dimensions, type {oid}")
     elements = np.frombuffer(data, dtype=_FLOAT8_ELEMENT, count=length, offset=_ARRAY_HEADER.size)
+    if has_nulls or (elements["length"] != 8).any():
+        raise ValueError("a double precision[] with NULL elements")
     return elements["value"].astype(np.float64)
 
 

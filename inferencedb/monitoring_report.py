@@ -185,7 +185,7 @@ class ObservedModel:
         self.centroid_sums[version] = (total + n, vector if summed is None else summed + vector)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrainingBaseline:
     """A version's training baseline in the form drift compares with: the training label counts
     (names, and counts in their order), the validation confidence histogram and the training

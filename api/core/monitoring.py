@@ -56,6 +56,7 @@ class DriftMonitor:
             return
         self._next_run = time.monotonic() + self._interval
         if self._leadership is not None and not self._leadership.held():
+            self._baselines = {}  # another worker computes drift now
             return
         until = dt.datetime.now(dt.UTC)
         try:

@@ -11,6 +11,7 @@ from api.errors import from_database_error
 from heads import serving_state
 from inferencedb.errors import InferenceDbError, InvalidWindow
 from inferencedb.monitoring_report import (
+    ObservedModel,
     TrainingBaseline,
     drift,
     drift_inputs,
@@ -209,6 +210,36 @@ def test_report_numbers_equal_the_views(db_router):
         for (v, r), e in by_key.items()
         if e["feedback"]["count"]
     ) == sorted(accuracy)
+
+
+def test_drift_against_a_training_baseline_by_hand():
+    baseline = TrainingBaseline.from_manifest(
+        {"label_distribution": {"a": 3, "b": 1}, "confidence_histogram": [0] * 9 + [4], "centroid": [1.0, 0.0]}
+    )
+    observed = ObservedModel()
+    group = observed.group("v1", "primary")
+    group.labels.update({"a": 1, "c": 1})  # c: not a training label; b: not seen live
+    group.confidence[8] = group.confidence[9] = 1
+    observed.add_centroid("v1", 2, [0.0, 2.0])
+    eps = 1e-4  # the floor of a share in PSI
+
+    def term(p, q):
+        return (p - q) * math.log(p / q)
+
+    assert drift(observed, "v1", "primary", baseline) == pytest.approx(
+        {
+            "label_psi": term(0.5, 0.75) + term(eps, 0.25) + term(0.5, eps),
+            "confidence_psi": term(0.5, eps) + term(0.5, 1.0),
+            "centroid_cosine_distance": 1.0,  # the live centroid (0, 1) is orthogonal to (1, 0)
+        }
+    )
+    no_baseline = TrainingBaseline.from_manifest({})  # a version whose manifest does not read
+    assert drift(observed, "v1", "primary", no_baseline) == {
+        "label_psi": None,
+        "confidence_psi": None,
+        "centroid_cosine_distance": None,
+    }
+    assert drift(ObservedModel(), "v1", "primary", baseline)["label_psi"] is None  # no answers
 
 
 def test_live_centroid_drift(db_router):
