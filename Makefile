@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-router bench-heads bench-central loadtest clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-router bench-heads bench-central loadtest loadtest-open clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -83,6 +83,12 @@ bench-central: setup
 loadtest: ARGS ?= --workload single --users 8 --duration 20 --warmup 5
 loadtest: setup
 	$(PY) loadtests/run_loadtest.py $(ARGS)
+
+# Open loop: Poisson arrivals at 80% of the closed loop's capacity, measured in the same run
+# (loadtests/open_loop.py; 3 runs); ARGS replaces the options, e.g. ARGS="--share 0.5 --runs 1"
+loadtest-open: ARGS ?= --runs 3 --share 0.8 --duration 20
+loadtest-open: setup
+	$(PY) loadtests/open_loop.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var embedder/proto/*_pb2*.py embedder/proto/*_pb2*.pyi .pytest_cache

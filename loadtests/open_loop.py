@@ -1,0 +1,280 @@
+"""Open-loop latency of the router: requests arrive at random (Poisson) instants, whatever the
+answers do, at a share of the capacity a closed loop measured in the same run.
+
+    make loadtest-open                                   # 3 runs, 80% of capacity, 20 s each
+    .venv/bin/python loadtests/open_loop.py --runs 1 --share 0.5 --duration 10
+
+A closed loop (each user sends its next request when its previous answer is in) slows its own
+offered rate as soon as the server slows, so its tail hides the queueing that real, independent
+callers meet (coordinated omission). Here:
+
+1. The stack of `make loadtest` (loadtests/stack.py): PostgreSQL, the embedder, 20 copies of the
+   CLINC150 head, the router with 2 gunicorn workers x 8 threads, authentication on.
+2. Cache warm-up: every phrase of the vocabulary (loadtests/generator.py, 5,000 real phrases)
+   once through the router, so what is measured is the router with a warm phrase cache.
+3. Per run, capacity: --users keep-alive connections in a closed loop for --duration s, single
+   texts (Zipf 1.0 over the vocabulary) to a random model of the 20 -> answers per second.
+4. Per run, open loop: arrivals of a Poisson process at --share x that capacity for --duration
+   s. Each request is sent at its instant on an idle keep-alive connection, or a new one when
+   none is idle, up to a pool of --max-connections (64), as a calling service keeps; past it, it
+   waits for one. Its latency counts from its scheduled instant, so a request that could not be
+   sent on time counts its wait too (`send_lag_*`: that wait alone). Each phase starts with no
+   connection open.
+
+Both phases run in this process on one asyncio loop (about 0.1 ms of CPU per request), on the
+same 2 cores as the stack: the client's share is printed with the router's CPU per request. The
+output ends with one JSON object: every run, and the medians over the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadtests.bench_batching import cpu_flags  # noqa: E402
+from loadtests.generator import PhraseGenerator, vocabulary  # noqa: E402
+from loadtests.procfs import proc_cpu_seconds, self_cpu_seconds  # noqa: E402
+from loadtests.stack import Stack  # noqa: E402
+
+VOCABULARY = 5000
+WARM_CHUNK = 64
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection; `post` returns the status and the body."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, host: str, path: str, body: bytes, key: str) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Client:
+    """Requests to `models` of the router at `host`:`port`, over a pool of at most
+    `max_connections` keep-alive connections, as a calling service keeps one: a request that finds
+    none idle opens one, or waits for one when the pool is full (its latency counts the wait)."""
+
+    def __init__(self, host: str, port: int, key: str, models: list[str], max_connections: int = 64):
+        self.host, self.port, self.key, self.models = host, port, key, models
+        self._idle: list[Connection] = []
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def predict(self, model: str, text: str) -> int:
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else await Connection.open(self.host, self.port)
+            try:
+                body = json.dumps({"text": text}).encode()
+                status, _ = await connection.post(self.host, f"/v1/models/{model}/predict", body, self.key)
+            except (OSError, asyncio.IncompleteReadError):
+                connection.close()
+                raise
+            self._idle.append(connection)
+            return status
+
+    def close(self) -> None:
+        """Close the idle connections: each phase starts with none (a router's cost per request
+        grows with the keep-alive connections it holds)."""
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+
+@dataclass
+class Phase:
+    """What one phase measured: latencies (s) of the answers, their statuses, its span."""
+
+    latencies: list[float] = field(default_factory=list)
+    send_lags: list[float] = field(default_factory=list)  # from the scheduled instant to the send
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    router_cpu_s: float = 0.0
+    worker_cpu_s: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+    def summary(self) -> dict:
+        ms = np.asarray(self.latencies) * 1000
+        answered = len(self.latencies)
+        return {
+            "answers": answered,
+            "answers_per_s": round(answered / self.seconds, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p90_ms": round(float(np.percentile(ms, 90)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "max_ms": round(float(ms.max()), 2),
+            "errors": self.errors,
+            "send_lag_p50_ms": round(float(np.percentile(self.send_lags, 50)) * 1000, 2),
+            "send_lag_p99_ms": round(float(np.percentile(self.send_lags, 99)) * 1000, 2),
+            "router_cpu_ms_per_answer": round(self.router_cpu_s * 1000 / max(1, answered), 3),
+            "router_worker_cores": [round(cpu / self.seconds, 2) for cpu in self.worker_cpu_s],
+            "client_cores": round(self.client_cpu_s / self.seconds, 2),
+        }
+
+
+async def timed(client: Client, phase: Phase, rng_model: int, text: str, scheduled: float) -> None:
+    phase.send_lags.append(time.perf_counter() - scheduled)
+    try:
+        status = await client.predict(client.models[rng_model], text)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        phase.error(type(exc).__name__)
+        return
+    if status == 200:
+        phase.latencies.append(time.perf_counter() - scheduled)
+    else:
+        phase.error(str(status))
+
+
+async def closed_loop(client: Client, users: int, seconds: float, seed: int) -> Phase:
+    phase = Phase()
+    stop = time.perf_counter() + seconds
+
+    async def user(stream: int) -> None:
+        texts = PhraseGenerator(exponent=1.0, vocabulary_size=VOCABULARY, unique_share=0.0, seed=seed, stream=stream)
+        rng = np.random.default_rng([seed, stream])
+        while time.perf_counter() < stop:
+            await timed(client, phase, int(rng.integers(len(client.models))), texts.next(), time.perf_counter())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user(i) for i in range(users)))
+    phase.seconds = time.perf_counter() - started
+    return phase
+
+
+async def open_loop(client: Client, rate: float, seconds: float, seed: int) -> Phase:
+    phase = Phase()
+    texts = PhraseGenerator(exponent=1.0, vocabulary_size=VOCABULARY, unique_share=0.0, seed=seed, stream=10_000)
+    rng = np.random.default_rng([seed, 10_000])
+    started = time.perf_counter()
+    scheduled = started
+    tasks = []
+    while scheduled < started + seconds:
+        scheduled += rng.exponential(1.0 / rate)
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(
+            asyncio.create_task(timed(client, phase, int(rng.integers(len(client.models))), texts.next(), scheduled))
+        )
+    await asyncio.gather(*tasks)
+    phase.seconds = seconds
+    return phase
+
+
+async def measured(stack: Stack, phase) -> Phase:
+    """The `phase` coroutine, with the router's and this process's CPU time around it, and each
+    router worker's (a keep-alive connection stays with the worker that accepted it: a few
+    connections may all land on one worker, which then caps the throughput alone)."""
+    pids = stack.router.pids()
+    router0, client0 = [proc_cpu_seconds([pid]) for pid in pids], self_cpu_seconds()
+    result = await phase
+    spent = [proc_cpu_seconds([pid]) - before for pid, before in zip(pids, router0, strict=True)]
+    result.router_cpu_s, result.worker_cpu_s = sum(spent), spent[1:]
+    result.client_cpu_s = self_cpu_seconds() - client0
+    return result
+
+
+async def warm_cache(client: Client) -> int:
+    """Every phrase of the vocabulary once through the router, in batch requests."""
+    phrases = list(vocabulary(VOCABULARY))
+    connection = await Connection.open(client.host, client.port)
+    for i in range(0, len(phrases), WARM_CHUNK):
+        body = json.dumps({"texts": phrases[i : i + WARM_CHUNK]}).encode()
+        path = f"/v1/models/{client.models[(i // WARM_CHUNK) % len(client.models)]}/predict"
+        status, answer = await connection.post(client.host, path, body, client.key)
+        if status != 200:
+            raise RuntimeError(f"cache warm-up: the router answered {status}: {answer[:300]!r}")
+    connection.close()
+    return len(phrases)
+
+
+async def session(stack: Stack, args) -> list[dict]:
+    """Warm-up, then per run the closed loop's capacity and the open loop at a share of it."""
+    host, port = stack.router.url.removeprefix("http://").rsplit(":", 1)
+    client = Client(host, int(port), stack.api_key, list(stack.models), args.max_connections)
+    print(f"cache warm-up: {await warm_cache(client)} phrases", flush=True)
+    runs = []
+    for run in range(args.runs):
+        seed = 1000 + run
+        await closed_loop(client, args.users, 5.0, seed)  # load warm-up, not measured
+        client.close()
+        capacity = (await measured(stack, closed_loop(client, args.users, args.duration, seed))).summary()
+        client.close()
+        rate = args.share * capacity["answers_per_s"]
+        offered = (await measured(stack, open_loop(client, rate, args.duration, seed))).summary()
+        client.close()
+        entry = {"closed_loop": capacity, "open_loop": {"offered_per_s": round(rate, 1), **offered}}
+        runs.append(entry)
+        print(f"run {run + 1}: {json.dumps(entry)}", flush=True)
+    client.close()
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--share", type=float, default=0.8, help="offered rate, as a share of the closed-loop capacity")
+    parser.add_argument("--users", type=int, default=8, help="connections of the closed loop")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of each phase")
+    parser.add_argument("--models", type=int, default=20)
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=64,
+        help="the open loop's connection pool (a request waits when it is full)",
+    )
+    args = parser.parse_args()
+
+    flags = cpu_flags()
+    print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
+    with Stack(models=args.models) as stack:
+        stack.start_router(2, 8)
+        runs = asyncio.run(session(stack, args))
+    medians = {
+        phase: {
+            key: statistics.median(entry[phase][key] for entry in runs)
+            for key in ("answers_per_s", "p50_ms", "p99_ms", "router_cpu_ms_per_answer", "client_cores")
+        }
+        for phase in ("closed_loop", "open_loop")
+    }
+    print(
+        json.dumps(
+            {"cpu_flags": flags, "cores": os.cpu_count(), "share": args.share, "users": args.users}
+            | {"runs": runs, "medians": medians}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
