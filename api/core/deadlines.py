@@ -8,9 +8,9 @@ moment the answer is ready: the caller's X-Request-Timeout-Ms, else the model's 
 When a model has a fallback, the primary's embedding call does not get the whole deadline: it
 gets the deadline minus a reserve, the time the fallback is expected to need to answer in its
 place. The reserve is API_FALLBACK_RESERVE_MS (15 ms: what nothing has measured yet, as for a
-worker's first fallback answer, and the scheduling jitter of a busy worker) plus two measures, each a peak that decays
-by `PEAK_DECAY` per answer, so that one slow answer (a cold cache, a pause of the process) raises
-the reserve at once and is forgotten over the next few dozen:
+worker's first fallback answer, and the scheduling jitter of a busy worker) plus two measures,
+each a peak that decays by `PEAK_DECAY` per answer, so that one slow answer (a cold cache, a
+pause of the process) raises the reserve at once and is forgotten over the next few dozen:
 
 - the lateness of the primary's failure past its share of the deadline: a timed-out gRPC call
   returns 2-4 ms late on a quiet machine, more from a worker starved of CPU. It belongs to the

@@ -13,9 +13,9 @@ without the registry (a store synced file by file, a permission repaired in plac
 one stat per model, 0.1-0.3 s at 10,000 models: rescans come every `rescan_interval_s` while the
 store settles (for `settle_s` after a scan saw it change, e.g. a serving pointer that an S3 sync
 delivers after the generation file, and while a model fails to load), and every
-`settled_rescan_interval_s` once it has settled. The operator's reload reaches every worker through the router's reload
-generation (reload_generation.py): `reload_everywhere` bumps it and reloads this worker; every
-other worker's next `poll` sees it moved and reloads everything too.
+`settled_rescan_interval_s` once it has settled. The operator's reload reaches every worker
+through the router's reload generation (reload_generation.py): `reload_everywhere` bumps it and
+reloads this worker; every other worker's next `poll` sees it moved and reloads everything too.
 """
 
 from __future__ import annotations
