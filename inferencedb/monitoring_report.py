@@ -146,12 +146,18 @@ def _psi(live: dict[str, float], names: tuple[str, ...], counts: np.ndarray) -> 
     side only counts with a share of EPSILON on the other."""
     extra = sorted(set(live).difference(names)) if len(live) else []
     live_counts = np.array([live.get(name, 0) for name in names] + [live[name] for name in extra], dtype=np.float64)
-    base_counts = np.concatenate([counts, np.zeros(len(extra))]) if extra else counts
-    live_total, base_total = live_counts.sum(), base_counts.sum()
+    return _psi_aligned(live_counts, counts)
+
+
+def _psi_aligned(live: np.ndarray, baseline: np.ndarray) -> float | None:
+    """PSI of two count vectors, position by position; the shorter one counts 0 beyond its end."""
+    size = max(len(live), len(baseline))
+    live, baseline = (np.pad(counts, (0, size - len(counts))) for counts in (live, baseline))
+    live_total, base_total = live.sum(), baseline.sum()
     if not live_total or not base_total:
         return None
-    p = np.maximum(live_counts / live_total, EPSILON)
-    q = np.maximum(base_counts / base_total, EPSILON)
+    p = np.maximum(live / live_total, EPSILON)
+    q = np.maximum(baseline / base_total, EPSILON)
     return float(((p - q) * np.log(p / q)).sum())
 
 
@@ -239,10 +245,9 @@ def drift(observed: ObservedModel, version: str, role: str, baseline: TrainingBa
     total, summed = observed.centroid_sums.get(version, (0, None))
     if total and baseline.centroid is not None:
         centroid = cosine_distance(summed / total, baseline.centroid)
-    buckets = tuple(str(i) for i in range(len(baseline.confidence)))
     return {
         "label_psi": _psi(group.labels, baseline.labels, baseline.label_counts),
-        "confidence_psi": _psi({str(i): c for i, c in enumerate(group.confidence)}, buckets, baseline.confidence),
+        "confidence_psi": _psi_aligned(np.asarray(group.confidence, dtype=np.float64), baseline.confidence),
         "centroid_cosine_distance": centroid,
     }
 
