@@ -110,7 +110,7 @@ class Client:
 
 @dataclass
 class Phase:
-    """What one phase measured: latencies (s) of the answers, their statuses, its span."""
+    """What one phase measured: latencies (s) of the answers, the failures by kind, its span."""
 
     latencies: list[float] = field(default_factory=list)
     send_lags: list[float] = field(default_factory=list)  # from the scheduled instant to the send
@@ -142,10 +142,10 @@ class Phase:
         }
 
 
-async def timed(client: Client, phase: Phase, rng_model: int, text: str, scheduled: float) -> None:
+async def timed(client: Client, phase: Phase, model: str, text: str, scheduled: float) -> None:
     phase.send_lags.append(time.perf_counter() - scheduled)
     try:
-        status = await client.predict(client.models[rng_model], text)
+        status = await client.predict(model, text)
     except (OSError, asyncio.IncompleteReadError) as exc:
         phase.error(type(exc).__name__)
         return
@@ -163,7 +163,8 @@ async def closed_loop(client: Client, users: int, seconds: float, seed: int) -> 
         texts = PhraseGenerator(exponent=1.0, vocabulary_size=VOCABULARY, unique_share=0.0, seed=seed, stream=stream)
         rng = np.random.default_rng([seed, stream])
         while time.perf_counter() < stop:
-            await timed(client, phase, int(rng.integers(len(client.models))), texts.next(), time.perf_counter())
+            model = client.models[rng.integers(len(client.models))]
+            await timed(client, phase, model, texts.next(), time.perf_counter())
 
     started = time.perf_counter()
     await asyncio.gather(*(user(i) for i in range(users)))
@@ -183,9 +184,8 @@ async def open_loop(client: Client, rate: float, seconds: float, seed: int) -> P
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(
-            asyncio.create_task(timed(client, phase, int(rng.integers(len(client.models))), texts.next(), scheduled))
-        )
+        model = client.models[rng.integers(len(client.models))]
+        tasks.append(asyncio.create_task(timed(client, phase, model, texts.next(), scheduled)))
     await asyncio.gather(*tasks)
     phase.seconds = seconds
     return phase
