@@ -151,12 +151,13 @@ def test_the_fallback_cost_is_measured_to_the_answer_sent_not_to_the_answer_read
 
 def test_a_late_timeout_is_reserved_for_every_model_and_not_counted_as_the_fallback_s_cost(router, slow):
     fallback = set_fallback(router)
-    deadlines = Deadlines(default_s=1.0, reserve_floor_s=0.2)  # room for the fallback after a late timeout
+    deadlines = Deadlines(default_s=2.0, reserve_floor_s=0.5)  # room for the fallback after a late timeout
     router.runtime.predictor.deadlines = deadlines
-    slow.delay_s, slow.slow_calls, slow.late_s = 10.0, 1, 0.06  # the primary's call returns 60 ms late
-    response = post(router, "what is my balance", **{"X-Request-Timeout-Ms": "1000"})
+    slow.delay_s, slow.slow_calls, slow.late_s = 10.0, 1, 0.3  # the primary's call returns 300 ms late
+    response = post(router, "what is my balance", **{"X-Request-Timeout-Ms": "2000"})
     assert response.get_json()["variant"] == "fallback"
     never_answered = deadlines.reserve_s("default", "another-model", "v1")
-    assert never_answered >= 0.2 + 0.06  # the worker's lateness, for a model that never fell back
+    assert never_answered >= 0.5 + 0.3  # the worker's lateness, for a model that never fell back
     own_cost = deadlines.reserve_s("default", "intents", fallback) - never_answered
-    assert 0 < own_cost < 0.06  # the fallback's own work and writing, without the lateness
+    assert 0 < own_cost < 0.3  # the fallback's own work and writing, without the lateness (a loaded
+    # machine made it over 60 ms once: the margin is the lateness itself)
