@@ -1,20 +1,27 @@
 """Runs one padded model call, by the cheapest way ready for its shape.
 
-Every call runs a copy of the model's function with the weights frozen into constants
+Calls of several texts run a copy of the model's function with the weights frozen into constants
 (TensorFlow's own freezing): oneDNN then prepares each weight matrix once instead of on every
-call, which measured about 1.5x faster for calls of 32 texts and 15% faster for XLA. The copy
-costs the weights' size in memory once more (about 90 MB for MiniLM; in the bf16 mode twice:
-the float32 copy for XLA and the bfloat16 graph's).
+call, which measured about 1.5x faster for calls of 32 texts. The copy costs the weights' size
+in memory once more (about 90 MB for MiniLM; in the bf16 mode twice: the float32 copy the check
+uses and the bfloat16 graph's).
 
 A call of one short text is mostly fixed cost: a graph function dispatches some four hundred
 TensorFlow ops one by one, and for a 16-token phrase that dispatch costs more than the
 arithmetic. XLA fuses the graph into a few kernels, so single-text calls run XLA-compiled
-functions instead. XLA compiles once per input shape, so the width is bucketed to a multiple of
-16 tokens and each bucket is compiled once, in a background thread, the first time it is
-needed; until it is ready, that call runs the graph, and no request ever waits for a compiler.
-Every compiled function is checked against the float32 graph on one input before it is used.
-Calls of several texts always run the graph: from 8 texts on XLA measured no faster, and every
-extra shape costs seconds of compilation.
+functions instead. XLA compiles once per input shape, so the width is bucketed (`xla_widths`:
+steps of 4 tokens up to 32, of 8 up to 64, then 16, 32, ...: a phrase is padded by at most 3
+tokens or a quarter of its width) and each bucket is compiled once, in a background thread, the first
+time it is needed; until it is ready, that call runs the graph, and no request ever waits for a
+compiler. Every compiled function is checked against the float32 graph on one input before it is
+used. Calls of several texts always run the graph: from 8 texts on XLA measured no faster, and
+every extra shape costs seconds of compilation.
+
+The XLA functions read the model's variables instead of the frozen constants: XLA copies
+constants into each compiled function, about 180 MB per shape for MiniLM (1.4 GB for the 8 shapes
+of 16-token steps), against about 2 MB per shape reading the one set of variables. The constants
+ran each call 7-12% faster, but the fine buckets that the saved memory pays for cut more padding
+than that (a 12-token phrase at width 12 instead of 16).
 
 With a bfloat16 graph (`graph_signature`, see embedder/bert.py) calls of several texts run their
 MatMuls in bfloat16, about twice as fast on a CPU with AMX; single texts still run XLA in float32,
@@ -24,6 +31,8 @@ which was as fast as the bfloat16 graph for them.
 from __future__ import annotations
 
 import atexit
+import bisect
+import functools
 import logging
 import os
 import queue
@@ -33,16 +42,34 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-WIDTH_STEP = 16
+# The narrowest bucket, and the step between buckets up to 8 times it; past that each doubling of
+# the width doubles the step, so no text is padded by more than 3 tokens or a quarter of its width.
+MIN_WIDTH_STEP = 4
 # A compiled function must agree with the graph to this much on its check input.
 CHECK_TOLERANCE = 1e-4
 
 
+@functools.lru_cache(maxsize=8)
+def xla_widths(max_tokens: int) -> tuple[int, ...]:
+    """The bucket widths of single-text XLA calls up to `max_tokens`, narrowest first: steps of 4
+    up to 32, 8 up to 64, 16 up to 128, 32 up to 256."""
+    widths: list[int] = []
+    width = 0
+    while True:
+        width += max(MIN_WIDTH_STEP, 2 ** (width.bit_length() - 3))
+        if width > max_tokens:
+            return tuple(widths)
+        widths.append(width)
+
+
 def xla_shape(rows: int, width: int, max_tokens: int) -> tuple[int, int] | None:
     """The bucketed shape a call of `rows` x `width` tokens runs at under XLA, or None when it
-    does not run under XLA (several texts, or wider than `max_tokens` once bucketed)."""
-    bucket_width = -(-width // WIDTH_STEP) * WIDTH_STEP
-    return (1, bucket_width) if rows == 1 and bucket_width <= max_tokens else None
+    does not run under XLA (several texts, or wider than every bucket up to `max_tokens`)."""
+    if rows != 1:
+        return None
+    widths = xla_widths(max_tokens)
+    index = bisect.bisect_left(widths, width)
+    return (1, widths[index]) if index < len(widths) else None
 
 
 def pad_to(ids: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +93,14 @@ def freeze_weights(signature):
     except ImportError:  # pragma: no cover - the module is internal to TensorFlow
         log.warning("cannot freeze the weights with this TensorFlow; calls run the function as loaded")
         frozen = signature
+    return embeddings_of(frozen)
+
+
+def embeddings_of(signature):
+    """`signature` as a function of (ids, mask) returning the embeddings tensor."""
 
     def embeddings(ids, mask):
-        out = frozen(input_ids=ids, attention_mask=mask)
+        out = signature(input_ids=ids, attention_mask=mask)
         return out["embeddings"] if isinstance(out, dict) else out[0]
 
     return embeddings
@@ -84,6 +116,7 @@ class ModelRunner:
 
         tf, _ = import_tensorflow()
         self._tf = tf
+        self._variables = embeddings_of(signature)  # reads the variables: what XLA compiles
         self._float32 = freeze_weights(signature)
         self._graph = self._float32 if graph_signature is None else freeze_weights(graph_signature)
         self.xla_max_tokens = xla_max_tokens
@@ -100,7 +133,7 @@ class ModelRunner:
 
     def shapes(self) -> list[tuple[int, int]]:
         """Every bucketed shape that runs under XLA, narrowest first."""
-        return [(1, width) for width in range(WIDTH_STEP, self.xla_max_tokens + 1, WIDTH_STEP)]
+        return [(1, width) for width in xla_widths(self.xla_max_tokens)]
 
     @property
     def compiled_shapes(self) -> list[tuple[int, int]]:
@@ -184,7 +217,7 @@ class ModelRunner:
 
     def _xla_function(self):
         if self._xla is None:
-            self._xla = self._tf.function(self._float32, jit_compile=True)
+            self._xla = self._tf.function(self._variables, jit_compile=True)
         return self._xla
 
     def _compile(self, shape: tuple[int, int]) -> None:

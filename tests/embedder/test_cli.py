@@ -133,10 +133,10 @@ def _texts_received(metrics_port: int) -> float:
 
 
 def test_the_ready_line_names_the_xla_shapes_and_wait_compiled_waits_for_them(tmp_path):
-    with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "32"}, log_path=tmp_path / "log") as server:
-        assert server.ready["xla_shapes"] == 2  # widths 16 and 32
+    with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "16"}, log_path=tmp_path / "log") as server:
+        assert server.ready["xla_shapes"] == 4  # widths 4, 8, 12 and 16
         assert server.wait_compiled(timeout_s=120) == 0
-        assert server.gauge("embedder_xla_shapes_ready") == 2 and server.gauge("embedder_xla_shapes_failed") == 0
+        assert server.gauge("embedder_xla_shapes_ready") == 4 and server.gauge("embedder_xla_shapes_failed") == 0
     with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "0"}, log_path=tmp_path / "log-off") as server:
         assert server.ready["xla_shapes"] == 0
         server.wait_compiled(timeout_s=1)  # nothing to wait for

@@ -7,36 +7,47 @@ import pytest
 
 from embedder.call_plan import MIN_SPLIT_TOKENS, plan_calls
 from embedder.encoder import load_encoder
-from embedder.model_runner import WIDTH_STEP, pad_to, xla_shape
+from embedder.model_runner import pad_to, xla_shape, xla_widths
 from tests.conftest import MODEL_DIR
 
 
 @pytest.fixture(scope="module")
 def two_lanes():
     """The default model as the service runs it on two cores: two lanes, XLA for small calls."""
-    encoder = load_encoder(str(MODEL_DIR), lanes=2, xla_max_tokens=4 * WIDTH_STEP)
+    encoder = load_encoder(str(MODEL_DIR), lanes=2, xla_max_tokens=64)
     encoder.warm_up()
     assert encoder.runner.wait_compiled(timeout=600)
     return encoder
 
 
 def test_small_shapes_are_bucketed_and_large_ones_are_not_compiled():
+    assert xla_widths(128) == (4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128)
+    assert xla_widths(0) == () and xla_widths(3) == ()
+    assert xla_shape(1, 3, 128) == (1, 4)  # [CLS] word [SEP]
     assert xla_shape(1, 14, 128) == (1, 16)
     assert xla_shape(1, 16, 128) == (1, 16)
-    assert xla_shape(1, 17, 128) == (1, 32)
+    assert xla_shape(1, 17, 128) == (1, 20)
+    assert xla_shape(1, 33, 128) == (1, 40)
+    assert xla_shape(1, 96, 100) == (1, 96) and xla_shape(1, 97, 100) is None  # no bucket holds 97 under 100
     assert xla_shape(1, 129, 128) is None  # past the token cap: the graph
     assert xla_shape(2, 8, 128) is None  # several texts: the graph
     assert xla_shape(1, 8, 0) is None  # XLA off
+    for width in range(1, 257):  # at most 3 tokens of padding, or a quarter of the width
+        _, bucket = xla_shape(1, width, 256)
+        assert width <= bucket <= max(width + 3, width * 1.25), width
     ids, mask = pad_to(np.array([[5, 6, 7]], np.int32), np.array([[1, 1, 1]], np.int32), (1, 16))
     assert ids.shape == mask.shape == (1, 16) and mask.sum() == 3 and ids[0, :3].tolist() == [5, 6, 7]
 
 
 def test_every_xla_shape_compiles_in_the_background_and_matches_the_graph(two_lanes, reference):
     runner = two_lanes.runner
-    assert runner.compiled_shapes == [(1, 16), (1, 32), (1, 48), (1, 64)] == runner.shapes()
+    assert runner.compiled_shapes == [(1, w) for w in xla_widths(64)] == runner.shapes()
     assert runner.failed_shapes == []
+    # Each compiled function reads the model's one set of variables: XLA would copy constants
+    # into every shape (about 180 MB each for MiniLM).
+    assert all(len(function.variables) >= 70 for function in runner._compiled.values())
     texts = [item["text"] for item in reference["items"]]
-    short = [t for t in texts if len(two_lanes.tokenize([t])[0][0]) <= 4 * WIDTH_STEP]
+    short = [t for t in texts if len(two_lanes.tokenize([t])[0][0]) <= 64]
     assert len(short) >= 3
     for text in short:
         ids, mask = two_lanes.tokenize([text])
@@ -50,12 +61,12 @@ def test_every_xla_shape_compiles_in_the_background_and_matches_the_graph(two_la
 
 
 def test_an_uncompiled_shape_runs_the_graph_at_once_and_is_compiled_later():
-    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=2 * WIDTH_STEP)
+    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=32)
     runner = encoder.runner
     assert runner.compiled_shapes == []
-    ids, mask = encoder.tokenize(["what is the weather in paris tomorrow"])
+    ids, mask = encoder.tokenize(["what is the weather in paris tomorrow"])  # 9 tokens
     first = runner.run(ids, mask)  # nothing compiled yet: the graph answers, compilation starts
-    assert runner.wait_compiled(timeout=600) and runner.compiled_shapes == [(1, 16)]
+    assert runner.wait_compiled(timeout=600) and runner.compiled_shapes == [(1, 12)]
     assert np.abs(runner.run(ids, mask) - first).max() < 1e-5
     off = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=0)
     off.embed(["no compiling at all"])
@@ -63,7 +74,7 @@ def test_an_uncompiled_shape_runs_the_graph_at_once_and_is_compiled_later():
 
 
 def test_a_shape_that_fails_to_compile_is_settled_as_failed_and_keeps_the_graph(monkeypatch):
-    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=WIDTH_STEP)
+    encoder = load_encoder(str(MODEL_DIR), lanes=1, xla_max_tokens=16)
     runner = encoder.runner
 
     def broken(shape):
@@ -73,9 +84,9 @@ def test_a_shape_that_fails_to_compile_is_settled_as_failed_and_keeps_the_graph(
     ids, mask = encoder.tokenize(["turn the lights off"])
     first = runner.run(ids, mask)
     assert runner.wait_compiled(timeout=60)  # settled: waiting for it does not hang
-    assert runner.failed_shapes == [(1, 16)] and runner.compiled_shapes == []
+    assert runner.failed_shapes == [(1, 8)] and runner.compiled_shapes == []  # 6 tokens
     assert np.array_equal(runner.run(ids, mask), first)  # the graph still answers, no retry
-    assert runner.failed_shapes == [(1, 16)]
+    assert runner.failed_shapes == [(1, 8)]
 
 
 def test_a_large_batch_is_spread_over_the_lanes_and_answers_in_order(two_lanes, minilm, reference):
