@@ -1,6 +1,8 @@
 """Micro-batching: merge items from concurrent callers into one model call.
 
-One owner thread takes items from a bounded queue. A batch closes when it holds
+`workers` threads (one per model lane) take items from a bounded queue, each running one batch
+at a time: while one batch runs, the next forms and starts on a free lane, instead of waiting for
+the first to finish. A batch closes when it holds
 `max_batch_size` items, when `max_wait_s` has passed since its first item was queued, or as soon
 as `expect_more()` says no other caller is on its way (a lone request never waits for company
 that is not coming; under load, items gather while the model runs the previous batch). Each
@@ -85,9 +87,10 @@ class MicroBatcher(Generic[T, R]):
         observer: BatchObserver | None = None,
         name: str = "micro-batcher",
         expect_more: Callable[[], bool] | None = None,
+        workers: int = 1,
     ):
-        if max_batch_size < 1 or max_queue < max_batch_size or max_wait_s < 0:
-            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait_s >= 0")
+        if max_batch_size < 1 or max_queue < max_batch_size or max_wait_s < 0 or workers < 1:
+            raise ValueError("need max_batch_size >= 1, max_queue >= max_batch_size, max_wait_s >= 0, workers >= 1")
         self._process = process
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
@@ -98,8 +101,12 @@ class MicroBatcher(Generic[T, R]):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=name if workers == 1 else f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def depth(self) -> int:
@@ -125,20 +132,22 @@ class MicroBatcher(Generic[T, R]):
                 for ticket in tickets:
                     ticket.future.add_done_callback(lambda _f, t=ticket: on_done(t))
             self._queue.extend(tickets)
-            self._cond.notify()
+            self._cond.notify_all()  # the worker forming a batch, whichever it is
             return tickets
 
     def nudge(self) -> None:
         """Tell the thread that `expect_more()` may have changed."""
         with self._cond:
-            self._cond.notify()
+            self._cond.notify_all()  # the worker forming a batch, whichever it is
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting items, finish the queued ones, and stop the thread."""
+        """Stop accepting items, finish the queued ones, and stop the threads (`timeout` for all)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        give_up = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if give_up is None else max(0.0, give_up - time.monotonic()))
 
     def _take_batch(self) -> list[Ticket[T, R]] | None:
         with self._cond:

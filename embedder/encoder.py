@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,7 +110,8 @@ class TokenInputEncoder:
     similar length, each padded only to its own longest (the padding is most of the compute with
     real traffic's spread of lengths). The calls of one batch run on `lanes` threads at once,
     each call on the intra-op threads TensorFlow was configured with (`configure_threads`), and
-    each by the cheapest function ready for its shape (`ModelRunner`)."""
+    each by the cheapest function ready for its shape (`ModelRunner`). `embed` may be called from
+    several threads at once; at most `lanes` model calls run at any moment."""
 
     def __init__(
         self,
@@ -144,6 +146,9 @@ class TokenInputEncoder:
         self.lanes = max(1, lanes)
         self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens, graph_signature=graph)
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="model-lane") if self.lanes > 1 else None
+        # Batches of several callers may run at once (the service's batcher has a worker per lane):
+        # at most `lanes` model calls run at any moment, whichever thread makes them.
+        self._lane = threading.BoundedSemaphore(self.lanes)
         self.info = info
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -178,10 +183,14 @@ class TokenInputEncoder:
         token_ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
         out = np.empty((len(texts), self.info.dim), dtype=np.float32)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-        calls = plan_calls(lengths, max_tokens=self.max_batch_tokens, min_calls=self.lanes)
+        # Up to two single-text calls per lane, where each runs XLA-compiled (call_plan.py).
+        singles = 2 * self.lanes if lengths.max() <= self.runner.xla_max_tokens else 0
+        calls = plan_calls(lengths, max_tokens=self.max_batch_tokens, min_calls=self.lanes, singles_up_to=singles)
 
         def run(call: np.ndarray) -> None:
-            out[call] = self.runner.run(*self._padded([token_ids[i] for i in call]))
+            padded = self._padded([token_ids[i] for i in call])
+            with self._lane:
+                out[call] = self.runner.run(*padded)
 
         if self._pool is None or len(calls) == 1:
             for call in calls:

@@ -103,6 +103,7 @@ class EmbeddingService:
             max_queue=max_queue,
             observer=self._observer,
             expect_more=lambda: self._arriving > 0,
+            workers=getattr(encoder, "lanes", 1),  # a batch forms and starts while another runs
         )
         # Keys being computed right now: a concurrent request for the same phrase waits on the
         # same ticket instead of computing it again. Guarded, with the cache lookup, by _lock.

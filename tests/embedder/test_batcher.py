@@ -179,3 +179,26 @@ def test_a_lone_item_goes_at_once_when_nobody_else_is_on_the_way():
         assert rec.batches == [[1], [2, 3]]
     finally:
         batcher.close()
+
+
+def test_with_two_workers_a_batch_starts_while_another_runs():
+    running = threading.Barrier(2, timeout=5)  # broken unless two batches run at once
+
+    def process(items):
+        running.wait()
+        return [x * 10 for x in items]
+
+    batcher = MicroBatcher(process, max_batch_size=1, max_wait_s=0.0, max_queue=64, workers=2)
+    try:
+        first, second = batcher.submit([1]), batcher.submit([2])
+        assert results(first) + results(second) == [10, 20]
+    finally:
+        batcher.close(timeout=5)
+    assert not any(t.is_alive() for t in batcher._threads)
+    one = MicroBatcher(Recorder(delay_s=0.2), max_batch_size=1, max_wait_s=0.0, max_queue=64)
+    try:
+        started = time.monotonic()
+        assert results(one.submit([1, 2])) == [10, 20]
+        assert time.monotonic() - started >= 0.4  # one worker: one batch after the other
+    finally:
+        one.close()

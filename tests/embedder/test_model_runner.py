@@ -1,6 +1,7 @@
 """Model calls: XLA-compiled small shapes against the graph, and calls spread over lanes (real model)."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +123,69 @@ def test_plan_calls_halves_only_calls_large_enough_to_feed_another_lane():
     quarters = plan_calls(many, min_calls=4)
     assert [len(c) for c in quarters] == [16, 16, 16, 16] and 16 * 12 >= MIN_SPLIT_TOKENS
     assert len(plan_calls(np.array([200]), min_calls=2)) == 1  # one text cannot be split
+
+
+def test_plan_calls_runs_a_few_texts_one_by_one_where_single_texts_are_compiled():
+    lengths = np.array([9, 30, 12])
+    calls = plan_calls(lengths, min_calls=2, singles_up_to=4)
+    assert [c.tolist() for c in calls] == [[0], [2], [1]]  # one call per text, shortest first
+    assert len(plan_calls(np.full(5, 12), min_calls=2, singles_up_to=4)) == 1  # more: one graph call
+    assert len(plan_calls(lengths, min_calls=2)) == 1  # singles off
+
+
+def test_a_few_texts_run_as_compiled_single_calls_on_both_lanes(two_lanes, minilm):
+    texts = ["what is my balance", "book a table for two at eight tonight", "play some jazz"]
+    shapes, record = [], threading.Lock()
+    run = two_lanes.runner.run
+
+    def recording_run(ids, mask):
+        with record:
+            shapes.append(ids.shape)
+        return run(ids, mask)
+
+    two_lanes.runner.run = recording_run
+    try:
+        got = two_lanes.embed(texts)
+    finally:
+        two_lanes.runner.run = run
+    assert sorted(rows for rows, _ in shapes) == [1, 1, 1]  # 3 texts on 2 lanes: 3 single-text calls
+    assert all((1, two_lanes.tokenize([t])[0].shape[1]) in shapes for t in texts)
+    assert np.abs(got - minilm.embed(texts)).max() < 1e-5
+    long_text = " ".join(["word"] * 80)  # 82 tokens, past the fixture's 64: the graph, in one call
+    shapes.clear()
+    two_lanes.runner.run = recording_run
+    try:
+        two_lanes.embed([long_text, long_text + " more"])
+    finally:
+        two_lanes.runner.run = run
+    assert [rows for rows, _ in shapes] == [2]
+
+
+def test_embed_from_several_threads_runs_at_most_one_model_call_per_lane(two_lanes):
+    state = {"now": 0, "most": 0}
+    record = threading.Lock()
+    run = two_lanes.runner.run
+
+    def counting_run(ids, mask):
+        with record:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.05)  # long enough for every caller to be at the gate
+            return run(ids, mask)
+        finally:
+            with record:
+                state["now"] -= 1
+
+    # One text each: a single call runs on its caller's thread, not on the lanes' pool.
+    texts = ["what is my balance", "book a table for two", "play some jazz", "turn the lights off"]
+    two_lanes.runner.run = counting_run
+    try:
+        callers = [threading.Thread(target=two_lanes.embed, args=([text],)) for text in texts]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(60)
+    finally:
+        two_lanes.runner.run = run
+    assert state["most"] == 2  # 4 callers at once, never more calls than the 2 lanes
