@@ -16,6 +16,8 @@ In one run:
    third server runs the bf16 mode (EMBEDDER_PRECISION=bf16), through gRPC with one and with 4
    clients; its vectors are compared with the float32 server's (`cosine_bf16_to_fp32_min`).
    The bf16 mode's effect on a head's accuracy is measured by loadtests/bench_precision.py.
+   The float32 server's PSS is read once its XLA shapes are compiled and again after the
+   throughput runs (`server_pss_mib`).
 2. The single-phrase cache miss through gRPC: p50 and p99 of one-text RPCs, one at a time.
 3. Agreement: cosine between the service's vectors and sentence-transformers' on the same texts.
 4. Cache-hit latency per RPC (one cached phrase per request), p50 and p99.
@@ -53,6 +55,7 @@ from devtools.embedder_process import EmbedderProcess  # noqa: E402
 from embedder.client import EmbedderClient  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
 from loadtests.phrases import ZipfSampler, real_phrases, traffic_mix  # noqa: E402
+from loadtests.procfs import process_memory  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32, 128)
 # Texts per batch size and repeat: enough for a few seconds of work at each size.
@@ -92,6 +95,12 @@ def send_all(call, requests: list[list[str]], clients: int = 1) -> float:
     for t in threads:
         t.join()
     return time.perf_counter() - started
+
+
+def pss_mib(pid: int) -> float | None:
+    """The PSS of a process in MiB (None when it cannot be read)."""
+    memory = process_memory(pid)
+    return None if memory is None else memory.mib()["pss_mib"]
 
 
 def phrases_per_s(call, batches: list[list[str]], clients: int = 1) -> float:
@@ -202,6 +211,7 @@ def main() -> int:
     ):
         for server in (cached, uncached, reduced):
             server.wait_compiled()
+        server_pss_mib = {"compiled": pss_mib(uncached.proc.pid)}
         client_on = EmbedderClient(cached.address, timeout_s=120)
         client_off = EmbedderClient(uncached.address, timeout_s=120)
         client_bf16 = EmbedderClient(reduced.address, timeout_s=120)
@@ -236,6 +246,7 @@ def main() -> int:
                     + " phrases/s",
                     flush=True,
                 )
+        server_pss_mib["after_throughput"] = pss_mib(uncached.proc.pid)
         ours = client_off.embed(check).vectors
         cosine = (ours * st_vectors).sum(axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(st_vectors, axis=1)
         cosine_bf16 = (client_bf16.embed(check).vectors * ours).sum(axis=1)
@@ -320,6 +331,7 @@ def main() -> int:
         ),
         "cosine_to_st_min": round(float(cosine.min()), 6),
         "cosine_bf16_to_fp32_min": round(float(cosine_bf16.min()), 6),
+        "server_pss_mib": server_pss_mib,
         "single_miss_rpc_p50_ms": round(float(np.percentile(single_latencies, 50)) * 1000, 2),
         "single_miss_rpc_p99_ms": round(float(np.percentile(single_latencies, 99)) * 1000, 2),
         "st_single_p50_ms": st_info.get("single_p50_ms"),
