@@ -136,7 +136,11 @@ class MicroBatcher(Generic[T, R]):
             return tickets
 
     def nudge(self) -> None:
-        """Tell the thread that `expect_more()` may have changed."""
+        """Tell the workers that `expect_more()` may have changed. Only a worker forming a batch
+        waits on it, and only while texts are queued: with none, no worker is woken (every request
+        nudges, cache hits included)."""
+        if not self._queue:
+            return
         with self._cond:
             self._cond.notify_all()  # the worker forming a batch, whichever it is
 
@@ -151,16 +155,22 @@ class MicroBatcher(Generic[T, R]):
 
     def _take_batch(self) -> list[Ticket[T, R]] | None:
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            close_at = self._queue[0].enqueued + self._max_wait_s
-            while len(self._queue) < self._max_batch_size and not self._closed and self._expect_more():
-                remaining = close_at - time.monotonic()
-                if remaining <= 0:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                # Another worker may take the queue's head meanwhile: the wait is always counted
+                # from the oldest text still queued, and starts over if none is left.
+                while (
+                    self._queue and len(self._queue) < self._max_batch_size and not self._closed and self._expect_more()
+                ):
+                    remaining = self._queue[0].enqueued + self._max_wait_s - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._queue:
                     break
-                self._cond.wait(remaining)
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch_size))]
             live, expired = split_expired(batch, time.monotonic())
             for ticket in live:

@@ -183,8 +183,11 @@ class TokenInputEncoder:
         token_ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
         out = np.empty((len(texts), self.info.dim), dtype=np.float32)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
-        # Up to two single-text calls per lane, where each runs XLA-compiled (call_plan.py).
-        singles = 2 * self.lanes if lengths.max() <= self.runner.xla_max_tokens else 0
+        # Up to two single-text calls per lane, where each runs a compiled function (call_plan.py):
+        # as graph calls (before their shapes are compiled, or where a compilation failed) they
+        # would cost more than one call holding them all.
+        compiled = len(texts) <= 2 * self.lanes and all(map(self.runner.compiled_for, set(lengths.tolist())))
+        singles = 2 * self.lanes if compiled else 0
         calls = plan_calls(lengths, max_tokens=self.max_batch_tokens, min_calls=self.lanes, singles_up_to=singles)
 
         def run(call: np.ndarray) -> None:

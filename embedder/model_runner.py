@@ -52,13 +52,14 @@ CHECK_TOLERANCE = 1e-4
 @functools.lru_cache(maxsize=8)
 def xla_widths(max_tokens: int) -> tuple[int, ...]:
     """The bucket widths of single-text XLA calls up to `max_tokens`, narrowest first: steps of 4
-    up to 32, 8 up to 64, 16 up to 128, 32 up to 256."""
+    up to 32, 8 up to 64, 16 up to 128, 32 up to 256, and `max_tokens` itself last, so that every
+    text of at most `max_tokens` tokens has a bucket (none when it is 0)."""
     widths: list[int] = []
     width = 0
     while True:
         width += max(MIN_WIDTH_STEP, 2 ** (width.bit_length() - 3))
-        if width > max_tokens:
-            return tuple(widths)
+        if width >= max_tokens:
+            return (*widths, max_tokens) if max_tokens > 0 else ()
         widths.append(width)
 
 
@@ -155,6 +156,10 @@ class ModelRunner:
             return self._run_graph(ids, mask)
         padded_ids, padded_mask = pad_to(ids, mask, shape)
         return compiled(self._tf.constant(padded_ids), self._tf.constant(padded_mask)).numpy()[:rows]
+
+    def compiled_for(self, width: int) -> bool:
+        """Whether a single text of `width` tokens runs a compiled function now."""
+        return xla_shape(1, width, self.xla_max_tokens) in self._compiled
 
     def prepare(self, shapes: list[tuple[int, int]]) -> None:
         """Compile these bucketed shapes in the background, each once."""

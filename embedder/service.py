@@ -205,6 +205,8 @@ class EmbeddingService:
                 for u, ticket in zip(to_submit, tickets):
                     self._inflight[unique[u]] = ticket
                     waiting[u] = ticket
+        if not to_submit:
+            self._batcher.nudge()  # this request's arrival no longer holds a forming batch back
 
         for u, ticket in waiting.items():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

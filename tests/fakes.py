@@ -15,11 +15,15 @@ from embedder.encoder import EncoderInfo
 class HashEncoder:
     """Unit vectors derived from a hash of the text; records every call.
 
-    `delay_s` makes each call slow; `fail_on` makes a call raise when it contains that text.
+    `delay_s` makes each call slow; `fail_on` makes a call raise when it contains that text;
+    `lanes` is how many batches the service runs at once.
     """
 
-    def __init__(self, dim: int = 8, *, delay_s: float = 0.0, fail_on: str | None = None, lowercase: bool = True):
+    def __init__(
+        self, dim: int = 8, *, delay_s: float = 0.0, fail_on: str | None = None, lowercase: bool = True, lanes: int = 1
+    ):
         self.info = EncoderInfo(name="hash-encoder", version="1", dim=dim, lowercase=lowercase, max_seq_length=0)
+        self.lanes = lanes  # the service runs a batch per lane at once
         self.delay_s = delay_s
         self.fail_on = fail_on
         self.calls: list[list[str]] = []

@@ -23,13 +23,13 @@ def two_lanes():
 
 def test_small_shapes_are_bucketed_and_large_ones_are_not_compiled():
     assert xla_widths(128) == (4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128)
-    assert xla_widths(0) == () and xla_widths(3) == ()
+    assert xla_widths(0) == () and xla_widths(3) == (3,) and xla_widths(100)[-3:] == (80, 96, 100)
     assert xla_shape(1, 3, 128) == (1, 4)  # [CLS] word [SEP]
     assert xla_shape(1, 14, 128) == (1, 16)
     assert xla_shape(1, 16, 128) == (1, 16)
     assert xla_shape(1, 17, 128) == (1, 20)
     assert xla_shape(1, 33, 128) == (1, 40)
-    assert xla_shape(1, 96, 100) == (1, 96) and xla_shape(1, 97, 100) is None  # no bucket holds 97 under 100
+    assert xla_shape(1, 97, 100) == (1, 100) and xla_shape(1, 101, 100) is None  # the cap is the last bucket
     assert xla_shape(1, 129, 128) is None  # past the token cap: the graph
     assert xla_shape(2, 8, 128) is None  # several texts: the graph
     assert xla_shape(1, 8, 0) is None  # XLA off
@@ -135,12 +135,15 @@ def test_plan_calls_runs_a_few_texts_one_by_one_where_single_texts_are_compiled(
 
 def test_a_few_texts_run_as_compiled_single_calls_on_both_lanes(two_lanes, minilm):
     texts = ["what is my balance", "book a table for two at eight tonight", "play some jazz"]
-    shapes, record = [], threading.Lock()
+    widths = [two_lanes.tokenize([t])[0].shape[1] for t in texts]
+    assert all(map(two_lanes.runner.compiled_for, widths))
+    shapes, threads, record = [], set(), threading.Lock()
     run = two_lanes.runner.run
 
     def recording_run(ids, mask):
         with record:
             shapes.append(ids.shape)
+            threads.add(threading.current_thread().name)
         return run(ids, mask)
 
     two_lanes.runner.run = recording_run
@@ -148,8 +151,8 @@ def test_a_few_texts_run_as_compiled_single_calls_on_both_lanes(two_lanes, minil
         got = two_lanes.embed(texts)
     finally:
         two_lanes.runner.run = run
-    assert sorted(rows for rows, _ in shapes) == [1, 1, 1]  # 3 texts on 2 lanes: 3 single-text calls
-    assert all((1, two_lanes.tokenize([t])[0].shape[1]) in shapes for t in texts)
+    assert sorted(shapes) == sorted((1, w) for w in widths)  # 3 texts on 2 lanes: a call each
+    assert threads and all(name.startswith("model-lane") for name in threads)
     assert np.abs(got - minilm.embed(texts)).max() < 1e-5
     long_text = " ".join(["word"] * 80)  # 82 tokens, past the fixture's 64: the graph, in one call
     shapes.clear()
@@ -163,29 +166,39 @@ def test_a_few_texts_run_as_compiled_single_calls_on_both_lanes(two_lanes, minil
 
 def test_embed_from_several_threads_runs_at_most_one_model_call_per_lane(two_lanes):
     state = {"now": 0, "most": 0}
-    record = threading.Lock()
+    inside = threading.Condition()
     run = two_lanes.runner.run
+    failures = []
+
+    def embed(text):
+        try:
+            two_lanes.embed([text])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
 
     def counting_run(ids, mask):
-        with record:
+        with inside:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
+            inside.notify_all()
+            inside.wait_for(lambda: state["now"] >= 2, timeout=30)  # two at once, however slow the start
         try:
-            time.sleep(0.05)  # long enough for every caller to be at the gate
+            time.sleep(0.05)  # time for a third call to come in, were the limit broken
             return run(ids, mask)
         finally:
-            with record:
+            with inside:
                 state["now"] -= 1
 
     # One text each: a single call runs on its caller's thread, not on the lanes' pool.
     texts = ["what is my balance", "book a table for two", "play some jazz", "turn the lights off"]
     two_lanes.runner.run = counting_run
     try:
-        callers = [threading.Thread(target=two_lanes.embed, args=([text],)) for text in texts]
+        callers = [threading.Thread(target=embed, args=(text,)) for text in texts]
         for caller in callers:
             caller.start()
         for caller in callers:
-            caller.join(60)
+            caller.join(120)
     finally:
         two_lanes.runner.run = run
+    assert not failures and not any(caller.is_alive() for caller in callers)
     assert state["most"] == 2  # 4 callers at once, never more calls than the 2 lanes

@@ -70,8 +70,9 @@ def test_case_is_kept_for_models_that_do_not_lowercase(make_service):
     assert not np.array_equal(result.vectors[0], result.vectors[1])
 
 
-def test_concurrent_requests_for_the_same_phrases_compute_them_once(make_service):
-    encoder = HashEncoder(delay_s=0.2)
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_concurrent_requests_for_the_same_phrases_compute_them_once(make_service, lanes):
+    encoder = HashEncoder(delay_s=0.2, lanes=lanes)
     service = make_service(encoder, max_wait_s=0.0, max_batch_size=4)
     phrases = [f"phrase {i}" for i in range(6)]
     outputs = []
@@ -109,8 +110,9 @@ def test_limits_name_the_limit(make_service):
         service.embed(["x" * 11])
 
 
-def test_model_failure_fails_the_batch_and_the_service_goes_on(make_service):
-    encoder = HashEncoder(fail_on="poison")
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_model_failure_fails_the_batch_and_the_service_goes_on(make_service, lanes):
+    encoder = HashEncoder(fail_on="poison", lanes=lanes)
     service = make_service(encoder)
     with pytest.raises(ModelFailure, match="injected failure"):
         service.embed(["poison", "bystander"])
@@ -118,8 +120,9 @@ def test_model_failure_fails_the_batch_and_the_service_goes_on(make_service):
     assert service.embed(["bystander"]).cache_hits == [True]
 
 
-def test_deadline_is_honoured(make_service):
-    service = make_service(HashEncoder(delay_s=2.0), max_wait_s=0.0)
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_deadline_is_honoured(make_service, lanes):
+    service = make_service(HashEncoder(delay_s=2.0, lanes=lanes), max_wait_s=0.0)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         service.embed(["slow"], timeout=0.05)
@@ -204,9 +207,10 @@ def test_scopes_share_no_computation_in_flight(make_service):
     np.testing.assert_array_equal(results["acme again"].vectors, results["acme"].vectors)
 
 
-def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_share_a_batch(make_service):
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_share_a_batch(make_service, lanes):
     sizes = []
-    encoder = HashEncoder()
+    encoder = HashEncoder(lanes=lanes)
     embed = encoder.embed
 
     def recording_embed(texts):
@@ -230,4 +234,6 @@ def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_share_a_ba
         t.start()
     for t in threads:
         t.join(30)
-    assert sum(sizes[1:]) == 8 and len(sizes) - 1 <= 2  # the requests on their way were waited for
+    # The requests on their way were waited for: at most one batch per lane, and one more for
+    # those that came while every lane was busy.
+    assert sum(sizes[1:]) == 8 and len(sizes) - 1 <= lanes + 1
