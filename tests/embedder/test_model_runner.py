@@ -1,5 +1,6 @@
 """Model calls: XLA-compiled small shapes against the graph, and calls spread over lanes (real model)."""
 
+import contextlib
 import threading
 import time
 
@@ -19,6 +20,23 @@ def two_lanes():
     encoder.warm_up()
     assert encoder.runner.wait_compiled(timeout=600)
     return encoder
+
+
+@contextlib.contextmanager
+def recorded_calls(encoder):
+    """The (shape, thread name) of every model call `encoder` makes inside the block."""
+    calls, lock, run = [], threading.Lock(), encoder.runner.run
+
+    def recording_run(ids, mask):
+        with lock:
+            calls.append((ids.shape, threading.current_thread().name))
+        return run(ids, mask)
+
+    encoder.runner.run = recording_run
+    try:
+        yield calls
+    finally:
+        encoder.runner.run = run
 
 
 def test_small_shapes_are_bucketed_and_large_ones_are_not_compiled():
@@ -95,19 +113,9 @@ def test_a_large_batch_is_spread_over_the_lanes_and_answers_in_order(two_lanes, 
     lengths = np.array([len(two_lanes.tokenize([t])[0][0]) for t in texts])
     calls = plan_calls(lengths, max_tokens=two_lanes.max_batch_tokens, min_calls=2)
     assert len(calls) >= 2
-    lanes_used, record = set(), threading.Lock()
-    run = two_lanes.runner.run
-
-    def recording_run(ids, mask):
-        with record:
-            lanes_used.add(threading.current_thread().name)
-        return run(ids, mask)
-
-    two_lanes.runner.run = recording_run
-    try:
+    with recorded_calls(two_lanes) as calls:
         got = two_lanes.embed(texts)
-    finally:
-        two_lanes.runner.run = run
+    lanes_used = {thread for _, thread in calls}
     assert len(lanes_used) == 2 and all(name.startswith("model-lane") for name in lanes_used)
     assert np.abs(got - minilm.embed(texts)).max() < 1e-5
 
@@ -137,31 +145,15 @@ def test_a_few_texts_run_as_compiled_single_calls_on_both_lanes(two_lanes, minil
     texts = ["what is my balance", "book a table for two at eight tonight", "play some jazz"]
     widths = [two_lanes.tokenize([t])[0].shape[1] for t in texts]
     assert all(map(two_lanes.runner.compiled_for, widths))
-    shapes, threads, record = [], set(), threading.Lock()
-    run = two_lanes.runner.run
-
-    def recording_run(ids, mask):
-        with record:
-            shapes.append(ids.shape)
-            threads.add(threading.current_thread().name)
-        return run(ids, mask)
-
-    two_lanes.runner.run = recording_run
-    try:
+    with recorded_calls(two_lanes) as calls:
         got = two_lanes.embed(texts)
-    finally:
-        two_lanes.runner.run = run
-    assert sorted(shapes) == sorted((1, w) for w in widths)  # 3 texts on 2 lanes: a call each
-    assert threads and all(name.startswith("model-lane") for name in threads)
+    assert sorted(shape for shape, _ in calls) == sorted((1, w) for w in widths)  # 3 texts on 2 lanes: a call each
+    assert all(thread.startswith("model-lane") for _, thread in calls)
     assert np.abs(got - minilm.embed(texts)).max() < 1e-5
     long_text = " ".join(["word"] * 80)  # 82 tokens, past the fixture's 64: the graph, in one call
-    shapes.clear()
-    two_lanes.runner.run = recording_run
-    try:
+    with recorded_calls(two_lanes) as calls:
         two_lanes.embed([long_text, long_text + " more"])
-    finally:
-        two_lanes.runner.run = run
-    assert [rows for rows, _ in shapes] == [2]
+    assert [rows for (rows, _), _ in calls] == [2]
 
 
 def test_embed_from_several_threads_runs_at_most_one_model_call_per_lane(two_lanes):
