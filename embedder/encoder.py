@@ -186,8 +186,8 @@ class TokenInputEncoder:
         # Up to two single-text calls per lane, where each runs a compiled function (call_plan.py):
         # as graph calls (before their shapes are compiled, or where a compilation failed) they
         # would cost more than one call holding them all.
-        compiled = len(texts) <= 2 * self.lanes and all(map(self.runner.compiled_for, set(lengths.tolist())))
-        singles = 2 * self.lanes if compiled else 0
+        few = len(texts) <= 2 * self.lanes
+        singles = len(texts) if few and all(map(self.runner.compiled_for, set(lengths.tolist()))) else 0
         calls = plan_calls(lengths, max_tokens=self.max_batch_tokens, min_calls=self.lanes, singles_up_to=singles)
 
         def run(call: np.ndarray) -> None:
