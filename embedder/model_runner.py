@@ -3,8 +3,8 @@
 Calls of several texts run a copy of the model's function with the weights frozen into constants
 (TensorFlow's own freezing): oneDNN then prepares each weight matrix once instead of on every
 call, which measured about 1.5x faster for calls of 32 texts. The copy costs the weights' size
-in memory once more (about 90 MB for MiniLM; in the bf16 mode twice: the float32 copy the check
-uses and the bfloat16 graph's).
+in memory once more (about 90 MB for MiniLM; in the bf16 mode the bfloat16 graph's, and the
+compiled functions are checked against the variables).
 
 A call of one short text is mostly fixed cost: a graph function dispatches some four hundred
 TensorFlow ops one by one, and for a 16-token phrase that dispatch costs more than the
@@ -119,8 +119,10 @@ class ModelRunner:
         tf, _ = import_tensorflow()
         self._tf = tf
         self._variables = embeddings_of(signature)  # reads the variables: what XLA compiles
-        self._float32 = freeze_weights(signature)
-        self._graph = self._float32 if graph_signature is None else freeze_weights(graph_signature)
+        self._graph = freeze_weights(signature if graph_signature is None else graph_signature)
+        # What a compiled function is checked against: the float32 graph that would serve instead,
+        # or in a reduced-precision mode the variables (no second frozen copy for a check).
+        self._float32 = self._graph if graph_signature is None else self._variables
         self.xla_max_tokens = xla_max_tokens
         self._xla = None  # built by the compiler thread on its first shape
         self._compiled: dict[tuple[int, int], object] = {}

@@ -171,3 +171,15 @@ def test_normalisation_is_invisible_to_the_model_on_random_unicode(minilm):
     similarity = (a * b).sum(axis=1)
     worst = int(similarity.argmin())
     assert similarity.min() > 0.99999, (raws[worst], normalized[worst])
+
+
+def test_in_the_bf16_mode_single_texts_compile_checked_against_float32(minilm):
+    """The compiled single-text functions of the bf16 mode are checked against the float32
+    variables (the mode keeps no frozen float32 copy) and answer in float32."""
+    bf16 = load_encoder(str(MODEL_DIR), precision="bf16", xla_max_tokens=12)
+    bf16.warm_up()
+    assert bf16.runner.wait_compiled(timeout=600)
+    assert bf16.runner.failed_shapes == [] and len(bf16.runner.compiled_shapes) == 3  # widths 4, 8, 12
+    text = "what is my balance"  # 6 tokens: a compiled shape
+    assert bf16.runner.compiled_for(bf16.tokenize([text])[0].shape[1])
+    assert np.abs(bf16.embed([text]) - minilm.embed([text])).max() < 1e-5  # float32, not bfloat16
