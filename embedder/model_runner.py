@@ -122,7 +122,7 @@ class ModelRunner:
         self._graph = freeze_weights(signature if graph_signature is None else graph_signature)
         # What a compiled function is checked against: the float32 graph that would serve instead,
         # or in a reduced-precision mode the variables (no second frozen copy for a check).
-        self._float32 = self._graph if graph_signature is None else self._variables
+        self._check_reference = self._graph if graph_signature is None else self._variables
         self.xla_max_tokens = xla_max_tokens
         self._xla = None  # built by the compiler thread on its first shape
         self._compiled: dict[tuple[int, int], object] = {}
@@ -200,8 +200,8 @@ class ModelRunner:
     def _run_graph(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._graph(self._tf.constant(ids), self._tf.constant(mask)).numpy()
 
-    def _run_float32(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._float32(self._tf.constant(ids), self._tf.constant(mask)).numpy()
+    def _run_check_reference(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._check_reference(self._tf.constant(ids), self._tf.constant(mask)).numpy()
 
     def _compile_loop(self) -> None:
         # A compilation takes 1-15 s of CPU: below the lanes, which serve requests meanwhile.
@@ -237,7 +237,7 @@ class ModelRunner:
         mask = np.zeros(shape, np.int32)
         mask[:, : max(1, shape[1] // 2)] = 1
         got = function(tf.constant(ids), tf.constant(mask)).numpy()  # XLA compiles on the first run
-        error = float(np.abs(got - self._run_float32(ids, mask)).max())
+        error = float(np.abs(got - self._run_check_reference(ids, mask)).max())
         if error > CHECK_TOLERANCE:
             log.error("XLA function for shape %s differs from the float32 graph by %.2g; not used", shape, error)
             self._failed.add(shape)
