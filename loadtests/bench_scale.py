@@ -16,9 +16,10 @@ and the run reports:
 - `idle_cores`: the router's CPU time over --idle-s seconds without traffic, per second, once
   the store has settled (from --settle-s after ready: the router's API_RESCAN_SETTLE_S counts from
   the scan that loaded the heads, after which it scans the store every 5 minutes instead of every
-  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. Either window can hold the drift monitor's
-  first run (30 s after the start) when the database holds answers of the last hour for these
-  models, from an earlier run: the manifests of 10,000 versions read once, about 4 s of CPU;
+  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. Either
+  window can hold the drift monitor's first run (30 s after the start) when the database holds
+  answers of the last hour for these models, from an earlier run: the manifests of 10,000
+  versions read once, about 4 s of CPU;
 - latency: --requests single-text predictions, one at a time over keep-alive connections, each to
   a random model, the texts already in the embedder's cache (so the router is what is measured),
   sent alternately to the N-model and the 3-model router in blocks of 20, p50 and p99 of each.
