@@ -226,10 +226,16 @@ class SelectionConfig:
 
 @dataclass(frozen=True, config=_STRICT)
 class CalibrationConfig:
-    """temperature: divide the logits by the T that minimises the validation log-loss, folded into
-    the exported weights (heads/calibration.py); none: serve the trained probabilities as they are."""
+    """How the served probabilities are calibrated on the validation split, folded into the
+    exported weights (heads/calibration.py).
 
-    method: Literal["temperature", "none"] = "temperature"
+    temperature: divide the logits by the T that minimises the validation log-loss.
+    temperature_reject_shift: fit T together with a shift of the reject class's logit
+    (threshold.reject_label), which out-of-scope inputs need; the validation split must hold rows
+    of that label and of others. auto: temperature_reject_shift when it does, else temperature.
+    none: serve the trained probabilities as they are."""
+
+    method: Literal["auto", "temperature", "temperature_reject_shift", "none"] = "auto"
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -127,7 +127,7 @@ def write_selection(directory: Path, report: dict) -> None:
 
 def write_reliability(directory: Path, diagrams: dict[str, dict[str, list[ReliabilityBin]]], summary: dict) -> None:
     """reliability_diagram.png (one panel per split: accuracy against mean confidence per bin,
-    before and after calibration) and calibration.json (the bins, the temperature, the ECEs).
+    before and after calibration) and calibration.json (the bins, the method and its numbers, the ECEs).
     `diagrams`: split -> {"before": bins, "after": bins}."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(diagrams), figsize=(5.5 * len(diagrams), 5), squeeze=False)
@@ -145,7 +145,8 @@ def write_reliability(directory: Path, diagrams: dict[str, dict[str, list[Reliab
         ax.set_title(f"{split} split, {len(curves['after'])} bins")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Reliability (temperature {summary['temperature']:.3f})")
+    shift = f", reject shift {summary['reject_shift']:+.3f}" if "reject_shift" in summary else ""
+    fig.suptitle(f"Reliability (temperature {summary['temperature']:.3f}{shift})")
     fig.savefig(directory / "reliability_diagram.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 

@@ -186,9 +186,12 @@ def prepare_inputs(
 def describe_architecture(selection: Selection) -> dict:
     """The manifest's "architecture": the head type and what rebuilds its forward pass ("mlp":
     every dense family, which serves as one `DenseHead`), the family chosen, and the temperature
-    folded into the weights."""
+    (and reject shift) folded into the weights."""
     chosen = selection.chosen
-    calibrated = {"temperature": round(chosen.temperature, 6)}
+    calibration = chosen.calibration
+    calibrated = {"temperature": round(calibration.temperature, 6)}
+    if calibration.reject is not None:
+        calibrated["reject_shift"] = round(calibration.reject_shift, 6)
     if isinstance(chosen.head, NgramHead):
         return {"type": "ngram", **chosen.head.featurizer.describe(), **calibrated}
     settings = chosen.settings
@@ -203,11 +206,11 @@ def describe_architecture(selection: Selection) -> dict:
     }
 
 
-def calibration_report(selection: Selection, method: str, splits: dict[str, tuple]) -> tuple[dict, dict]:
-    """(the temperature and the ECE of each split before and after calibration, for metrics.json;
-    the reliability bins of each split). `splits`: name -> (inputs, label indices)."""
+def calibration_report(selection: Selection, splits: dict[str, tuple]) -> tuple[dict, dict]:
+    """(the method, its fitted numbers and the ECE of each split before and after calibration, for
+    metrics.json; the reliability bins of each split). `splits`: name -> (inputs, label indices)."""
     chosen = selection.chosen
-    figures: dict = {"method": method, "temperature": round(chosen.temperature, 4)}
+    figures: dict = chosen.calibration.describe()
     bins: dict = {}
     for name, (x, y) in splits.items():
         bins[name] = {}
@@ -265,7 +268,11 @@ def train_head(
     selection = train_and_select(config, trainers, inputs.train, y_train, inputs.validation, y_val, labels, policy)
     chosen, choice = selection.chosen, selection.chosen.threshold
     trained, head = chosen.trained, chosen.head  # `head` is calibrated: it serves
-    rule = DecisionRule(labels, choice.threshold, config.threshold.reject_label if choice.threshold > 0 else None)
+    # The reject label stays in the decision whenever the head has it as a class: at threshold 0 its
+    # argmax still answers it (with the calibrated reject shift, that alone can reach the policy's
+    # oos recall), and monitoring counts those answers as rejected.
+    reject = config.threshold.reject_label
+    rule = DecisionRule(labels, choice.threshold, reject if choice.threshold > 0 or reject in labels else None)
     val_probs = head.probabilities(inputs.validation)
 
     evaluated = splits.test or splits.validation
@@ -274,7 +281,7 @@ def train_head(
     eval_probs = head.probabilities(x_eval)
     split_name = "test" if splits.test else "validation"
     calibration, reliability = calibration_report(
-        selection, config.calibration.method, {"validation": (inputs.validation, y_val), split_name: (x_eval, y_eval)}
+        selection, {"validation": (inputs.validation, y_val), split_name: (x_eval, y_eval)}
     )
     y_pred, _ = rule.decide(eval_probs)
     metrics = summary(y_eval, y_pred, list(labels), config.threshold.reject_label)
@@ -319,7 +326,9 @@ def train_head(
             "head_type": "ngram" if isinstance(head, NgramHead) else "mlp",
             "family": chosen.family,
             "selection": selection.summary(),
+            "calibration": calibration["method"],
             "temperature": calibration["temperature"],
+            **({"reject_shift": calibration["reject_shift"]} if "reject_shift" in calibration else {}),
             "ece_before": calibration[f"ece_{split_name}_before"],
             "ece_after": calibration[f"ece_{split_name}_after"],
             "ece_validation_before": calibration["ece_validation_before"],

@@ -1,7 +1,8 @@
 """Training the candidate head families and keeping the best, all on the validation split.
 
-Each candidate (heads/trainer.py `make_trainers`) is trained, calibrated (its temperature fitted
-on the validation logits and folded into its weights, heads/calibration.py), given the threshold
+Each candidate (heads/trainer.py `make_trainers`) is trained, calibrated (its temperature, and
+where the data has a reject class that class's shift, fitted on the validation logits and folded
+into its weights, heads/calibration.py), given the threshold
 the threshold policy chooses on its calibrated validation probabilities, and scored on validation
 with that very rule. The best by `selection.metric` is kept; an exact tie goes to the family that
 is cheaper to serve. The same validation rows also drive early stopping, so the chosen candidate's
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from heads.calibration import (
+    Calibration,
     expected_calibration_error,
-    fit_temperature,
+    fit_calibration,
     head_logits,
     negative_log_likelihood,
-    with_temperature,
+    with_calibration,
 )
 from heads.config import HeadConfig
 from heads.decision import DecisionRule
@@ -44,17 +46,21 @@ class Candidate:
     family: str
     trained: TrainedHead  # as trained: its head is not calibrated
     head: DenseHead | NgramHead  # calibrated: what would serve
-    temperature: float
+    calibration: Calibration
     threshold: ThresholdChoice
     validation: dict[str, float]  # accuracy, macro_f1, [in_scope_accuracy, oos_recall], log_loss, ece
     settings: dict  # how it was trained (layers, members, learning rate, ...)
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
 
     def report(self) -> dict:
         return {
             "family": self.family,
             "settings": self.settings,
             "validation": {k: round(v, 4) for k, v in self.validation.items()},
-            "temperature": round(self.temperature, 4),
+            **{k: v for k, v in self.calibration.describe().items() if k != "method"},
             "threshold": round(self.threshold.threshold, 4),
             "epochs": self.trained.epochs_run,
             "best_epoch": self.trained.best_epoch,
@@ -91,6 +97,23 @@ class Selection:
         }
 
 
+def resolve_calibration(config: HeadConfig, labels: tuple[str, ...], y_val: np.ndarray) -> str:
+    """The calibration method that `calibration.method` means for this data: "auto" shifts the
+    reject class where the validation split holds rows of it and of other labels."""
+    method = config.calibration.method
+    reject = config.threshold.reject_label
+    present = set(np.unique(y_val).tolist())
+    index = labels.index(reject) if reject in labels else None
+    can_shift = index is not None and index in present and len(present) > 1
+    if method == "auto":
+        return "temperature_reject_shift" if can_shift else "temperature"
+    if method == "temperature_reject_shift" and not can_shift:
+        raise ConfigError(
+            f"calibration.method temperature_reject_shift needs validation rows labelled {reject!r} and others"
+        )
+    return method
+
+
 def calibrate(
     family: str,
     trained: TrainedHead,
@@ -101,10 +124,12 @@ def calibrate(
     policy: str,
     settings: dict,
 ) -> Candidate:
-    """Fit the temperature, choose the threshold on the calibrated probabilities, score on validation."""
+    """Fit the calibration, choose the threshold on the calibrated probabilities, score on validation."""
     logits = head_logits(trained.head, x_val)
-    temperature = fit_temperature(logits, y_val) if config.calibration.method == "temperature" else 1.0
-    head = with_temperature(trained.head, temperature) if temperature != 1.0 else trained.head
+    method = resolve_calibration(config, labels, y_val)
+    reject = labels.index(config.threshold.reject_label) if method == "temperature_reject_shift" else None
+    calibration = fit_calibration(method, logits, y_val, reject)
+    head = with_calibration(trained.head, calibration)
     before = trained.head.probabilities(x_val)
     probs = head.probabilities(x_val)
     choice = choose_threshold(config.threshold, policy, probs, y_val, labels)
@@ -112,10 +137,10 @@ def calibrate(
     decided, _ = DecisionRule(labels, choice.threshold, reject_label).decide(probs)
     scores = summary(y_val, decided, list(labels), config.threshold.reject_label)
     scores.pop("weighted_f1")
-    scores["log_loss"] = negative_log_likelihood(logits, y_val, temperature)
+    scores["log_loss"] = negative_log_likelihood(calibration.logits(logits), y_val)
     scores["ece_before"] = expected_calibration_error(before, y_val)
     scores["ece"] = expected_calibration_error(probs, y_val)
-    return Candidate(family, trained, head, temperature, choice, scores, settings)
+    return Candidate(family, trained, head, calibration, choice, scores, settings)
 
 
 def resolve_metric(config: HeadConfig, candidates: list[Candidate]) -> str:

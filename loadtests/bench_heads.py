@@ -4,7 +4,8 @@
 
 For every dataset and seed, trains through the same pipeline as `python -m heads train`
 (embeddings cached under var/cache/embeddings) two heads: the default one (`model.type: auto`:
-model selection among mlp, logistic and ensemble, temperature scaling) and the baseline, the same
+model selection among mlp, logistic and ensemble, calibrated by temperature and, where the data has
+an out-of-scope label, a shift of that class) and the baseline, the same
 config pinned to multinomial logistic regression. Evaluates both on the test split and prints, per
 dataset, one JSON line with the medians over seeds: in-scope accuracy and out-of-scope recall
 (where the data has an `oos` label), accuracy, macro F1, the ECE (15 bins) before and after
@@ -61,6 +62,7 @@ REPORTED = (
     "ece_validation_before",
     "ece_validation_after",
     "temperature",
+    "reject_shift",
     "threshold",
     "training_seconds",
 )

@@ -1,14 +1,19 @@
-"""Temperature scaling, its folding into the served weights, and the calibration error."""
+"""Temperature scaling and the reject shift, their folding into the served weights, and the
+calibration error."""
 
 import numpy as np
 import pytest
 
 from heads.calibration import (
+    Calibration,
     expected_calibration_error,
+    fit_calibration,
     fit_temperature,
+    fit_temperature_and_reject_shift,
     head_logits,
     negative_log_likelihood,
     reliability_bins,
+    with_calibration,
     with_temperature,
 )
 from heads.network import DenseHead, softmax
@@ -56,6 +61,83 @@ def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
     before = expected_calibration_error(softmax(logits), y)
     after = expected_calibration_error(softmax(logits / fitted), y)
     assert before > 0.1 and after < 0.02
+
+
+def sampled_labels(rng, probs: np.ndarray) -> np.ndarray:
+    return (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+
+
+def test_fit_temperature_and_reject_shift_recovers_both():
+    # The labels follow softmax(logits / 1.6 + 2.5 at column 0): the head under-rates its reject
+    # class, as a head trained on few out-of-scope examples does, and is over-confident.
+    rng = np.random.default_rng(6)
+    logits = rng.normal(scale=4.0, size=(40_000, 6))
+    truth = Calibration("temperature_reject_shift", 1.6, 0, 2.5)
+    y = sampled_labels(rng, softmax(truth.logits(logits)))
+    fitted = fit_temperature_and_reject_shift(logits, y, 0)
+    assert fitted.temperature == pytest.approx(1.6, rel=0.05) and fitted.reject_shift == pytest.approx(2.5, abs=0.1)
+    assert fitted.reject == 0 and fitted.method == "temperature_reject_shift"
+    # Temperature alone cannot say it: its best fit leaves both the log-loss and the ECE higher.
+    alone = fit_temperature(logits, y)
+    assert negative_log_likelihood(fitted.logits(logits), y) < negative_log_likelihood(logits, y, alone) - 0.01
+    ece_alone = expected_calibration_error(softmax(logits / alone), y)
+    ece_both = expected_calibration_error(softmax(fitted.logits(logits)), y)
+    assert ece_both < 0.01 < ece_alone
+
+
+def test_the_reject_shift_is_never_worse_than_temperature_alone():
+    # Labels that need no shift: the fit finds about 0, and T is where temperature alone puts it.
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=3.0, size=(20_000, 5))
+    y = sampled_labels(rng, softmax(logits / 0.7))
+    fitted = fit_temperature_and_reject_shift(logits, y, 2)
+    assert abs(fitted.reject_shift) < 0.1 and fitted.temperature == pytest.approx(fit_temperature(logits, y), rel=0.02)
+    assert negative_log_likelihood(fitted.logits(logits), y) <= negative_log_likelihood(
+        logits, y, fit_temperature(logits, y)
+    )
+
+
+def test_a_head_that_knows_nothing_keeps_t_at_its_bound_and_the_shift_fits_the_reject_share():
+    # Logits unrelated to the labels: the best T is the largest allowed (every row near uniform),
+    # and the shift alone makes the reject class as frequent as it is: half the rows, against
+    # a sixth for each of the three others, is a shift of log 3.
+    rng = np.random.default_rng(10)
+    logits = rng.normal(size=(30_000, 4))
+    y = np.where(rng.random(30_000) < 0.5, 0, rng.integers(1, 4, 30_000))
+    fitted = fit_temperature_and_reject_shift(logits, y, 0)
+    assert fitted.temperature == pytest.approx(50.0, rel=1e-6)
+    assert fitted.reject_shift == pytest.approx(np.log(3.0), abs=0.05)
+
+
+def test_a_reject_shift_needs_rows_of_the_reject_class_and_of_others():
+    logits = np.random.default_rng(8).normal(size=(30, 3))
+    for y in (np.array([1, 2] * 15), np.zeros(30, int)):
+        with pytest.raises(ValueError, match="rows of the reject class and of others"):
+            fit_temperature_and_reject_shift(logits, y, 0)
+    with pytest.raises(ValueError, match="needs the reject class"):
+        fit_calibration("temperature_reject_shift", logits, np.array([0, 1] * 15))
+    assert fit_calibration("none", logits, np.array([0, 1] * 15)) == Calibration()
+
+
+@pytest.mark.parametrize("kind", ["dense", "ngram"])
+def test_a_folded_reject_shift_serves_the_calibrated_logits(kind):
+    rng = np.random.default_rng(9)
+    calibration = Calibration("temperature_reject_shift", 0.6, 1, -1.3)
+    if kind == "dense":
+        head = dense_head(rng)
+        x = rng.normal(size=(50, 12)).astype(np.float32)
+    else:
+        head = NgramHead(
+            NgramFeaturizer((2, 3), 256),
+            rng.normal(size=(256, 5)).astype(np.float32),
+            rng.normal(size=5).astype(np.float32),
+        )
+        x = ["refund my order", "where is my parcel", "reset password"]
+    folded = with_calibration(head, calibration)
+    expected = softmax(calibration.logits(head_logits(head, x)))
+    np.testing.assert_allclose(folded.probabilities(x), expected, atol=1e-5)
+    assert not np.allclose(folded.probabilities(x), softmax(head_logits(head, x) / 0.6), atol=1e-3)
+    assert with_calibration(head, Calibration()) is head
 
 
 def test_ece_on_a_hand_checked_example():

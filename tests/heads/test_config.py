@@ -53,7 +53,7 @@ def test_model_type_auto_tries_every_dense_family_and_a_pinned_type_only_itself(
     auto = parse_config({"name": "x", "data": {"train": "t.csv"}})
     assert auto.model.type == "auto" and auto.model.families == ("mlp", "logistic", "ensemble")
     assert auto.training.learning_rate is None  # each family its own default
-    assert auto.selection.metric == "auto" and auto.calibration.method == "temperature"
+    assert auto.selection.metric == "auto" and auto.calibration.method == "auto"
     assert parse_config(config_to_dict(auto)) == auto
     for family, rate in (("mlp", 0.001), ("logistic", 0.01), ("ensemble", 0.001)):  # at 128 rows a batch
         raw = {"name": "x", "data": {"train": "t.csv"}, "model": {"type": family}, "training": {"batch_size": 128}}
@@ -148,7 +148,7 @@ def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
         ),
         (
             {"name": "x", "data": {"train": "t.csv"}, "calibration": {"method": "isotonic"}},
-            "calibration.method: must be one of 'temperature', 'none'",
+            "calibration.method: must be one of 'auto', 'temperature', 'temperature_reject_shift', 'none'",
         ),
         (
             {"name": "x", "data": {"train": "t.csv"}, "selection": {"ensemble_margin": -0.1}},

@@ -93,8 +93,11 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
         "activation": "relu",
         "dropout": 0.3,
         "temperature": architecture["temperature"],
+        "reject_shift": architecture["reject_shift"],  # the data has oos rows in validation
     }
     assert architecture["temperature"] > 0 and result["temperature"] == round(architecture["temperature"], 4)
+    assert result["calibration"] == "temperature_reject_shift"
+    assert result["reject_shift"] == round(architecture["reject_shift"], 4)
     assert result["family"] == "mlp" and result["head_type"] == "mlp"
     for key in ("ece_before", "ece_after", "ece_validation_before", "ece_validation_after"):
         assert 0 <= result[key] <= 1
@@ -296,6 +299,7 @@ def test_an_ngram_head_trains_without_any_embedder(clinc_subset, store, tmp_path
         "ngram_range": [2, 4],
         "buckets": 4096,
         "temperature": manifest["architecture"]["temperature"],
+        "reject_shift": manifest["architecture"]["reject_shift"],  # an n-gram head is calibrated the same way
     }
     assert manifest["training_config"]["model"]["type"] == "ngram"
     assert manifest["training_config"]["training"]["learning_rate"] == 0.01
@@ -350,7 +354,8 @@ def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store
     assert manifest["training_config"]["model"]["type"] == "auto"
 
     calibration = json.loads((folder / "calibration.json").read_text())
-    assert calibration["method"] == "temperature" and calibration["temperature"] == result["temperature"]
+    assert calibration["method"] == "temperature_reject_shift" and calibration["temperature"] == result["temperature"]
+    assert calibration["reject_shift"] == result["reject_shift"]
     for split in ("validation", "test"):
         for when in ("before", "after"):
             assert len(calibration["bins"][split][when]) == 15

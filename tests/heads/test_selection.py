@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from heads.calibration import negative_log_likelihood
+from heads.calibration import Calibration, negative_log_likelihood
 from heads.config import parse_config
+from heads.errors import ConfigError
 from heads.selection import Candidate, choose, train_and_select
 from heads.threshold import ThresholdChoice
 from heads.trainer import make_trainers
@@ -15,7 +16,7 @@ FAST = {"epochs": 30, "early_stopping_patience": 5, "batch_size": 64}
 
 
 def candidate(family: str, **validation: float) -> Candidate:
-    return Candidate(family, None, None, 1.0, ThresholdChoice(0.0, "none", ""), validation, {})
+    return Candidate(family, None, None, Calibration(), ThresholdChoice(0.0, "none", ""), validation, {})
 
 
 def test_the_best_metric_wins_and_a_tie_goes_to_the_cheaper_family():
@@ -88,7 +89,7 @@ def test_selection_keeps_a_network_where_logistic_regression_cannot_fit():
         mlp.trained.seconds == 0.0 and "member 0 of the ensemble" in report["candidates"][0]["settings"]["trained_as"]
     )
     for c in selection.candidates:  # calibrated: the fitted temperature is folded into what serves
-        logits = c.trained.head.logits(x_val).astype(np.float64) / c.temperature
+        logits = c.calibration.logits(c.trained.head.logits(x_val))
         expected = np.exp(logits - logits.max(axis=1, keepdims=True))
         np.testing.assert_allclose(c.head.probabilities(x_val), expected / expected.sum(1, keepdims=True), atol=1e-5)
         # T minimises the validation log-loss, and T = 1 (no calibration) is among those tried
@@ -108,3 +109,49 @@ def test_a_pinned_family_is_the_only_candidate(family):
     assert "the only family trained" in selection.reason
     layers = len(selection.chosen.head.weights)
     assert layers == (1 if family == "logistic" else 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "fitted"),
+    [
+        ("auto", "temperature_reject_shift"),
+        ("temperature_reject_shift", "temperature_reject_shift"),
+        ("temperature", "temperature"),
+    ],
+)
+def test_the_reject_class_gets_its_shift_where_validation_has_its_rows(method, fitted):
+    raw = {"name": "xor", "data": {"train": "unused.csv"}, "model": {"type": "logistic"}, "training": FAST}
+    config = parse_config({**raw, "calibration": {"method": method}})
+    (x_train, y_train), (x_val, y_val) = xor_data(300, 1), xor_data(200, 2)
+    labels = ("a", "b", "c", "oos")
+    selection = train_and_select(
+        config, make_trainers(config), x_train, y_train, x_val, y_val, labels, "target_oos_recall"
+    )
+    chosen = selection.chosen
+    assert chosen.calibration.method == fitted
+    report = selection.report()["candidates"][0]
+    if fitted == "temperature_reject_shift":
+        assert chosen.calibration.reject == 3 and chosen.calibration.reject_shift != 0.0
+        assert report["reject_shift"] == round(chosen.calibration.reject_shift, 4)
+    else:
+        assert chosen.calibration.reject is None and "reject_shift" not in report
+    # what serves is the calibrated logits, and their log-loss is what validation reports
+    logits = chosen.trained.head.logits(x_val)
+    expected = np.exp(chosen.calibration.logits(logits))
+    np.testing.assert_allclose(chosen.head.probabilities(x_val), expected / expected.sum(1, keepdims=True), atol=1e-5)
+    assert chosen.validation["log_loss"] == pytest.approx(
+        negative_log_likelihood(chosen.calibration.logits(logits), y_val)
+    )
+
+
+def test_auto_calibration_without_reject_rows_is_temperature_and_the_shift_cannot_be_forced():
+    raw = {"name": "xor", "data": {"train": "unused.csv"}, "model": {"type": "logistic"}, "training": FAST}
+    (x_train, y_train), (x_val, y_val) = xor_data(300, 1), xor_data(200, 2)
+    keep = y_val != 3  # no validation row of the reject label
+    labels = ("a", "b", "c", "oos")
+    auto = parse_config(raw)
+    chosen = train_and_select(auto, make_trainers(auto), x_train, y_train, x_val[keep], y_val[keep], labels, "none")
+    assert chosen.chosen.calibration.method == "temperature"
+    forced = parse_config({**raw, "calibration": {"method": "temperature_reject_shift"}})
+    with pytest.raises(ConfigError, match="needs validation rows labelled 'oos'"):
+        train_and_select(forced, make_trainers(forced), x_train, y_train, x_val[keep], y_val[keep], labels, "none")
