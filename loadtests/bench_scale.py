@@ -13,7 +13,9 @@ and the run reports:
 - `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row;
 - memory: PSS of the router's processes (master and workers, smaps_rollup), in total and per
   worker, at ready (idle) and after the latency run, and the extra over the 3-model router;
-- `idle_cores`: the router's CPU time over --idle-s seconds without traffic, per second, once
+- `idle_cores`: the router's CPU time (the scheduler's run time of its threads, which is exact;
+  `idle_cores_ticks` gives the kernel's tick-sampled utime + stime of earlier runs beside it)
+  over --idle-s seconds without traffic, per second, once
   the store has settled (from --settle-s after ready: the router's API_RESCAN_SETTLE_S counts from
   the scan that loaded the heads, after which it scans the store every 5 minutes instead of every
   30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. Either
@@ -54,7 +56,7 @@ from heads import layout  # noqa: E402
 from heads.artifact import new_version_id  # noqa: E402
 from heads.registry import ModelStore  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
-from loadtests.procfs import memory_of, proc_cpu_seconds  # noqa: E402
+from loadtests.procfs import memory_of, proc_cpu_seconds, proc_run_seconds  # noqa: E402
 from loadtests.stack import BASE_MODEL, TENANT, Stack  # noqa: E402
 
 STATE = ROOT / "var" / "bench-scale"
@@ -166,11 +168,14 @@ def wait_all_loaded(router: GunicornRouter, key: str, expected: int, started: fl
         client.close()
 
 
-def idle_cpu(router: GunicornRouter, seconds: float) -> float:
-    """The router's processes' CPU time over `seconds` without traffic, per second (cores)."""
-    cpu0, t0 = proc_cpu_seconds(router.pids()), time.monotonic()
+def idle_cpu(router: GunicornRouter, seconds: float) -> tuple[float, float]:
+    """The router's processes' CPU time over `seconds` without traffic, per second (cores): (by
+    the scheduler's clock, by the kernel's tick-sampled utime + stime)."""
+    pids = router.pids()
+    run0, cpu0, t0 = proc_run_seconds(pids), proc_cpu_seconds(pids), time.monotonic()
     time.sleep(seconds)
-    return (proc_cpu_seconds(router.pids()) - cpu0) / (time.monotonic() - t0)
+    run1, cpu1, elapsed = proc_run_seconds(pids), proc_cpu_seconds(pids), time.monotonic() - t0
+    return (run1 - run0) / elapsed, (cpu1 - cpu0) / elapsed
 
 
 def router_memory(router: GunicornRouter) -> dict:
@@ -264,9 +269,9 @@ def main() -> int:
                     ready_s = wait_all_loaded(router, stack.operator_key, n, started, args.ready_timeout_s)
                     time.sleep(2.0)
                     idle_memory = router_memory(router)
-                    idle_settling_cores = idle_cpu(router, args.idle_s)
+                    idle_settling_cores, idle_settling_ticks = idle_cpu(router, args.idle_s)
                     time.sleep(max(0.0, started + ready_s + args.settle_s - time.monotonic()))
-                    idle_cores = idle_cpu(router, args.idle_s)
+                    idle_cores, idle_ticks = idle_cpu(router, args.idle_s)
                     progress(
                         f"N={n}: ready in {ready_s:.1f} s, idle {idle_cores:.4f} cores "
                         f"({idle_settling_cores:.4f} while settling), {idle_memory}"
@@ -290,6 +295,8 @@ def main() -> int:
                     "ready_s": round(ready_s, 1),
                     "idle_cores": round(idle_cores, 4),
                     "idle_settling_cores": round(idle_settling_cores, 4),
+                    "idle_cores_ticks": round(idle_ticks, 4),
+                    "idle_settling_cores_ticks": round(idle_settling_ticks, 4),
                     "memory_idle": idle_memory,
                     "memory_after_latency_run": loaded_memory,
                     "extra_pss_idle_mib": round(idle_memory["pss_mib"] - baseline_memory["pss_mib"], 1),

@@ -32,6 +32,32 @@ def proc_cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def parse_schedstat(text: str) -> float:
+    """Seconds a thread has run, from its /proc/<pid>/task/<tid>/schedstat ("run_ns wait_ns slices")."""
+    return int(text.split()[0]) / 1e9
+
+
+def proc_run_seconds(pids: list[int]) -> float:
+    """Seconds the live threads of these processes have run, by the scheduler's nanosecond clock.
+
+    `proc_cpu_seconds` comes from utime and stime, which the kernel counts by sampling at its
+    tick: a thread that runs 20 microseconds per wake-up is charged a whole tick or nothing, so
+    short windows of nearly idle processes read noisily. This is exact, for the threads alive at
+    the reading (a thread that ended in between takes its time with it)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += parse_schedstat((task / "schedstat").read_text())
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 def machine_busy_seconds() -> float:
     """Busy CPU seconds of the whole machine since boot (all cores), from /proc/stat."""
     try:

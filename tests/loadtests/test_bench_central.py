@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,16 @@ from heads.registry import ModelStore
 from loadtests.bench_central import parse_ns
 from loadtests.bench_central_report import Fit, median_runs, point_table, ratios
 from loadtests.closed_loop import ClosedLoop, Endpoint
-from loadtests.procfs import GIB, MIB, Memory, memory_of, parse_meminfo, parse_smaps_rollup
+from loadtests.procfs import (
+    GIB,
+    MIB,
+    Memory,
+    memory_of,
+    parse_meminfo,
+    parse_schedstat,
+    parse_smaps_rollup,
+    proc_run_seconds,
+)
 from loadtests.stack import BASE_MODEL, ensure_base_model
 from loadtests.standalone_classifier import StandaloneProcess, parse_request
 
@@ -65,6 +75,35 @@ def test_memories_add_up_and_unreadable_processes_are_skipped():
 def test_a_text_without_rss_is_not_an_smaps_rollup():
     with pytest.raises(ValueError, match="Rss"):
         parse_smaps_rollup("Private_Dirty: 12 kB\n")
+
+
+def test_schedstat_run_time_in_seconds():
+    assert parse_schedstat("1500000000 20000 7\n") == 1.5
+
+
+def test_run_seconds_count_every_live_thread_of_a_process():
+    # A thread that spins for 0.3 s of its own CPU time adds that much to the process's run time
+    # (the scheduler's clock: exact, where utime/stime would be sampled at the tick) while it
+    # lives; once it has ended, its time is no longer counted.
+    spun, release = threading.Event(), threading.Event()
+
+    def spin():
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+        spun.set()
+        release.wait()
+
+    before = proc_run_seconds([os.getpid()])
+    worker = threading.Thread(target=spin)
+    worker.start()
+    assert spun.wait(30)
+    alive = proc_run_seconds([os.getpid()])
+    release.set()
+    worker.join()
+    assert alive - before >= 0.3
+    assert proc_run_seconds([os.getpid()]) < alive - 0.25  # the ended thread took its time with it
+    assert proc_run_seconds([2**22 + 12345]) == 0.0  # no such process
 
 
 def test_meminfo_in_bytes():
