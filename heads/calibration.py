@@ -136,6 +136,24 @@ def _nll_derivatives(z: np.ndarray, y: np.ndarray, reject: int, scale: float, sh
     return nll, gradient, hessian
 
 
+MAX_SHIFT_STEP = 10.0
+
+
+def _line_search(z, y, reject, params, value, step, low, high):
+    """Halve `step` until params - step (its 1 / T projected into [low, high]) lowers the NLL below
+    `value`: (the point, its NLL, gradient and Hessian), or None when none does."""
+    rate = 1.0
+    while rate > 1e-8:
+        candidate = params - rate * step
+        candidate[0] = np.clip(candidate[0], low, high)
+        if not np.array_equal(candidate, params):
+            new_value, gradient, hessian = _nll_derivatives(z, y, reject, *candidate)
+            if new_value < value:
+                return candidate, new_value, gradient, hessian
+        rate /= 2
+    return None
+
+
 def fit_temperature_and_reject_shift(
     logits: np.ndarray, y: np.ndarray, reject: int, *, iterations: int = 50
 ) -> Calibration:
@@ -146,25 +164,28 @@ def fit_temperature_and_reject_shift(
     y = np.asarray(y)
     if not (y == reject).any() or (y == reject).all():
         raise ValueError("fitting a reject shift needs validation rows of the reject class and of others")
+    low, high = 1.0 / MAX_TEMPERATURE, 1.0 / MIN_TEMPERATURE
     params = np.array([1.0 / fit_temperature(z, y), 0.0])
     value, gradient, hessian = _nll_derivatives(z, y, reject, *params)
     for _ in range(iterations):
-        step = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
-        if not 1.0 / MAX_TEMPERATURE <= params[0] - step[0] <= 1.0 / MIN_TEMPERATURE:
-            # The optimum's 1 / T lies beyond its bounds: keep T where it is, at its bound, and
-            # move the shift alone.
-            step = np.array([0.0, gradient[1] / max(hessian[1, 1], 1e-12)])
-        rate = 1.0
-        while rate > 1e-8:
-            candidate = params - rate * step
-            new_value, new_gradient, new_hessian = _nll_derivatives(z, y, reject, *candidate)
-            if new_value <= value:
+        newton = np.linalg.solve(hessian + 1e-9 * np.eye(2), gradient)
+        shift_alone = np.array([0.0, gradient[1] / (hessian[1, 1] + 1e-9)])
+        # With 1 / T at a bound that the Newton step pushes against, the step's shift assumes a
+        # move of T that the bound forbids: step the shift alone (the bound is the active set).
+        pushing = (params[0] <= low and newton[0] > 0) or (params[0] >= high and newton[0] < 0)
+        steps = [shift_alone] if pushing else [newton, shift_alone]
+        for step in steps:
+            # Where saturated probabilities make the Hessian nearly singular, a Newton step can be
+            # enormous: no step moves the shift by more than MAX_SHIFT_STEP.
+            step = step * min(1.0, MAX_SHIFT_STEP / max(abs(step[1]), 1e-300))
+            found = _line_search(z, y, reject, params, value, step, low, high)
+            if found is not None:
                 break
-            rate /= 2
-        else:
+        if found is None:
             break  # no step lowers the NLL: at the optimum (to rounding)
+        candidate, new_value, gradient, hessian = found
         done = value - new_value < 1e-12
-        params, value, gradient, hessian = candidate, new_value, new_gradient, new_hessian
+        params, value = candidate, new_value
         if done:
             break
     return Calibration("temperature_reject_shift", float(1.0 / params[0]), reject, float(params[1]))

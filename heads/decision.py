@@ -21,6 +21,15 @@ class DecisionRule:
         if self.threshold > 0 and not self.reject_label:
             raise ValueError("a threshold needs a reject label")
 
+    @classmethod
+    def serving(cls, labels: tuple[str, ...], threshold: float, reject_label: str) -> DecisionRule:
+        """The rule a trained head serves with: the reject label is kept where the threshold can
+        answer it or the head has it as a class. At threshold 0 such a head's argmax still answers
+        it (with the calibrated reject shift, heads/calibration.py, that alone can reach the
+        threshold policy's recall), and monitoring counts those answers as rejected."""
+        keep = threshold > 0 or reject_label in labels
+        return cls(labels, threshold, reject_label if keep else None)
+
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label index per row, its probability). A rejected row gets the reject label's index
         when the model has it as a class, else -1 (the caller maps -1 to `reject_label`)."""

@@ -6,7 +6,8 @@
                                    before "ngram" existed) and what rebuilds its forward pass;
                                    since model selection, also the head family chosen ("mlp",
                                    "logistic" or "ensemble", all served as one "mlp" DenseHead),
-                                   its members, and the temperature folded into its weights
+                                   its members, and the temperature (and, where the data has
+                                   an out-of-scope class, its reject_shift) folded into its weights
     embedder                       the embedder it was trained on (null for "ngram" heads)
     data, metrics, baseline        data fingerprints, evaluation, and the drift baseline
                                    (absent in versions written before drift existed)

@@ -268,11 +268,7 @@ def train_head(
     selection = train_and_select(config, trainers, inputs.train, y_train, inputs.validation, y_val, labels, policy)
     chosen, choice = selection.chosen, selection.chosen.threshold
     trained, head = chosen.trained, chosen.head  # `head` is calibrated: it serves
-    # The reject label stays in the decision whenever the head has it as a class: at threshold 0 its
-    # argmax still answers it (with the calibrated reject shift, that alone can reach the policy's
-    # oos recall), and monitoring counts those answers as rejected.
-    reject = config.threshold.reject_label
-    rule = DecisionRule(labels, choice.threshold, reject if choice.threshold > 0 or reject in labels else None)
+    rule = DecisionRule.serving(labels, choice.threshold, config.threshold.reject_label)
     val_probs = head.probabilities(inputs.validation)
 
     evaluated = splits.test or splits.validation

@@ -123,18 +123,18 @@ def calibrate(
     config: HeadConfig,
     policy: str,
     settings: dict,
+    method: str,
 ) -> Candidate:
-    """Fit the calibration, choose the threshold on the calibrated probabilities, score on validation."""
+    """Fit the calibration `method` (`resolve_calibration`), choose the threshold on the calibrated
+    probabilities, score on validation."""
     logits = head_logits(trained.head, x_val)
-    method = resolve_calibration(config, labels, y_val)
     reject = labels.index(config.threshold.reject_label) if method == "temperature_reject_shift" else None
     calibration = fit_calibration(method, logits, y_val, reject)
     head = with_calibration(trained.head, calibration)
     before = trained.head.probabilities(x_val)
     probs = head.probabilities(x_val)
     choice = choose_threshold(config.threshold, policy, probs, y_val, labels)
-    reject_label = config.threshold.reject_label if choice.threshold > 0 else None
-    decided, _ = DecisionRule(labels, choice.threshold, reject_label).decide(probs)
+    decided, _ = DecisionRule.serving(labels, choice.threshold, config.threshold.reject_label).decide(probs)
     scores = summary(y_val, decided, list(labels), config.threshold.reject_label)
     scores.pop("weighted_f1")
     scores["log_loss"] = negative_log_likelihood(calibration.logits(logits), y_val)
@@ -196,6 +196,7 @@ def train_and_select(
     labels: tuple[str, ...],
     policy: str,
 ) -> Selection:
+    method = resolve_calibration(config, labels, y_val)  # a config error before minutes of training
     trained: dict[str, TrainedHead] = {}
     settings: dict[str, dict] = {}
     for family, trainer in trainers.items():
@@ -211,7 +212,7 @@ def train_and_select(
         else:
             trained[family] = trainer.fit(x_train, y_train, x_val, y_val, len(labels))
     candidates = [
-        calibrate(family, trained[family], x_val, y_val, labels, config, policy, settings[family])
+        calibrate(family, trained[family], x_val, y_val, labels, config, policy, settings[family], method)
         for family in trainers
     ]
     metric = resolve_metric(config, candidates)

@@ -109,6 +109,32 @@ def test_a_head_that_knows_nothing_keeps_t_at_its_bound_and_the_shift_fits_the_r
     assert fitted.reject_shift == pytest.approx(np.log(3.0), abs=0.05)
 
 
+def test_an_optimum_beyond_the_smallest_temperature_puts_t_at_that_bound():
+    # Every row right by a margin of 0.2: the log-loss falls as T does, down to MIN_TEMPERATURE,
+    # and the shift is fitted there (not where T stood when the bound was first in the way).
+    rng = np.random.default_rng(11)
+    y = np.where(np.arange(200) < 20, 0, rng.integers(1, 5, 200))
+    logits = 0.2 * np.eye(5)[y] + rng.normal(scale=1e-3, size=(200, 5))
+    fitted = fit_temperature_and_reject_shift(logits, y, 0)
+    assert fitted.temperature == pytest.approx(0.02, rel=1e-6)
+    best_at_bound = min(
+        negative_log_likelihood(Calibration("x", 0.02, 0, shift).logits(logits), y) for shift in np.linspace(-5, 5, 201)
+    )
+    assert negative_log_likelihood(fitted.logits(logits), y) <= best_at_bound + 1e-6
+
+
+def test_saturated_probabilities_still_get_their_shift():
+    # Logits of 10,000: at the largest T every probability is 0 or 1, the Hessian all but zero.
+    # The in-scope rows are right by 10,000 (200 at T = 50) over the reject class; the reject rows
+    # are wrong by 5,000 (100 at T = 50). Any shift between 100 and 200 gets every row right.
+    y = np.array([0] * 10 + [1, 2, 3] * 30)
+    logits = 1e4 * np.eye(4)[y]
+    logits[y == 0] = 5e3 * np.eye(4)[1]
+    fitted = fit_temperature_and_reject_shift(logits, y, 0)
+    assert 100 < fitted.reject_shift * 1.0 < 200 and fitted.temperature == pytest.approx(50.0)
+    assert negative_log_likelihood(fitted.logits(logits), y) < 1e-3
+
+
 def test_a_reject_shift_needs_rows_of_the_reject_class_and_of_others():
     logits = np.random.default_rng(8).normal(size=(30, 3))
     for y in (np.array([1, 2] * 15), np.zeros(30, int)):

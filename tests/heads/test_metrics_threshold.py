@@ -88,3 +88,14 @@ def test_other_policies():
 def test_auto_policy_depends_on_the_data():
     assert resolve_policy(ThresholdConfig(), {"a", "oos"}, ["a", "oos"]) == "target_oos_recall"
     assert resolve_policy(ThresholdConfig(), {"a", "b"}, ["a", "b"]) == "none"
+
+
+def test_a_served_rule_keeps_the_reject_label_where_it_can_be_answered():
+    labels = ("balance", "oos", "transfer")
+    probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
+    at_zero = DecisionRule.serving(labels, 0.0, "oos")  # the head has oos as a class
+    assert at_zero.reject_label == "oos" and at_zero.threshold == 0.0
+    assert at_zero.decide(probs)[0].tolist() == [1, 0]  # the same answers as without it
+    assert DecisionRule.serving(("balance", "transfer"), 0.0, "oos").reject_label is None
+    rejecting = DecisionRule.serving(("balance", "transfer"), 0.6, "oos")
+    assert rejecting.reject_label == "oos" and rejecting.label_of(int(rejecting.decide(probs[1:, ::2])[0][0])) == "oos"
