@@ -76,15 +76,12 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, *, iterations: int = 80) 
     return float(np.exp((low + high) / 2.0))
 
 
-CALIBRATION_METHODS = ("temperature", "temperature_reject_shift", "none")
-
-
 @dataclass(frozen=True)
 class Calibration:
     """What calibration folds into a head's last layer: the calibrated logits are logits /
     temperature, plus `reject_shift` on column `reject` (None: no column is shifted)."""
 
-    method: str = "none"  # one of CALIBRATION_METHODS
+    method: str = "none"  # "temperature", "temperature_reject_shift" or "none" (`fit_calibration`)
     temperature: float = 1.0
     reject: int | None = None
     reject_shift: float = 0.0
