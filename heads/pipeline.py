@@ -27,7 +27,7 @@ import yaml
 
 from heads import evaluation_report
 from heads.artifact import commit_version, discard, new_version_id, stage_version
-from heads.calibration import expected_calibration_error, reliability_bins
+from heads.calibration import ece_noise_floor, expected_calibration_error, reliability_bins
 from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
@@ -207,8 +207,9 @@ def describe_architecture(selection: Selection) -> dict:
 
 
 def calibration_report(selection: Selection, splits: dict[str, tuple]) -> tuple[dict, dict]:
-    """(the method, its fitted numbers and the ECE of each split before and after calibration, for
-    metrics.json; the reliability bins of each split). `splits`: name -> (inputs, label indices)."""
+    """(the method, its fitted numbers, the ECE of each split before and after calibration and the
+    ECE a perfectly calibrated head would read on it, for metrics.json; the reliability bins of each
+    split). `splits`: name -> (inputs, label indices)."""
     chosen = selection.chosen
     figures: dict = chosen.calibration.describe()
     bins: dict = {}
@@ -218,6 +219,8 @@ def calibration_report(selection: Selection, splits: dict[str, tuple]) -> tuple[
             probs = head.probabilities(x)
             figures[f"ece_{name}_{when}"] = round(expected_calibration_error(probs, y), 4)
             bins[name][when] = reliability_bins(probs, y)
+            if when == "after":  # what a perfectly calibrated head would read on these rows
+                figures[f"ece_{name}_floor"] = round(ece_noise_floor(probs), 4)
     return figures, bins
 
 
@@ -329,6 +332,7 @@ def train_head(
             "ece_after": calibration[f"ece_{split_name}_after"],
             "ece_validation_before": calibration["ece_validation_before"],
             "ece_validation_after": calibration["ece_validation_after"],
+            "ece_floor": calibration[f"ece_{split_name}_floor"],
             "embedding_seconds": round(inputs.embedding_seconds, 1),
             "training_seconds": round(selection.training_seconds, 1),  # every candidate's
         }

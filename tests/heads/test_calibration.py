@@ -6,6 +6,7 @@ import pytest
 
 from heads.calibration import (
     Calibration,
+    ece_noise_floor,
     expected_calibration_error,
     fit_calibration,
     fit_temperature,
@@ -190,3 +191,26 @@ def test_a_bin_holds_its_upper_edge():
     assert (
         table[7].rows == 1 and table[13].rows == 1 and table[14].rows == 2
     )  # (7/15, 8/15], (13/15, 14/15], (14/15, 1]
+
+
+def test_the_ece_floor_is_what_a_perfectly_calibrated_head_reads_and_falls_with_rows():
+    # Heads whose rows are right exactly as often as their top probability says: their measured
+    # ECE scatters around the floor, which is large on 120 rows and small on 20,000.
+    rng = np.random.default_rng(12)
+
+    def calibrated_sample(rows: int):
+        top = rng.uniform(0.4, 1.0, rows)
+        probs = np.stack([top, (1 - top) / 2, (1 - top) / 2], axis=1)
+        y = np.where(rng.random(rows) < top, 0, 1)
+        return probs, y
+
+    small, y_small = calibrated_sample(120)
+    large, _ = calibrated_sample(20_000)
+    floor_small, floor_large = ece_noise_floor(small), ece_noise_floor(large)
+    assert 0.03 < floor_small < 0.12 and floor_large < 0.01
+    assert ece_noise_floor(small) == floor_small  # seeded: the same rows give the same floor
+    measured = [expected_calibration_error(*calibrated_sample(120)) for _ in range(200)]
+    assert abs(np.median(measured) - floor_small) < 0.015
+    # a miscalibrated head is well above its floor: right half as often as it says
+    y_wrong = np.where(rng.random(120) < small[:, 0] / 2, 0, 1)
+    assert expected_calibration_error(small, y_wrong) > 3 * floor_small

@@ -99,7 +99,7 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert result["calibration"] == "temperature_reject_shift"
     assert result["reject_shift"] == round(architecture["reject_shift"], 4)
     assert result["family"] == "mlp" and result["head_type"] == "mlp"
-    for key in ("ece_before", "ece_after", "ece_validation_before", "ece_validation_after"):
+    for key in ("ece_before", "ece_after", "ece_validation_before", "ece_validation_after", "ece_floor"):
         assert 0 <= result[key] <= 1
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert Manifest.read(folder).to_dict() == manifest  # the type reads and writes the same JSON
@@ -360,6 +360,8 @@ def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store
         for when in ("before", "after"):
             assert len(calibration["bins"][split][when]) == 15
             assert calibration[f"ece_{split}_{when}"] == result[f"ece_{split}_{when}".replace("_test", "")]
+        assert 0 < calibration[f"ece_{split}_floor"] < 1  # the ECE a perfectly calibrated head would read
+    assert result["ece_floor"] == calibration["ece_test_floor"]
     assert (folder / "reliability_diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The threshold that serves is the one the policy chooses on the served (calibrated) probabilities.
