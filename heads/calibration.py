@@ -202,11 +202,6 @@ def with_calibration(head: DenseHead | NgramHead, calibration: Calibration) -> D
     return dataclasses.replace(head, weights=(*head.weights[:-1], weights), biases=(*head.biases[:-1], bias))
 
 
-def with_temperature(head: DenseHead | NgramHead, temperature: float) -> DenseHead | NgramHead:
-    """The same head with its logits divided by `temperature`, folded into its last layer."""
-    return with_calibration(head, Calibration("temperature", temperature))
-
-
 @dataclass(frozen=True)
 class ReliabilityBin:
     low: float

@@ -51,10 +51,6 @@ class Candidate:
     validation: dict[str, float]  # accuracy, macro_f1, [in_scope_accuracy, oos_recall], log_loss, ece
     settings: dict  # how it was trained (layers, members, learning rate, ...)
 
-    @property
-    def temperature(self) -> float:
-        return self.calibration.temperature
-
     def report(self) -> dict:
         return {
             "family": self.family,

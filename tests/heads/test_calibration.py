@@ -15,7 +15,6 @@ from heads.calibration import (
     negative_log_likelihood,
     reliability_bins,
     with_calibration,
-    with_temperature,
 )
 from heads.network import DenseHead, softmax
 from heads.ngram import NgramFeaturizer, NgramHead
@@ -34,7 +33,7 @@ def test_a_folded_temperature_serves_softmax_of_logits_over_t(temperature):
     rng = np.random.default_rng(3)
     head = dense_head(rng)
     x = rng.normal(size=(50, 12)).astype(np.float32)
-    folded = with_temperature(head, temperature)
+    folded = with_calibration(head, Calibration("temperature", temperature))
     expected = softmax(head.logits(x).astype(np.float64) / temperature)
     np.testing.assert_allclose(folded.probabilities(x), expected, atol=1e-6)
     assert all(np.array_equal(a, b) for a, b in zip(folded.weights[:-1], head.weights[:-1]))  # hidden layers untouched
@@ -46,7 +45,7 @@ def test_a_folded_temperature_on_an_ngram_head():
     featurizer = NgramFeaturizer((2, 3), 256)
     head = NgramHead(featurizer, rng.normal(size=(256, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32))
     texts = ["refund my order", "where is my parcel", "reset password"]
-    folded = with_temperature(head, 2.5)
+    folded = with_calibration(head, Calibration("temperature", 2.5))
     np.testing.assert_allclose(folded.probabilities(texts), softmax(head_logits(head, texts) / 2.5), atol=1e-6)
 
 
@@ -132,7 +131,7 @@ def test_saturated_probabilities_still_get_their_shift():
     logits = 1e4 * np.eye(4)[y]
     logits[y == 0] = 5e3 * np.eye(4)[1]
     fitted = fit_temperature_and_reject_shift(logits, y, 0)
-    assert 100 < fitted.reject_shift * 1.0 < 200 and fitted.temperature == pytest.approx(50.0)
+    assert 100 < fitted.reject_shift < 200 and fitted.temperature == pytest.approx(50.0)
     assert negative_log_likelihood(fitted.logits(logits), y) < 1e-3
 
 
