@@ -45,20 +45,16 @@ WHERE tenant = %(tenant)s AND model = %(model)s AND created_at >= %(since)s AND 
 GROUP BY 1, 2
 """
 # The drift inputs are written once, over every model of the window, grouped by (tenant, model,
-# ...): `drift_inputs` runs them as they are for the drift monitor (three queries whatever the
-# number of models) or with `model_filter` narrowing them to one model for its report.
-LABELS = """
-SELECT tenant, model, version, role, label, count(*)
+# ...): `drift_inputs` runs them as they are for the drift monitor (two queries whatever the
+# number of models) or with `model_filter` narrowing them to one model for its report. The labels
+# and the confidence histogram come from one scan of the window's answers, counted by label and
+# confidence bucket (NULL for an answer without a probability: it counts for its label only): the
+# window is every answer of the last hour, so a second scan was most of the drift monitor's cost.
+ANSWERS = """
+SELECT tenant, model, version, role, label, least(floor(probability * 10), 9)::int, count(*)
 FROM predictions
 WHERE created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'{model_filter}
-GROUP BY 1, 2, 3, 4, 5
-"""
-CONFIDENCE = """
-SELECT tenant, model, version, role, least(floor(probability * 10), 9)::int, count(*)
-FROM predictions
-WHERE created_at >= %(since)s AND created_at < %(until)s
-  AND status = 'ok' AND probability IS NOT NULL{model_filter}
-GROUP BY 1, 2, 3, 4, 5
+GROUP BY 1, 2, 3, 4, 5, 6
 """
 CENTROIDS = """
 SELECT tenant, model, version, n, array_send(vector_sum) FROM embedding_centroids
@@ -223,14 +219,17 @@ def drift_inputs(
     db: Database, since: dt.datetime, until: dt.datetime, *, tenant: str | None = None, model: str | None = None
 ) -> dict[tuple[str, str], ObservedModel]:
     """{(tenant, model): its drift inputs over [since, until)} for every model with answers in the
-    window, or only for `tenant`'s `model`: three queries whatever the number of models."""
+    window, or only for `tenant`'s `model`: two queries whatever the number of models."""
     params = {"since": since, "until": until, "tenant": tenant, "model": model}
     model_filter = "" if model is None else " AND tenant = %(tenant)s AND model = %(model)s"
     observed: dict[tuple[str, str], ObservedModel] = defaultdict(ObservedModel)
-    for tenant_, model_, version, role, label, count in db.run(LABELS.format(model_filter=model_filter), params):
-        observed[tenant_, model_].group(version, role).labels[label] = count
-    for tenant_, model_, version, role, bucket, count in db.run(CONFIDENCE.format(model_filter=model_filter), params):
-        observed[tenant_, model_].group(version, role).confidence[bucket] = count
+    for tenant_, model_, version, role, label, bucket, count in db.run(
+        ANSWERS.format(model_filter=model_filter), params
+    ):
+        group = observed[tenant_, model_].group(version, role)
+        group.labels[label] = group.labels.get(label, 0) + count
+        if bucket is not None:
+            group.confidence[bucket] += count
     for tenant_, model_, version, n, vector_sum in db.run(CENTROIDS.format(model_filter=model_filter), params):
         observed[tenant_, model_].add_centroid(version, n, float8_array(vector_sum))
     return dict(observed)

@@ -3,7 +3,7 @@
 - the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`), flushed once a
   minute;
 - `DriftMonitor`: every few minutes, the drift figures of each version that answered in the last
-  hour (inferencedb/monitoring_report.py: three queries for all models together, not a report
+  hour (inferencedb/monitoring_report.py: two queries for all models together, not a report
   per model), published as Prometheus gauges. Computed once per
   deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
   reading each version's baseline from its manifest alone (no checksums, no weights), once: the
@@ -65,7 +65,7 @@ class DriftMonitor:
             log.warning("drift skipped until the next run: %s", exc)
             return
         # Only the models with answers in the window have drift to report, and their inputs come
-        # in three queries for all of them: the cost follows the traffic, not the number of models.
+        # in two queries for all of them: the cost follows the traffic, not the number of models.
         baselines: dict[tuple[str, str, str], TrainingBaseline] = {}
         for tenant, model in [key for key in self._heads.all_sets() if key in observed]:
             inputs = observed[tenant, model]

@@ -154,6 +154,14 @@ def test_report_numbers_equal_the_views(db_router):
         )
     wait_until(lambda: query(db, "SELECT count(*) FROM predictions")[0][0] == 120)  # 60 answers + 60 shadow rows
     wait_until(lambda: query(db, "SELECT count(*) FROM feedback")[0][0] == 20)
+    # An answer without a probability counts for its label, and not in the confidence histogram
+    # (the report reads both from one scan of the answers).
+    query(
+        db,
+        "INSERT INTO predictions (row_id, created_at, tenant, model, version, role, request_id, item_index, "
+        "label, probability, status) SELECT gen_random_uuid(), created_at, tenant, model, version, role, "
+        "'no-probability', 0, 'no probability', NULL, 'ok' FROM predictions WHERE role = 'primary' LIMIT 1",
+    )
 
     today = dt.datetime.now(dt.UTC).date()
     since, until = today.isoformat(), (today + dt.timedelta(days=1)).isoformat()
@@ -165,7 +173,7 @@ def test_report_numbers_equal_the_views(db_router):
 
     by_key = {(v["version"], v["role"]): v for v in report["versions"]}
     assert {role for _, role in by_key} == {"primary", "candidate", "shadow"}
-    assert sum(v["volume"] for v in report["versions"] if v["role"] != "shadow") == 60
+    assert sum(v["volume"] for v in report["versions"] if v["role"] != "shadow") == 61
 
     labels = query(
         db,
@@ -180,6 +188,7 @@ def test_report_numbers_equal_the_views(db_router):
         for label, count in entry["label_distribution"].items():
             from_report.setdefault(version, {})[label] = from_report.setdefault(version, {}).get(label, 0) + count
     assert from_report == from_views
+    assert sum(counts.get("no probability", 0) for counts in from_report.values()) == 1
 
     histogram = query(
         db, "SELECT version, bucket::float, predictions FROM confidence_histogram WHERE model = 'intents'"
