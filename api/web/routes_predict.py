@@ -77,11 +77,16 @@ def predict(model: str) -> Response:
     except ApiError as error:
         metrics.REQUESTS.labels(label, str(error.status)).inc()
         raise
-    metrics.REQUESTS.labels(label, "200").inc()
-    metrics.REQUEST_SECONDS.labels(label).observe(time.perf_counter() - g.started)
-    metrics.EMBED_SECONDS.labels(label).observe(result.embed_ms / 1000)
-    metrics.HEAD_SECONDS.labels(label).observe(result.head_ms / 1000)
-    metrics.TEXTS.labels(label, result.version, result.role).inc(len(result.predictions))
+    metrics.record_answer(
+        label,
+        tenant,
+        seconds=time.perf_counter() - g.started,
+        embed_seconds=result.embed_ms / 1000,
+        head_seconds=result.head_ms / 1000,
+        version=result.version,
+        role=result.role,
+        texts=len(result.predictions),
+    )
     response = _render(result)
     for job in result.after_sent:
         response.call_on_close(job)  # after the answer is sent

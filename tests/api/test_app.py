@@ -328,7 +328,15 @@ def test_metrics_count_requests_by_model_and_status(router):
     assert 'router_requests_total{model="default/intents",status="200"}' in text
     assert 'router_requests_total{model="default/intents",status="422"}' in text
     assert 'model="unknown-model-xyz"' not in text and 'model="_unknown",status="404"' in text
-    assert "router_request_seconds_bucket" in text and "router_errors_total" in text
+    assert "router_errors_total" in text
+    # Latency: histograms per tenant, one summed counter per model (17 series a histogram per
+    # model made /metrics take seconds to render at thousands of models).
+    assert 'router_request_seconds_count{tenant="default"} 1.0' in text
+    assert 'router_head_seconds_count{tenant="default"} 1.0' in text
+    assert 'router_model_request_seconds_total{model="default/intents"}' in text
+    per_model = {line.split("{")[0] for line in text.splitlines() if 'model="default/intents"' in line}
+    assert not {name for name in per_model if name.startswith(("router_request_seconds", "router_head_seconds"))}
+    assert not {name for name in per_model if name.startswith("router_embed_seconds")}
 
 
 def test_openapi_lists_every_route(router):
