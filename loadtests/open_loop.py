@@ -180,6 +180,13 @@ async def open_loop(client: Client, rate: float, seconds: float, seed: int) -> P
     started = time.perf_counter()
     scheduled = started
     in_flight: set[asyncio.Task] = set()  # only the unfinished: a finished task is garbage at once
+    failures: list[BaseException] = []  # what `timed` does not count as an error stops the run
+
+    def finished(task: asyncio.Task) -> None:
+        in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())
+
     while scheduled < started + seconds:
         scheduled += rng.exponential(1.0 / rate)
         delay = scheduled - time.perf_counter()
@@ -188,8 +195,10 @@ async def open_loop(client: Client, rate: float, seconds: float, seed: int) -> P
         model = client.models[rng.integers(len(client.models))]
         task = asyncio.create_task(timed(client, phase, model, texts.next(), scheduled))
         in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
+        task.add_done_callback(finished)
     await asyncio.gather(*in_flight)
+    if failures:
+        raise failures[0]
     phase.seconds = seconds
     return phase
 

@@ -25,8 +25,8 @@ UNKNOWN_MODEL = "_unknown"  # label for requests naming no served model: keeps l
 REQUESTS = Counter("router_requests", "Predict requests by tenant/model and status", ["model", "status"])
 # The latency histograms are per tenant, not per model: each label value costs a histogram 17
 # series, so per-model histograms made 510,000 series at 10,000 models, and one /metrics render
-# took 10-12 s of a serving worker's CPU per worker's files (35 MB of text), past the metrics
-# collector's 10 s timeout. Per model, the latency is a sum (its rate over the rate of
+# of two workers' files took 10.8 s of a serving worker's CPU (36.5 MB of text), past the metrics
+# collector's 10 s timeout (loadtests/bench_metrics.py). Per model, the latency is a sum (its rate over the rate of
 # router_requests_total{status="200"} is the model's mean): one series.
 REQUEST_SECONDS = Histogram(
     "router_request_seconds", "Predict latency inside the router, by tenant", ["tenant"], buckets=LATENCY_BUCKETS

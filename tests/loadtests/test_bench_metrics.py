@@ -3,7 +3,7 @@
 from loadtests.bench_metrics import measure
 
 
-def test_each_model_adds_three_series_whatever_the_workers():
+def test_each_model_adds_three_series():
     small, large = measure(20, 2, 1), measure(60, 2, 1)
     # requests by status, the summed latency and the texts by version and role; the latency
     # histograms are per tenant, so the models add none of their 17 series each.
