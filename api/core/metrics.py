@@ -26,8 +26,8 @@ REQUESTS = Counter("router_requests", "Predict requests by tenant/model and stat
 # The latency histograms are per tenant, not per model: each label value costs a histogram 17
 # series, so per-model histograms made 510,000 series at 10,000 models, and one /metrics render
 # of two workers' files took 10.8 s of a serving worker's CPU (36.5 MB of text), past the metrics
-# collector's 10 s timeout (loadtests/bench_metrics.py). Per model, the latency is a sum (its rate over the rate of
-# router_requests_total{status="200"} is the model's mean): one series.
+# collector's 10 s timeout (loadtests/bench_metrics.py). Per model, the latency is a sum, one
+# series (its rate over the rate of router_requests_total{status="200"} is the model's mean).
 REQUEST_SECONDS = Histogram(
     "router_request_seconds", "Predict latency inside the router, by tenant", ["tenant"], buckets=LATENCY_BUCKETS
 )
