@@ -10,10 +10,11 @@ answered request for every one of N models with `api.core.metrics.record_answer`
 api/web/routes_predict.py calls), as each worker of a router does once every model has answered
 there; then this process renders the folder as `/metrics` does (`api.core.metrics.render`),
 --renders times. Reports per N: the series rendered (lines), the bytes of the page, the render's
-CPU time (median), the files' size (as allocated: prometheus_client grows them 1 MiB at a time), and the CPU time of the first answer's metrics per model
-(a series' first write grows its process's file). The metrics collector of the deployment
-scrapes every minute with a 10 s timeout (terraform/modules/router/metrics.tf), and the
-render runs on a thread of a serving worker.
+CPU time (median), the files' size (as allocated: prometheus_client grows them 1 MiB at a time),
+and the CPU time of the first answer's metrics per model (a series' first write grows its
+process's file). The metrics collector of the deployment scrapes every minute with a 10 s
+timeout (terraform/modules/router/metrics.tf), and the render runs on a thread of a serving
+worker.
 
 Prints the CPU's vector flags; the last line of output is one JSON object.
 """
