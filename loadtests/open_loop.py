@@ -8,8 +8,9 @@ A closed loop (each user sends its next request when its previous answer is in) 
 offered rate as soon as the server slows, so its tail hides the queueing that real, independent
 callers meet (coordinated omission). Here:
 
-1. The stack of `make loadtest` (loadtests/stack.py): PostgreSQL, the embedder, 20 copies of the
-   CLINC150 head, the router with 2 gunicorn workers x 8 threads, authentication on.
+1. The stack of `make loadtest` (loadtests/stack.py): the embedder, 20 copies of the CLINC150
+   head, the router with 2 gunicorn workers x 8 threads, authentication on, on a new, empty
+   PostgreSQL (`empty_database`; --kept-database: the load test's own, with its history).
 2. Cache warm-up: every phrase of the vocabulary (loadtests/generator.py, 5,000 real phrases)
    once through the router, so what is measured is the router with a warm phrase cache.
 3. Per run, capacity: --users keep-alive connections in a closed loop for --duration s, single
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -44,10 +46,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.postgres_local import LocalPostgres  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
 from loadtests.generator import PhraseGenerator, vocabulary  # noqa: E402
 from loadtests.procfs import proc_cpu_seconds, self_cpu_seconds  # noqa: E402
-from loadtests.stack import Stack  # noqa: E402
+from loadtests.stack import BASE, Stack  # noqa: E402
 
 VOCABULARY = 5000
 WARM_CHUNK = 64
@@ -221,6 +224,22 @@ async def measured(stack: Stack, phase) -> Phase:
     return result
 
 
+@contextlib.contextmanager
+def empty_database():
+    """The DSN of a new PostgreSQL, deleted after the session. The load test's own keeps every
+    earlier run's rows (millions on a developer's machine), and the drift job's scans of the last
+    hour and autovacuum of the day's partition grow with them on the 2 cores the router uses: runs
+    of one build gave p99 of 35-483 ms there (405 and 483 with autovacuum of a 3.2-million-row
+    partition or the drift scan in the run), 25-88 ms on an empty database. A fresh clone starts
+    empty too; in a deployment the database has cores of its own."""
+    server = LocalPostgres(BASE / "pg-open-loop")
+    server.destroy()  # what a killed run left
+    try:
+        yield server.start()
+    finally:
+        server.destroy()
+
+
 async def warm_cache(client: Client) -> int:
     """Every phrase of the vocabulary once through the router, in batch requests."""
     phrases = list(vocabulary(VOCABULARY))
@@ -270,11 +289,19 @@ def main() -> int:
         default=64,
         help="the open loop's connection pool (a request waits when it is full)",
     )
+    parser.add_argument(
+        "--kept-database",
+        action="store_true",
+        help="the load test's own PostgreSQL (var/loadtest/pg), which keeps every earlier run's rows, "
+        "instead of a new, empty one",
+    )
     args = parser.parse_args()
 
     flags = cpu_flags()
     print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
-    with Stack(models=args.models) as stack:
+    with contextlib.ExitStack() as cleanup:
+        dsn = "" if args.kept_database else cleanup.enter_context(empty_database())
+        stack = cleanup.enter_context(Stack(models=args.models, database_url=dsn))
         stack.start_router(2, 8)
         runs = asyncio.run(session(stack, args))
     medians = {
