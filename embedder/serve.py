@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 
 from embedder.cache import PhraseCache
@@ -83,4 +82,3 @@ def serve(settings: EmbedderSettings) -> None:
     # and the caller ends the process without finalizing (embedder/__main__.py).
     service.close(timeout=settings.shutdown_grace_s, wait_compiling=False)
     log.info("stopped")
-    sys.stdout.flush()

@@ -32,10 +32,11 @@ def run_cli(*args, stdin=None, env=None):
 
 @pytest.fixture(scope="module")
 def server_process(tmp_path_factory):
-    server = EmbedderProcess({"EMBEDDER_SHUTDOWN_GRACE_S": "30"}, log_path=tmp_path_factory.mktemp("embedder") / "log")
+    log_path = tmp_path_factory.mktemp("embedder") / "log"
+    server = EmbedderProcess({"EMBEDDER_SHUTDOWN_GRACE_S": "30"}, log_path=log_path)
     server.start()
     assert server.ready["event"] == "ready", server.ready
-    yield server.proc, server.ready
+    yield server.proc, server.ready, log_path
     server.stop()
 
 
@@ -49,7 +50,7 @@ def test_embed_local_prints_json(reference):
 
 
 def test_embed_reads_stdin_from_a_running_server(server_process):
-    _, ready = server_process
+    _, ready, _ = server_process
     out = run_cli("embed", "--address", ready["address"], stdin="first line\n\nsecond line\n")
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
@@ -57,14 +58,14 @@ def test_embed_reads_stdin_from_a_running_server(server_process):
 
 
 def test_embed_reports_bad_input_without_a_traceback(server_process):
-    _, ready = server_process
+    _, ready, _ = server_process
     out = run_cli("embed", "--address", ready["address"], "   ")
     assert out.returncode == 2
     assert "texts[0] is empty or whitespace-only" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_metrics_endpoint_exports_cache_and_batches(server_process):
-    _, ready = server_process
+    _, ready, _ = server_process
     EmbedderClient(ready["address"], timeout_s=30).embed(["metrics one", "metrics one", "metrics two"])
     body = urllib.request.urlopen(f"http://127.0.0.1:{ready['metrics_port']}/metrics", timeout=5).read().decode()
     samples = {
@@ -76,7 +77,7 @@ def test_metrics_endpoint_exports_cache_and_batches(server_process):
 
 
 def test_health_probe(server_process):
-    _, ready = server_process
+    _, ready, _ = server_process
     out = run_cli("health", "--address", ready["address"])
     assert out.returncode == 0 and "SERVING" in out.stdout
     with socket.socket() as s:
@@ -106,7 +107,7 @@ def test_invalid_setting_is_reported_clearly():
 
 def test_sigterm_drains_in_flight_requests(server_process):
     """Last in this module: it stops the shared server."""
-    proc, ready = server_process
+    proc, ready, log_path = server_process
     client = EmbedderClient(ready["address"], timeout_s=60, retries=0)
     long_texts = [f"request {i} " + "several words that make a long text " * 40 for i in range(64)]
     outcome = {}
@@ -123,7 +124,12 @@ def test_sigterm_drains_in_flight_requests(server_process):
     proc.send_signal(signal.SIGTERM)
     worker.join(60)
     assert outcome["result"].vectors.shape == (64, 384)  # finished despite the SIGTERM
-    assert proc.wait(60) == 0
+    try:
+        status = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        status = None
+    # On a failure, the server's log: its last lines hold every thread's stack when the exit hung.
+    assert status == 0, log_path.read_text(errors="replace")[-6000:]
     with pytest.raises(Unavailable):
         client.embed(["after shutdown"], timeout=2)
 
