@@ -13,7 +13,6 @@ Texts for `embed` come from the arguments, or one per line on stdin.
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import json
 import logging
 import os
@@ -22,8 +21,6 @@ from pathlib import Path
 
 from embedder.errors import EmbedderError
 from embedder.settings import EmbedderSettings, describe, embedder_settings
-
-EXIT_WATCHDOG_S = 10.0  # after a drained `serve`: what the exit may take before it is forced
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -102,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(settings)
             # Drained and stopped. A background XLA compilation may still be running, and a Python
-            # that finalizes while TensorFlow compiles aborts: end without finalizing. What is left
-            # takes 0.2 s, but once in CI the process was still alive 60 s after logging "stopped",
-            # cause unknown: past EXIT_WATCHDOG_S, every thread's stack goes to stderr and the
-            # process ends with status 1 (faulthandler's thread needs no GIL).
-            faulthandler.dump_traceback_later(EXIT_WATCHDOG_S, exit=True)
+            # that finalizes while TensorFlow compiles aborts: end without finalizing.
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()

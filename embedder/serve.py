@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 
 from embedder.cache import PhraseCache
 from embedder.metrics import EmbedderMetrics
 from embedder.service import EmbeddingService, Limits, ServiceObserver
 from embedder.settings import EmbedderSettings
+from embedder.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +47,7 @@ def serve(settings: EmbedderSettings) -> None:
 
     from embedder.grpc_server import start_server
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()  # first: a SIGTERM during the model's load still stops the server once ready
 
     metrics = EmbedderMetrics()
     service = build_service(settings, metrics)
@@ -75,8 +72,8 @@ def serve(settings: EmbedderSettings) -> None:
         ),
         flush=True,
     )
-    stop.wait()
-    log.info("shutting down: draining in-flight requests (up to %.1fs)", settings.shutdown_grace_s)
+    received = stop.wait()
+    log.info("shutting down on %s: draining in-flight requests (up to %.1fs)", received.name, settings.shutdown_grace_s)
     running.stop(settings.shutdown_grace_s)
     # Not waiting for an XLA compilation under way: at nice 19 on a busy host it can take minutes,
     # and the caller ends the process without finalizing (embedder/__main__.py).

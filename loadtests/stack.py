@@ -29,7 +29,6 @@ import json
 import logging
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -363,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m loadtests.stack`: start the load-test stack and keep it up until Ctrl-C (for
     locust's web UI, or several runs of run_loadtest.py --url against the same warm cache)."""
     import argparse
-    import threading
+
+    from embedder.stop_signals import StopSignals
 
     parser = argparse.ArgumentParser(prog="python -m loadtests.stack", description=main.__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -372,9 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder-batch", type=int, default=64)
     parser.add_argument("--state-dir", default=str(BASE))
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     stack = Stack(
         models=args.models,
         embedder_env={"EMBEDDER_MAX_BATCH_SIZE": str(args.embedder_batch)},
@@ -391,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             f" or: .venv/bin/locust -f loadtests/locustfile.py --host {router.url}\nCtrl-C stops everything.",
             flush=True,
         )
-        while not stop.wait(0.5):
+        while stop.wait(0.5) is None:
             if router.proc.poll() is not None:
                 print(f"the router exited; see {router.log_path}", file=sys.stderr)
                 return 1

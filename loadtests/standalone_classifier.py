@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from devtools.embedder_process import read_ready_line, stop_child  # noqa: E402
 from embedder.errors import EmbedderError, InvalidInput  # noqa: E402
 from embedder.service import EmbeddingService  # noqa: E402
+from embedder.stop_signals import StopSignals  # noqa: E402
 from heads.artifact import HeadArtifact  # noqa: E402
 
 log = logging.getLogger("loadtests.standalone_classifier")
@@ -208,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignals()
     classifier = StandaloneClassifier.load(Path(args.store), args.model, timeout_s=args.timeout)
     server = make_server(classifier, args.host, args.port, max_connections=args.max_connections)
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)

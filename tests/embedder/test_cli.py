@@ -128,10 +128,35 @@ def test_sigterm_drains_in_flight_requests(server_process):
         status = proc.wait(60)
     except subprocess.TimeoutExpired:
         status = None
-    # On a failure, the server's log: its last lines hold every thread's stack when the exit hung.
+    # On a failure, the server's log says how far the shutdown got.
     assert status == 0, log_path.read_text(errors="replace")[-6000:]
     with pytest.raises(Unavailable):
         client.embed(["after shutdown"], timeout=2)
+
+
+def test_a_sigterm_taken_by_any_thread_stops_the_server(tmp_path):
+    """The kernel may hand a process's SIGTERM to any of its 30 threads (TensorFlow's, gRPC's):
+    sent to one of them, it used to leave the server serving, its main thread asleep."""
+    with EmbedderProcess({"EMBEDDER_XLA_MAX_TOKENS": "0"}, log_path=tmp_path / "log") as server:
+        pid = server.proc.pid
+        others = [tid for tid in sorted(int(name) for name in os.listdir(f"/proc/{pid}/task")) if tid != pid]
+        takers = [tid for tid in others if not _blocks(pid, tid, signal.SIGTERM)]
+        assert len(takers) >= 10, others  # TensorFlow's and gRPC's threads do not block it
+        os.kill(takers[len(takers) // 2], signal.SIGTERM)
+        try:
+            status = server.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            status = None
+        log = (tmp_path / "log").read_text(errors="replace")
+        assert status == 0, log[-6000:]
+        assert "shutting down on SIGTERM" in log and log.rstrip().endswith("stopped")
+
+
+def _blocks(pid: int, tid: int, sig: signal.Signals) -> bool:
+    """Whether thread `tid` of `pid` blocks `sig` (its SigBlk mask in /proc)."""
+    with open(f"/proc/{pid}/task/{tid}/status") as status:
+        mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk:"))
+    return bool(mask & (1 << (sig - 1)))
 
 
 def _texts_received(metrics_port: int) -> float:
