@@ -47,17 +47,23 @@ GROUP BY 1, 2
 # The drift inputs are written once, over every model of the window, grouped by (tenant, model,
 # ...): `drift_inputs` runs them as they are for the drift monitor (two queries whatever the
 # number of models) or with `model_filter` narrowing them to one model for its report. The labels
-# and the confidence histogram come from one scan of the window's answers, counted by label and
-# confidence bucket (NULL for an answer without a probability: it counts for its label only; the
-# CASE is needed, as least() ignores a NULL and would put it in bucket 9): the window is every
-# answer of the last hour, so a second scan was most of the drift monitor's cost. (The same two
-# groupings as GROUPING SETS read the rows once too, but sort them once per set: 10x slower on
-# the load test's database.)
+# and the confidence histogram of the answers are counted by label and confidence bucket (NULL for
+# an answer without a probability: it counts for its label only; the CASE is needed, as least()
+# ignores a NULL and would put it in bucket 9). The report scans the window's answers
+# (`ANSWERS`); the drift monitor, which looks at the last hour every few minutes, sums the counts
+# the routers wrote per minute (`ANSWER_COUNTS`, inferencedb/answer_counts.py), so that its cost
+# does not follow the traffic.
 ANSWERS = """
 SELECT tenant, model, version, role, label,
        CASE WHEN probability IS NOT NULL THEN least(floor(probability * 10), 9)::int END, count(*)
 FROM predictions
 WHERE created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'{model_filter}
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+ANSWER_COUNTS = """
+SELECT tenant, model, version, role, label, confidence_bucket, sum(n)::bigint
+FROM answer_counts
+WHERE bucket_start >= %(since)s AND bucket_start < %(until)s{model_filter}
 GROUP BY 1, 2, 3, 4, 5, 6
 """
 CENTROIDS = """
@@ -220,15 +226,24 @@ class TrainingBaseline:
 
 
 def drift_inputs(
-    db: Database, since: dt.datetime, until: dt.datetime, *, tenant: str | None = None, model: str | None = None
+    db: Database,
+    since: dt.datetime,
+    until: dt.datetime,
+    *,
+    tenant: str | None = None,
+    model: str | None = None,
+    counted: bool = False,
 ) -> dict[tuple[str, str], ObservedModel]:
     """{(tenant, model): its drift inputs over [since, until)} for every model with answers in the
-    window, or only for `tenant`'s `model`: two queries whatever the number of models."""
+    window, or only for `tenant`'s `model`: two queries whatever the number of models. `counted`:
+    the answers from the routers' per-minute counts (minutes starting in the window) instead of
+    the predictions themselves."""
     params = {"since": since, "until": until, "tenant": tenant, "model": model}
     model_filter = "" if model is None else " AND tenant = %(tenant)s AND model = %(model)s"
     observed: dict[tuple[str, str], ObservedModel] = defaultdict(ObservedModel)
+    answers = ANSWER_COUNTS if counted else ANSWERS
     for tenant_, model_, version, role, label, bucket, count in db.run(
-        ANSWERS.format(model_filter=model_filter), params
+        answers.format(model_filter=model_filter), params
     ):
         group = observed[tenant_, model_].group(version, role)
         group.labels[label] = group.labels.get(label, 0) + count

@@ -66,7 +66,7 @@ class PredictionRecord:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _clean_text(value: Any) -> str | None:
+def storable_text(value: Any) -> str | None:
     """A string PostgreSQL can store: NUL (which text and jsonb reject) and lone surrogates
     (which UTF-8 cannot encode) become U+FFFD. Everything else is kept exactly."""
     if value is None:
@@ -95,14 +95,14 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return _finite_float(value)
     if isinstance(value, str):
-        return _clean_text(value)
+        return storable_text(value)
     if isinstance(value, Mapping):
-        return {_clean_text(k): _json_safe(v) for k, v in value.items()}
+        return {storable_text(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     if hasattr(value, "item"):  # numpy scalars
         return _json_safe(value.item())
-    return _clean_text(value)
+    return storable_text(value)
 
 
 def _top_k(items: Sequence[Any] | None) -> list[dict] | None:
@@ -114,7 +114,7 @@ def _top_k(items: Sequence[Any] | None) -> list[dict] | None:
             result.append(_json_safe(item))
         else:
             label, probability = item
-            result.append({"label": _clean_text(label), "probability": _finite_float(probability)})
+            result.append({"label": storable_text(label), "probability": _finite_float(probability)})
     return result
 
 
@@ -130,24 +130,24 @@ def record_to_row(record: PredictionRecord) -> dict:
     return {
         "row_id": str(record.row_id),
         "created_at": created_at.isoformat(),
-        "request_id": _clean_text(record.request_id),
+        "request_id": storable_text(record.request_id),
         "item_index": opt_int(record.item_index),
-        "tenant": _clean_text(record.tenant),
-        "model": _clean_text(record.model),
-        "version": _clean_text(record.version),
-        "role": _clean_text(record.role),
-        "input_text": _clean_text(record.input_text),
-        "label": _clean_text(record.label),
+        "tenant": storable_text(record.tenant),
+        "model": storable_text(record.model),
+        "version": storable_text(record.version),
+        "role": storable_text(record.role),
+        "input_text": storable_text(record.input_text),
+        "label": storable_text(record.label),
         "probability": _finite_float(record.probability),
         "top_k": _top_k(record.top_k),
         "embed_ms": _finite_float(record.embed_ms),
         "head_ms": _finite_float(record.head_ms),
         "total_ms": _finite_float(record.total_ms),
         "cache_hit": None if record.cache_hit is None else bool(record.cache_hit),
-        "client_id": _clean_text(record.client_id),
-        "status": _clean_text(record.status) or "unknown",
-        "embedding_model": _clean_text(record.embedding_model),
-        "model_input": _clean_text(record.model_input),
+        "client_id": storable_text(record.client_id),
+        "status": storable_text(record.status) or "unknown",
+        "embedding_model": storable_text(record.embedding_model),
+        "model_input": storable_text(record.model_input),
     }
 
 

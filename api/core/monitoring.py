@@ -1,11 +1,11 @@
 """Periodic monitoring work of a router worker, on its own thread (`MonitoringLoop`):
 
-- the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`), flushed once a
-  minute;
+- the live embedding centroids (inferencedb/centroids.py `CentroidAccumulator`) and the answer
+  counts (inferencedb/answer_counts.py `AnswerCounts`), flushed once a minute;
 - `DriftMonitor`: every few minutes, the drift figures of each version that answered in the last
-  hour (inferencedb/monitoring_report.py: two queries for all models together, not a report
-  per model), published as Prometheus gauges. Computed once per
-  deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
+  hour (inferencedb/monitoring_report.py: two queries for all models together, over the
+  per-minute sums above rather than the hour's predictions), published as Prometheus gauges.
+  Computed once per deployment: only the worker holding the drift advisory lock (inferencedb/leader.py) runs it,
   reading each version's baseline from its manifest alone (no checksums, no weights), once: the
   baselines of the versions in the window are kept until a run no longer sees them.
 
@@ -60,12 +60,13 @@ class DriftMonitor:
             return
         until = dt.datetime.now(dt.UTC)
         try:
-            observed = drift_inputs(self._db, until - self._window, until)
+            observed = drift_inputs(self._db, until - self._window, until, counted=True)
         except DatabaseUnavailable as exc:
             log.warning("drift skipped until the next run: %s", exc)
             return
         # Only the models with answers in the window have drift to report, and their inputs come
-        # in two queries for all of them: the cost follows the traffic, not the number of models.
+        # in two queries for all of them, from per-minute sums: neither the number of models nor
+        # the traffic sets the cost, but the (version, label, bucket) that occurred.
         baselines: dict[tuple[str, str, str], TrainingBaseline] = {}
         for tenant, model in [key for key in self._heads.all_sets() if key in observed]:
             inputs = observed[tenant, model]

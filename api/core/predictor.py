@@ -173,6 +173,7 @@ class Predictor:
         decimals: int,
         on_shadow_error: Callable[[str], None] | None = None,
         on_embeddings: Callable[[str, str, str, np.ndarray], None] | None = None,
+        on_answers: Callable[[list[PredictionRecord]], None] | None = None,
         embedding_cache: RouterEmbeddingCache | None = None,
         share_embedding_cache: bool = False,
         deadlines: Deadlines | None = None,
@@ -186,6 +187,7 @@ class Predictor:
         self._decimals = decimals
         self._on_shadow_error = on_shadow_error or (lambda model: None)
         self._on_embeddings = on_embeddings  # (tenant, model, version, vectors) for drift statistics
+        self._on_answers = on_answers  # the answered records (shadows' too), for drift statistics
         self._cache = embedding_cache
         # Cache scope of every embedding: the tenant, so that no tenant sees a cache hit (or its
         # latency) earned by another's text; "" (one namespace for all) when the operator shares.
@@ -297,6 +299,15 @@ class Predictor:
             for i, text in enumerate(texts)
         ]
 
+    def _log_answers(self, records: list[PredictionRecord]) -> None:
+        """Into the inference log, and counted for drift; neither ever fails the request."""
+        self._sink.log_many(records)
+        if self._on_answers is not None:
+            try:
+                self._on_answers(records)
+            except Exception:  # noqa: BLE001 - statistics never fail an answer
+                log.exception("answers of %s@%s not counted", records[0].model, records[0].version)
+
     def _log_failure(
         self, head: HeadArtifact, role: str, texts: list[str], error: ApiError, context, started: float
     ) -> None:
@@ -373,7 +384,7 @@ class Predictor:
         ranked = top_k_indices(scored.probs, request.top_k)
         total_ms = (time.perf_counter() - started) * 1000
         records = self._records(head, role, request.texts, scored, chosen, top, ranked, context, (embed_ms, total_ms))
-        self._sink.log_many(records)
+        self._log_answers(records)
         if self._on_embeddings is not None and scored.embedded is not None:
             self._on_embeddings(tenant, model, head.version, scored.embedded.vectors)
         predictions = [
@@ -427,7 +438,7 @@ class Predictor:
                     chosen, top = shadow.rule.decide(scored.probs)
                     ranked = top_k_indices(scored.probs, request.top_k)
                     total_ms = (time.perf_counter() - started) * 1000
-                    self._sink.log_many(
+                    self._log_answers(
                         self._records(
                             shadow, "shadow", request.texts, scored, chosen, top, ranked, context, (0.0, total_ms)
                         )

@@ -24,6 +24,7 @@ from api.core.requests import Limits
 from api.core.settings import RouterSettings
 from api.core.tenant_heads import TenantHeads
 from embedder.client import EmbedderClient
+from inferencedb.answer_counts import AnswerCounts
 from inferencedb.centroids import CentroidAccumulator
 from inferencedb.database import Database
 from inferencedb.feedback import FeedbackStore
@@ -48,6 +49,7 @@ class Runtime:
     keys: KeyStore
     limiter: TenantRateLimiter
     centroids: CentroidAccumulator | None = None
+    answer_counts: AnswerCounts | None = None
     monitoring: MonitoringLoop | None = None
 
     @property
@@ -65,8 +67,9 @@ class Runtime:
         if self.monitoring is not None:
             self.monitoring.stop()
         self.keys.close()
-        if self.centroids is not None:
-            self.centroids.flush(force=True)
+        for sums in (self.centroids, self.answer_counts):
+            if sums is not None:
+                sums.flush(force=True)
         self.database.close()
         self.embedder.close()
 
@@ -113,6 +116,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
     ).start()
     database = Database(settings.database_url, max_connections=settings.threads, timeout_s=settings.db_timeout_s)
     centroids = CentroidAccumulator(database)
+    answer_counts = AnswerCounts(database)
     predictor = Predictor(
         heads,
         embedder,
@@ -121,6 +125,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         decimals=settings.probability_decimals,
         on_shadow_error=lambda model: metrics.SHADOW_ERRORS.labels(model).inc(),
         on_embeddings=centroids.add,
+        on_answers=answer_counts.add,
         embedding_cache=RouterEmbeddingCache(settings.embedding_cache_size) if settings.embedding_cache_size else None,
         share_embedding_cache=settings.share_embedding_cache,
         deadlines=Deadlines(
@@ -142,7 +147,8 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         leadership=Leadership(settings.database_url, ROLLBACK_LOCK_KEY, name="rollback", timeout_s=5.0),
     )
     monitoring = MonitoringLoop(
-        [centroids.flush, drift.run_if_due, auto_rollback.run_if_due], on_stop=[drift.close, auto_rollback.close]
+        [centroids.flush, answer_counts.flush, drift.run_if_due, auto_rollback.run_if_due],
+        on_stop=[drift.close, auto_rollback.close],
     ).start()
     metrics.publish_gauges(inference_log, heads)
     keys = KeyStore(settings.database_url, snapshot=Path(settings.spool_dir) / "api-keys.json").start()
@@ -159,6 +165,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         database,
         keys,
         limiter,
-        centroids,
-        monitoring,
+        centroids=centroids,
+        answer_counts=answer_counts,
+        monitoring=monitoring,
     )

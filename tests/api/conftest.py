@@ -21,6 +21,7 @@ from embedder.errors import EmbedderError
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
+from inferencedb.answer_counts import AnswerCounts
 from inferencedb.centroids import CentroidAccumulator
 from inferencedb.database import Database
 from inferencedb.feedback import FeedbackStore
@@ -132,14 +133,34 @@ def make_runtime(
     heads = TenantHeads(store.root.parent)
     heads.refresh()
     embedder = FakeEmbedder()
-    centroids = CentroidAccumulator(database)
-    predictor = Predictor(heads, embedder, sink, embed_timeout_s=1.0, decimals=4, on_embeddings=centroids.add)
+    centroids, answer_counts = CentroidAccumulator(database), AnswerCounts(database)
+    predictor = Predictor(
+        heads,
+        embedder,
+        sink,
+        embed_timeout_s=1.0,
+        decimals=4,
+        on_embeddings=centroids.add,
+        on_answers=answer_counts.add,
+    )
     ring, keys = static_keys(tenant="default", other="other", operator=None)
     limiter = TenantRateLimiter(
         rate_rps=settings.tenant_rate_rps, burst=settings.tenant_burst, limits_for=ring.limits.get
     )
     feedback = FeedbackStore(database, wait_for_row_s=feedback_wait_s)
-    runtime = Runtime(settings, heads, embedder, inference_log, predictor, feedback, database, ring, limiter, centroids)
+    runtime = Runtime(
+        settings,
+        heads,
+        embedder,
+        inference_log,
+        predictor,
+        feedback,
+        database,
+        ring,
+        limiter,
+        centroids=centroids,
+        answer_counts=answer_counts,
+    )
     return runtime, keys
 
 

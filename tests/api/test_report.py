@@ -279,6 +279,12 @@ def test_live_centroid_drift(db_router):
         )
         for v in report["versions"]
     } == {(v["version"], v["role"]): v["drift"] for v in report["versions"]}
+    # The drift monitor reads the routers' per-minute answer counts: the same distributions.
+    assert router.runtime.answer_counts.flush(force=True) >= 1
+    counted = drift_inputs(router.runtime.database, until - dt.timedelta(days=1), until, counted=True)
+    assert counted.keys() == observed.keys()
+    assert counted["default", "intents"].groups == observed["default", "intents"].groups
+    assert sum(sum(group.labels.values()) for group in counted["default", "intents"].groups.values()) >= 10
 
 
 def test_report_refuses_bad_parameters(db_router):

@@ -281,6 +281,8 @@ def test_service_roles_may_do_their_work_and_nothing_more(db):
     assert _as_role(db, router, insert, (str(uuid.uuid4()), tomorrow)) is None
     assert _as_role(db, router, "SELECT count(*) FROM answered_predictions") is None
     assert _as_role(db, router, "SELECT key_id FROM api_keys") is None
+    counts = "INSERT INTO answer_counts VALUES (now(), 't', 'm', '1', 'primary', 'a', 9, 1)"
+    assert _as_role(db, router, counts) is None and _as_role(db, router, "SELECT n FROM answer_counts") is None
     assert _as_role(db, router, "DELETE FROM predictions") == "InsufficientPrivilege"
     assert _as_role(db, router, "SELECT drop_prediction_partitions(0)") == "InsufficientPrivilege"
     assert _as_role(db, router, "CREATE TABLE intruder (x int)") == "InsufficientPrivilege"
@@ -288,6 +290,7 @@ def test_service_roles_may_do_their_work_and_nothing_more(db):
     assert _as_role(db, training, "SELECT count(*) FROM predictions JOIN feedback USING (request_id)") is None
     assert _as_role(db, training, insert, (str(uuid.uuid4()), tomorrow)) == "InsufficientPrivilege"
     assert _as_role(db, training, "SELECT secret_hash FROM api_keys") == "InsufficientPrivilege"
+    assert _as_role(db, training, "SELECT n FROM answer_counts") is None  # a later table: default privileges
 
 
 def test_the_drift_job_finds_the_models_with_traffic_in_its_window(db: str):
