@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-router bench-heads bench-central loadtest loadtest-open clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-heads bench-central loadtest loadtest-open clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -67,6 +67,10 @@ bench-scale: setup
 # One /metrics render and the first answer's metrics at N = 1,000 and 10,000 models (2 workers' files)
 bench-metrics: setup
 	$(PY) loadtests/bench_metrics.py $(ARGS)
+
+# One drift monitor run over an hour of 2,000 answers/s: the hour's predictions scanned against the answer counts
+bench-drift: setup
+	$(PY) loadtests/bench_drift.py $(ARGS)
 
 # The router's CPU per request in process (real app, PostgreSQL and embedder; no HTTP server), median of rounds
 bench-router: setup
