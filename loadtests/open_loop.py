@@ -14,7 +14,8 @@ callers meet (coordinated omission). Here:
 2. Cache warm-up: every phrase of the vocabulary (loadtests/generator.py, 5,000 real phrases)
    once through the router, so what is measured is the router with a warm phrase cache.
 3. Per run, capacity: --users keep-alive connections in a closed loop for --duration s, single
-   texts (Zipf 1.0 over the vocabulary) to a random model of the 20 -> answers per second.
+   texts (Zipf 1.0 over the vocabulary) to a random model of the 20 -> answers per second;
+   measured again when one worker got (nearly) none of the connections (`BALANCED_SHARE`).
 4. Per run, open loop: arrivals of a Poisson process at --share x that capacity for --duration
    s. Each request is sent at its instant on an idle keep-alive connection, or a new one when
    none is idle, up to a pool of --max-connections (64), as a calling service keeps; past it, it
@@ -54,6 +55,12 @@ from loadtests.stack import BASE, Stack  # noqa: E402
 
 VOCABULARY = 5000
 WARM_CHUNK = 64
+# The closed loop opens its connections at once, and a worker that wakes first may accept them
+# all: one run measured 1,060 answers/s with the other worker idle, against 2,100-2,200 in the
+# others. A capacity whose less busy worker did under BALANCED_SHARE of the workers' CPU is
+# measured again (with new connections), up to CAPACITY_ATTEMPTS times.
+BALANCED_SHARE = 0.2
+CAPACITY_ATTEMPTS = 3
 
 
 class Connection:
@@ -117,6 +124,7 @@ class Phase:
     """What one phase measured: latencies (s) of the answers, the failures by kind, its span."""
 
     latencies: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # perf_counter() of each answer
     send_lags: list[float] = field(default_factory=list)  # from the scheduled instant to the send
     errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -130,6 +138,8 @@ class Phase:
     def summary(self) -> dict:
         ms = np.asarray(self.latencies) * 1000
         answered = len(self.latencies)
+        seconds = np.floor(np.asarray(self.answered_at) - min(self.answered_at, default=0.0)).astype(int)
+        per_second = [np.percentile(ms[seconds == s], 99) for s in np.unique(seconds) if (seconds == s).sum() >= 100]
         return {
             "answers": answered,
             "answers_per_s": round(answered / self.seconds, 1),
@@ -137,6 +147,11 @@ class Phase:
             "p90_ms": round(float(np.percentile(ms, 90)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "max_ms": round(float(ms.max()), 2),
+            # A tail from a few bad seconds (background work of the machine) against one of
+            # every second (queueing): the p99 of each second of the phase with 100 answers or
+            # more, their median and the worst.
+            "second_p99_median_ms": round(float(np.median(per_second)), 2) if per_second else None,
+            "second_p99_max_ms": round(float(max(per_second)), 2) if per_second else None,
             "errors": self.errors,
             "send_lag_p50_ms": round(float(np.percentile(self.send_lags, 50)) * 1000, 2),
             "send_lag_p99_ms": round(float(np.percentile(self.send_lags, 99)) * 1000, 2),
@@ -154,7 +169,9 @@ async def timed(client: Client, phase: Phase, model: str, text: str, scheduled: 
         phase.error(type(exc).__name__)
         return
     if status == 200:
-        phase.latencies.append(time.perf_counter() - scheduled)
+        now = time.perf_counter()
+        phase.latencies.append(now - scheduled)
+        phase.answered_at.append(now)
     else:
         phase.error(str(status))
 
@@ -224,6 +241,12 @@ async def measured(stack: Stack, phase) -> Phase:
     return result
 
 
+def one_worker_share(worker_cpu_s: list[float]) -> float:
+    """The share of the workers' CPU that the least busy one did (1/N when balanced)."""
+    total = sum(worker_cpu_s)
+    return min(worker_cpu_s) / total if total > 0 else 0.0
+
+
 @contextlib.contextmanager
 def empty_database():
     """The DSN of a new PostgreSQL, deleted after the session. The load test's own keeps every
@@ -264,8 +287,13 @@ async def session(stack: Stack, args) -> list[dict]:
         seed = 1000 + run
         await closed_loop(client, args.users, 5.0, seed)  # load warm-up, not measured
         client.close()
-        capacity = (await measured(stack, closed_loop(client, args.users, args.duration, seed))).summary()
-        client.close()
+        for attempt in range(1, CAPACITY_ATTEMPTS + 1):
+            phase = await measured(stack, closed_loop(client, args.users, args.duration, seed))
+            client.close()
+            if one_worker_share(phase.worker_cpu_s) >= BALANCED_SHARE or attempt == CAPACITY_ATTEMPTS:
+                break
+            print(f"capacity: workers' CPU {phase.summary()['router_worker_cores']}: measured again", flush=True)
+        capacity = phase.summary() | {"attempts": attempt}
         rate = args.share * capacity["answers_per_s"]
         offered = (await measured(stack, open_loop(client, rate, args.duration, seed))).summary()
         client.close()
