@@ -15,6 +15,7 @@ from __future__ import annotations
 import select
 import signal
 import socket
+import time
 
 STOP = (signal.SIGTERM, signal.SIGINT)
 
@@ -25,28 +26,44 @@ class StopSignals:
 
     def __init__(self, signals: tuple[signal.Signals, ...] = STOP):
         self._signals = frozenset(int(sig) for sig in signals)
+        self._received: list[int] = []  # by the Python-level handler, once the main thread runs
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
-        # A Python handler must be installed for the C handler to write the byte; ours does
-        # nothing, the byte is what wait() reads.
-        self._previous = {sig: signal.signal(sig, _ignore) for sig in self._signals}
+        self._previous = {sig: signal.signal(sig, self._record) for sig in self._signals}
+
+    def _record(self, signum, frame) -> None:
+        # Runs in the main thread when it next executes bytecode: here, once select() returns.
+        # It counts even when the wakeup byte was dropped (a socket full of other signals' bytes).
+        self._received.append(signum)
 
     def wait(self, timeout_s: float | None = None) -> signal.Signals | None:
         """The first stop signal received (also one received before this call), or None after
-        `timeout_s` seconds without one."""
+        `timeout_s` seconds without one. Other signals' wakeups do not extend the wait."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            readable, _, _ = select.select([self._reader], [], [], timeout_s)
-            if not readable:
+            if self._received:
+                return signal.Signals(self._received[0])
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, _, _ = select.select([self._reader], [], [], left)
+            self._drain(readable)
+            if self._received:
+                return signal.Signals(self._received[0])
+            if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _drain(self, readable: list) -> None:
+        """Empty the wakeup socket; a stop signal's byte counts at once (its handler may not have
+        run yet when select() returns)."""
+        while readable:
             try:
-                data = self._reader.recv(256)
+                data = self._reader.recv(4096)
             except BlockingIOError:
-                continue
-            for number in data:
-                if number in self._signals:
-                    return signal.Signals(number)
+                return
+            if not data:
+                return
+            self._received.extend(number for number in data if number in self._signals)
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous_fd)
@@ -60,7 +77,3 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _ignore(signum, frame) -> None:
-    """The Python-level handler: StopSignals.wait() reads the signal from the wakeup socket."""
