@@ -9,8 +9,10 @@ Here a minute costs one row per (version, role, label, bucket) that occurred, wh
 traffic. The model report (`/v1/models/<model>/report`) still reads `predictions`, for any
 window and with the definitions of the analyst views.
 
-A worker that dies loses the counts of its last minute (the predictions themselves are in the
-journal): drift is a statistic, the same trade-off as the live centroids.
+Drift is a statistic, and these counts are kept as the live centroids are: a worker that dies
+loses its counts not yet written (the last minute's; the predictions themselves are in the
+journal); counts kept through a database outage are written under the minute of the flush that
+succeeds; a statement whose commit was not acknowledged is sent again (counted twice).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
+
+import numpy as np
 
 from inferencedb.minute_sums import MinuteSums, copy_stream, int2_field, int8_field, text_field, timestamptz_field
 from inferencedb.prediction_record import PredictionRecord
@@ -31,11 +35,15 @@ ROWS_PER_STATEMENT = 2000  # about 60 bytes a row
 
 
 def confidence_bucket(probability: float | None) -> int | None:
-    """The histogram bucket of a probability, as the analyst view `confidence_histogram` and the
-    report's query compute it (floor(p * 10), 1.0 in the last); None without a probability."""
-    if probability is None or not math.isfinite(probability):
+    """The histogram bucket of a probability as the report's query computes it on the stored row:
+    `least(floor(probability * 10), 9)` on the `real` column, i.e. on the float32 value (0.7 is
+    0.69999999 there: bucket 6); None without a probability."""
+    if probability is None:
         return None
-    return min(max(math.floor(probability * BUCKETS), 0), BUCKETS - 1)
+    stored = float(np.float32(probability))
+    if not math.isfinite(stored):
+        return None
+    return min(max(math.floor(stored * BUCKETS), 0), BUCKETS - 1)
 
 
 class AnswerCounts(MinuteSums):

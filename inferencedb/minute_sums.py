@@ -3,13 +3,15 @@ embedding centroids (inferencedb/centroids.py) and the answer counts (inferenced
 
 Rows go in PostgreSQL's binary COPY format, `rows_per_statement` to a statement so that each
 transaction stays small, with a pause for request threads between statements. Both are
-best-effort statistics: the sums a failed statement did not write are kept and merged into the
-next flush, and the database is never waited for on a request.
+best-effort statistics: the sums a failed statement did not write are kept, merged into the
+next flush and logged (a missing grant or table shows in the log every minute until fixed), and
+the database is never waited for on a request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import struct
 import threading
 import time
@@ -23,6 +25,7 @@ SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)  # no OIDs, no he
 TRAILER = struct.pack("!h", -1)
 NULL = struct.pack("!i", -1)
 _POSTGRES_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+log = logging.getLogger(__name__)
 
 
 def text_field(value: str | None) -> bytes:
@@ -93,8 +96,10 @@ class MinuteSums:
                 self._db.copy_binary(self.copy_sql, self._copy_data(bucket, [(key, pending[key]) for key in chunk]))
                 written += len(chunk)
                 time.sleep(0)  # let request threads have the GIL between statements
-        except DatabaseUnavailable:
-            with self._lock:  # keep what was not written for the next flush
+        except Exception as exc:  # noqa: BLE001 - statistics: kept for the next flush, never raised
+            with self._lock:
                 for key in keys[written:]:
                     self._merge(self._sums, key, pending[key])
+            log_call = log.warning if isinstance(exc, DatabaseUnavailable) else log.exception
+            log_call("%s: %d rows kept for the next flush: %s", type(self).__name__, len(keys) - written, exc)
         return written

@@ -1,16 +1,20 @@
-"""What one run of the drift monitor costs the database: the hour's answers scanned in
-`predictions`, against the per-minute answer counts the routers write (inferencedb/answer_counts.py).
+"""What one run of the drift monitor costs the database: its inputs (`drift_inputs`: the label
+and confidence distributions, and the embedding centroids) with the distributions scanned from
+the hour's `predictions`, against summed from the routers' per-minute `answer_counts`
+(inferencedb/answer_counts.py).
 
-    make bench-drift                                      # 2,000 answers/s for an hour
+    make bench-drift                                      # 2,000 requests/s for an hour
     .venv/bin/python loadtests/bench_drift.py --per-second 500 --runs 5
 
-Starts a new, empty PostgreSQL (deleted afterwards) and fills the last hour as a router under
-that traffic would: predictions over 20 models of 12 labels, one answer in ten also scored by a
-shadow, and the answer counts two workers would have written for them, per minute (computed from
-the same rows, so both sources must give the same distributions: checked). Then runs the drift
-monitor's inputs (`drift_inputs`) from each source --runs times, alternating, and reports the
-medians of the wall time and of the machine's CPU seconds (PostgreSQL's parallel workers
-included; nothing else should run meanwhile).
+Starts a new, empty PostgreSQL (deleted afterwards) and fills the last hour as 2 router workers
+under that traffic would: a prediction per request over 20 models of 12 labels, one request in
+ten also scored by a shadow version; the embedding centroid rows of each worker, model and
+minute; and the answer counts the workers would have written, computed from the same rows (so
+both sources give the same distributions, which is checked: it guards the split between the
+workers, not the router's counting, which tests/api/test_report.py compares with the scan).
+Then runs `drift_inputs` from each source --runs times, alternating, and reports the medians of
+the wall time and of the machine's CPU seconds (PostgreSQL's parallel workers included; nothing
+else should run meanwhile). Both arms include the same centroid query.
 
 Prints the CPU's vector flags; the last line of output is one JSON object.
 """
@@ -37,17 +41,29 @@ from loadtests.procfs import machine_busy_seconds  # noqa: E402
 
 BASE = ROOT / "var" / "loadtest" / "pg-bench-drift"
 MODELS, LABELS, WORKERS = 20, 12, 2
-# One answer a row, spread evenly over [since, until), two rows a request: one row in 20 is a
-# shadow's (version v0) for the request of the row before it.
-FILL_PREDICTIONS = f"""
-INSERT INTO predictions (row_id, created_at, request_id, item_index, tenant, model, version, role,
-                         input_text, label, probability, top_k, total_ms, status, embedding_model)
-SELECT gen_random_uuid(), %(since)s + (%(step_us)s * i) * interval '1 microsecond', 'r' || (i / 2), 0, 'bench',
-       'model-' || ((i / 2) %% {MODELS}), CASE WHEN i %% 20 = 1 THEN 'v0' ELSE 'v1' END,
-       CASE WHEN i %% 20 = 1 THEN 'shadow' ELSE 'primary' END,
-       'what is the balance of account ' || i, 'label-' || (hashint4(i) & 255) %% {LABELS},
-       0.3 + 0.7 * ((hashint4(i + 7) & 65535) / 65536.0), '[]'::jsonb, 1.0, 'ok', 'minilm'
+# A request a row, spread evenly over [since, until), to model i % MODELS; about one in ten also
+# has a shadow's row (version v0) at the same instant, chosen by a hash so that every model has some.
+_ROW = """
+SELECT gen_random_uuid(), %(since)s + (%(step_us)s * i) * interval '1 microsecond', 'r' || i, 0, 'bench',
+       'model-' || (i %% {models}), {version}, {role}, 'what is the balance of account ' || i,
+       'label-' || (hashint4(i + {salt}) & 255) %% {labels},
+       0.3 + 0.7 * ((hashint4(i + {salt} + 7) & 65535) / 65536.0), '[]'::jsonb, 1.0, 'ok', 'minilm'
 FROM generate_series(0, %(rows)s - 1) AS i
+"""
+FILL_PREDICTIONS = (
+    "INSERT INTO predictions (row_id, created_at, request_id, item_index, tenant, model, version, role,"
+    " input_text, label, probability, top_k, total_ms, status, embedding_model)"
+    + _ROW.format(models=MODELS, labels=LABELS, version="'v1'", role="'primary'", salt=0)
+    + "UNION ALL"
+    + _ROW.format(models=MODELS, labels=LABELS, version="'v0'", role="'shadow'", salt=1)
+    + "WHERE (hashint4(i + 99) & 1023) %% 10 = 0"
+)
+# The live centroid sums: a row per worker, model (its answering version) and minute.
+FILL_CENTROIDS = f"""
+INSERT INTO embedding_centroids (bucket_start, tenant, model, version, n, vector_sum)
+SELECT %(since)s + m * interval '1 minute', 'bench', 'model-' || k, 'v1', 100,
+       ARRAY(SELECT random() + 0 * (m + k + w) FROM generate_series(1, 384))
+FROM generate_series(0, 59) AS m, generate_series(0, {MODELS} - 1) AS k, generate_series(1, {WORKERS}) AS w
 """
 # What WORKERS workers would have counted: each minute's counts split between them.
 FILL_COUNTS = f"""
@@ -77,14 +93,21 @@ def fill(dsn: str, since: dt.datetime, until: dt.datetime, rows: int) -> dict:
         with conn.cursor() as cur:
             cur.execute("SELECT ensure_prediction_partitions(1, 1)")
             cur.execute(FILL_PREDICTIONS, {"since": since, "step_us": step_us, "rows": rows})
+            cur.execute(FILL_CENTROIDS, {"since": since})
             cur.execute(FILL_COUNTS)
             cur.execute("VACUUM ANALYZE predictions")
             cur.execute("VACUUM ANALYZE answer_counts")
-            cur.execute("SELECT count(*) FROM answer_counts")
-            (count_rows,) = cur.fetchone()
+            cur.execute("VACUUM ANALYZE embedding_centroids")
+            cur.execute("SELECT (SELECT count(*) FROM predictions), (SELECT count(*) FROM answer_counts)")
+            predictions, count_rows = cur.fetchone()
     finally:
         conn.close()
-    return {"predictions": rows, "answer_count_rows": count_rows, "fill_s": round(time.perf_counter() - started, 1)}
+    return {
+        "requests": rows,
+        "predictions": predictions,
+        "answer_count_rows": count_rows,
+        "fill_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def timed(run) -> tuple[float, float, object]:
@@ -103,7 +126,7 @@ def summary(samples: list[tuple[float, float]]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_drift.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-second", type=int, default=2000, help="answers a second over the hour")
+    parser.add_argument("--per-second", type=int, default=2000, help="requests a second over the hour")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"cpu flags: {' '.join(cpu_flags())}", flush=True)

@@ -65,8 +65,8 @@ class DriftMonitor:
             log.warning("drift skipped until the next run: %s", exc)
             return
         # Only the models with answers in the window have drift to report, and their inputs come
-        # in two queries for all of them, from per-minute sums: neither the number of models nor
-        # the traffic sets the cost, but the (version, label, bucket) that occurred.
+        # in two queries for all of them, over per-minute sums: rows per minute and worker for
+        # each (version, label, bucket) and each version that answered, whatever the traffic.
         baselines: dict[tuple[str, str, str], TrainingBaseline] = {}
         for tenant, model in [key for key in self._heads.all_sets() if key in observed]:
             inputs = observed[tenant, model]

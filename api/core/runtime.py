@@ -69,7 +69,7 @@ class Runtime:
         self.keys.close()
         for sums in (self.centroids, self.answer_counts):
             if sums is not None:
-                sums.flush(force=True)
+                sums.flush(force=True)  # never raises: what it cannot write is logged
         self.database.close()
         self.embedder.close()
 

@@ -87,6 +87,10 @@ def test_predictions_are_answered_and_logged_once(router_env, tmp_path, api_key)
         assert [(r[1], r[2], r[3]) for r in rows] == [(i, p["label"], "ok") for i, p in enumerate(body["predictions"])]
         applied = query(router_env["DATABASE_URL"], "SELECT count(*) FROM schema_migrations")[0][0]
         assert applied >= 3  # the router migrated an empty database at start
+    # Stopped: each worker wrote its answer counts (for the drift monitor) on its way out.
+    counted = "SELECT label, sum(n)::int FROM answer_counts WHERE model = 'intents' GROUP BY 1 ORDER BY 1"
+    answered = "SELECT label, count(*)::int FROM predictions WHERE status = 'ok' GROUP BY 1 ORDER BY 1"
+    assert query(router_env["DATABASE_URL"], counted) == query(router_env["DATABASE_URL"], answered)
 
 
 def test_metrics_add_up_all_workers(router_env, tmp_path, api_key):

@@ -260,6 +260,8 @@ def test_live_centroid_drift(db_router):
     for i in range(10):
         predict(router, f"please transfer {i} dollars")
     assert router.runtime.centroids.flush(force=True) == 1
+    # Before the report: its `until` must come after the minute the counts are written under.
+    assert router.runtime.answer_counts.flush(force=True) >= 1
     assert query(db, "SELECT n FROM embedding_centroids") == [(10,)]
     wait_until(lambda: query(db, "SELECT count(*) FROM predictions")[0][0] == 10)  # the log writes asynchronously
     report = router.client.get("/v1/models/intents/report").get_json()
@@ -280,7 +282,6 @@ def test_live_centroid_drift(db_router):
         for v in report["versions"]
     } == {(v["version"], v["role"]): v["drift"] for v in report["versions"]}
     # The drift monitor reads the routers' per-minute answer counts: the same distributions.
-    assert router.runtime.answer_counts.flush(force=True) >= 1
     counted = drift_inputs(router.runtime.database, until - dt.timedelta(days=1), until, counted=True)
     assert counted.keys() == observed.keys()
     assert counted["default", "intents"].groups == observed["default", "intents"].groups

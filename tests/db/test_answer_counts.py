@@ -1,11 +1,12 @@
-"""The routers' per-minute answer counts: what is counted, in which bucket, and that PostgreSQL
-gets every count once even when a statement fails."""
+"""The routers' per-minute answer counts: what is counted, in which bucket (the report's), and
+that a count a failed statement did not write is kept for the next flush."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
 
+import numpy as np
 import psycopg2
 import pytest
 
@@ -33,10 +34,24 @@ def record(label="a", probability=0.95, *, model="m", role="primary", status="ok
 
 @pytest.mark.parametrize(
     ("probability", "bucket"),
-    [(0.0, 0), (0.0999, 0), (0.1, 1), (0.5, 5), (0.95, 9), (1.0, 9), (None, None), (math.nan, None)],
+    [(0.0, 0), (0.0999, 0), (0.5, 5), (0.7, 6), (0.95, 9), (1.0, 9), (None, None), (math.nan, None)],
 )
-def test_the_confidence_bucket_is_the_views(probability, bucket):
-    assert confidence_bucket(probability) == bucket
+def test_the_confidence_bucket_of_the_stored_float32(probability, bucket):
+    assert confidence_bucket(probability) == bucket  # 0.7 is stored as 0.69999999
+
+
+def test_the_confidence_bucket_is_the_one_the_report_computes_on_the_stored_row(db):
+    edges = [k / 10 for k in range(11)]
+    near = [float(np.nextafter(np.float32(e), np.float32(d))) for e in edges for d in (0, 2)]
+    doubles = [np.nextafter(e, -1.0) for e in edges[1:]] + [np.nextafter(e, 2.0) for e in edges[1:-1]]
+    values = sorted(float(v) for v in {*edges, *near, *doubles, 0.29999999, 0.123456789, 0.999999999})
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT least(floor(p::real * 10), 9)::int FROM unnest(%s::float8[]) WITH ORDINALITY AS v(p, i) ORDER BY i",
+            (values,),
+        )
+        stored = [row[0] for row in cur.fetchall()]
+    assert [confidence_bucket(v) for v in values] == stored
 
 
 class FlakyDatabase:
