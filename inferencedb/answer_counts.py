@@ -5,8 +5,9 @@ confidence bucket, summed in the router worker and written as rows of `answer_co
 The drift monitor reads its label and confidence distributions from these rows. Scanning the
 hour's rows of `predictions` instead made its cost follow the traffic: at 2,000 answers a
 second it read 7 million rows every 5 minutes, on the cores the database shares with the rest.
-Here a minute costs one row per (version, role, label, bucket) that occurred, whatever the
-traffic. The model report (`/v1/models/<model>/report`) still reads `predictions`, for any
+Here a minute costs each worker one row per (version, role, label, bucket) that occurred: the
+more answers share a key, the larger the saving (13x at 2,000 requests/s over 20 models; with
+very many models of sparse traffic it tends to a row per answer, no worse than the scan). The model report (`/v1/models/<model>/report`) still reads `predictions`, for any
 window and with the definitions of the analyst views.
 
 Drift is a statistic, and these counts are kept as the live centroids are: a worker that dies
