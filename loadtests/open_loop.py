@@ -9,8 +9,9 @@ offered rate as soon as the server slows, so its tail hides the queueing that re
 callers meet (coordinated omission). Here:
 
 1. The stack of `make loadtest` (loadtests/stack.py): the embedder, 20 copies of the CLINC150
-   head, the router with 2 gunicorn workers x 8 threads, authentication on, on a new, empty
-   PostgreSQL (`empty_database`; --kept-database: the load test's own, with its history).
+   head, the router with --workers gunicorn workers x --threads threads (2 x 8), authentication
+   on, on a new, empty PostgreSQL (`empty_database`; --kept-database: the load test's own, with
+   its history).
 2. Cache warm-up: every phrase of the vocabulary (loadtests/generator.py, 5,000 real phrases)
    once through the router, so what is measured is the router with a warm phrase cache.
 3. Per run, capacity: --users keep-alive connections in a closed loop for --duration s, single
@@ -315,6 +316,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=8, help="connections of the closed loop")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of each phase")
     parser.add_argument("--models", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="router workers (gunicorn processes)")
+    parser.add_argument("--threads", type=int, default=8, help="threads per router worker")
     parser.add_argument(
         "--max-connections",
         type=int,
@@ -334,7 +337,7 @@ def main() -> int:
     with contextlib.ExitStack() as cleanup:
         dsn = "" if args.kept_database else cleanup.enter_context(empty_database())
         stack = cleanup.enter_context(Stack(models=args.models, database_url=dsn))
-        stack.start_router(2, 8)
+        stack.start_router(args.workers, args.threads)
         runs = asyncio.run(session(stack, args))
     counted = [entry for entry in runs if entry["closed_loop"]["balanced"]] or runs
     medians = {
@@ -347,6 +350,7 @@ def main() -> int:
     print(
         json.dumps(
             {"cpu_flags": flags, "cores": os.cpu_count(), "share": args.share, "users": args.users}
+            | {"workers": args.workers, "threads": args.threads}
             | {"runs": runs, "medians": medians, "runs_in_medians": len(counted)}
         )
     )
