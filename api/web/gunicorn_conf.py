@@ -1,7 +1,8 @@
 """gunicorn settings for the router: `gunicorn -c api/web/gunicorn_conf.py "api.web.app:create_app()"`.
 
 Workers and threads come from API_WORKERS / API_THREADS (gthread workers: each thread waits on
-the embedder while others run). The app is created in each worker after fork (no preload), so
+the embedder while others run; api/web/accept_spread.py spreads a burst of new connections over
+the workers). The app is created in each worker after fork (no preload), so
 gRPC channels, database connections and threads are never inherited across a fork.
 """
 
@@ -16,7 +17,7 @@ _settings = router_settings()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread"
+worker_class = "api.web.accept_spread.SpreadingThreadWorker"
 preload_app = False
 timeout = 30
 graceful_timeout = 30  # SIGTERM: finish requests, then flush each worker's inference log
