@@ -96,11 +96,13 @@ def stack():
         )
         key = podman("exec", container("router"), "python", "-m", "api", "keys", "create", "--tenant", "default")
         client = Client(f"http://127.0.0.1:{port}", key.strip())
-        wait_until(
-            lambda: {m["name"] for m in client.call("/v1/models")[1]["models"]} == MODELS,
-            timeout_s=120,
-            what="the router to serve the demo models",
-        )
+
+        def serves_the_demo_models() -> bool:
+            # A key just created reaches each worker's key ring through NOTIFY: a first call may be refused.
+            status, body = client.call("/v1/models")
+            return status == 200 and {m["name"] for m in body["models"]} == MODELS
+
+        wait_until(serves_the_demo_models, timeout_s=120, what="the router to serve the demo models")
         yield client
     finally:
         logs = {
