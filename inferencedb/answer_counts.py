@@ -36,9 +36,9 @@ ROWS_PER_STATEMENT = 2000  # about 60 bytes a row
 
 
 def confidence_bucket(probability: float | None) -> int | None:
-    """The histogram bucket of a probability as the report's query computes it on the stored row:
-    `least(floor(probability * 10), 9)` on the `real` column, i.e. on the float32 value (0.7 is
-    0.69999999 there: bucket 6); None without a probability."""
+    """The histogram bucket of a probability as the report's query computes it on the stored row
+    (inferencedb/monitoring_report.py `CONFIDENCE_BUCKET`): on the `real` column, i.e. on the
+    float32 value (0.7 is 0.69999999 there: bucket 6); None without a probability."""
     if probability is None:
         return None
     stored = float(np.float32(probability))

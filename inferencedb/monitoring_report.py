@@ -53,11 +53,11 @@ GROUP BY 1, 2
 # (`ANSWERS`); the drift monitor, which looks at the last hour every few minutes, sums the counts
 # the routers wrote per minute (`ANSWER_COUNTS`, inferencedb/answer_counts.py), so that its cost
 # does not follow the traffic.
-ANSWERS = """
-SELECT tenant, model, version, role, label,
-       CASE WHEN probability IS NOT NULL THEN least(floor(probability * 10), 9)::int END, count(*)
+CONFIDENCE_BUCKET = "CASE WHEN probability IS NOT NULL THEN least(floor(probability * 10), 9)::int END"
+ANSWERS = f"""
+SELECT tenant, model, version, role, label, {CONFIDENCE_BUCKET}, count(*)
 FROM predictions
-WHERE created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'{model_filter}
+WHERE created_at >= %(since)s AND created_at < %(until)s AND status = 'ok'{{model_filter}}
 GROUP BY 1, 2, 3, 4, 5, 6
 """
 ANSWER_COUNTS = """

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from devtools.postgres_local import LocalPostgres  # noqa: E402
 from inferencedb.database import Database  # noqa: E402
 from inferencedb.migrations import apply_migrations  # noqa: E402
-from inferencedb.monitoring_report import drift_inputs  # noqa: E402
+from inferencedb.monitoring_report import CONFIDENCE_BUCKET, drift_inputs  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
 from loadtests.procfs import machine_busy_seconds  # noqa: E402
 
@@ -71,7 +71,7 @@ INSERT INTO answer_counts (bucket_start, tenant, model, version, role, label, co
 SELECT minute, tenant, model, version, role, label, bucket, share
 FROM (
     SELECT date_trunc('minute', created_at) AS minute, tenant, model, version, role, label,
-           CASE WHEN probability IS NOT NULL THEN least(floor(probability * 10), 9)::int END AS bucket,
+           {CONFIDENCE_BUCKET} AS bucket,
            count(*) AS n
     FROM predictions WHERE status = 'ok' GROUP BY 1, 2, 3, 4, 5, 6, 7
 ) counted, LATERAL (

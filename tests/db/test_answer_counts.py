@@ -14,7 +14,7 @@ from inferencedb import answer_counts
 from inferencedb.answer_counts import AnswerCounts, confidence_bucket
 from inferencedb.database import Database
 from inferencedb.errors import DatabaseUnavailable
-from inferencedb.monitoring_report import drift_inputs
+from inferencedb.monitoring_report import CONFIDENCE_BUCKET, drift_inputs
 from inferencedb.prediction_record import PredictionRecord
 
 
@@ -47,7 +47,7 @@ def test_the_confidence_bucket_is_the_one_the_report_computes_on_the_stored_row(
     values = sorted(float(v) for v in {*edges, *near, *doubles, 0.29999999, 0.123456789, 0.999999999})
     with psycopg2.connect(db) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT least(floor(p::real * 10), 9)::int FROM unnest(%s::float8[]) WITH ORDINALITY AS v(p, i) ORDER BY i",
+            f"SELECT {CONFIDENCE_BUCKET} FROM unnest(%s::real[]) WITH ORDINALITY AS v(probability, i) ORDER BY i",
             (values,),
         )
         stored = [row[0] for row in cur.fetchall()]
