@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +149,29 @@ def record_to_row(record: PredictionRecord) -> dict:
         "embedding_model": storable_text(record.embedding_model),
         "model_input": storable_text(record.model_input),
     }
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """One value of a row in COPY's text format: NULL as \\N, booleans as t/f, and in text the
+    four characters the format gives a meaning (backslash, tab, newline, carriage return) escaped."""
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    if isinstance(value, str):
+        # Four scans in C are about 15x cheaper than translate() on a text with nothing to escape.
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    return str(value)  # int, or a finite float: repr() round-trips, as psycopg2 sends it
+
+
+def copy_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """`rows` as the data of `COPY predictions (COLUMNS) FROM STDIN` in text format, one line each."""
+    return "".join("\t".join(map(_copy_field, row_values(row))) + "\n" for row in rows)
 
 
 def row_values(row: Mapping[str, Any]) -> tuple:

@@ -382,3 +382,59 @@ def test_the_queue_is_bounded_in_bytes_by_maximal_texts(db: str, tmp_path: Path)
     wait_until(lambda: drained(inference_log))
     inference_log.close()
     assert counts(db) == (400, 400)
+
+
+# Texts that mean something to COPY's text format (escapes, NULL, end of data) or to JSON.
+AWKWARD_TEXTS = [
+    "back\\slash and \\N and \\. alone",
+    "\\.",
+    "\\N",
+    "tab\there, newline\nthere, carriage return\rthere, \r\n both",
+    "quotes \" and ' and a trailing backslash \\",
+    "Où est ma commande ? 😀 \u2028 \x7f",
+    "",
+]
+
+
+def test_awkward_texts_read_back_exactly_through_the_live_queue(db: str, tmp_path: Path):
+    """The live queue's rows go by COPY in text format: every character the format or JSON gives
+    a meaning comes back as it was sent, in the text and in top_k's labels."""
+    records = [
+        make_record(i, input_text=text, model_input=text, label=text, top_k=[(text, 0.5), ("other", 0.25)])
+        for i, text in enumerate(AWKWARD_TEXTS)
+    ]
+    records.append(make_record(99, label=None, probability=None, top_k=None, cache_hit=None, client_id=None))
+    with InferenceLog(db, spool_dir=tmp_path, **FAST) as inference_log:
+        inference_log.log_many(records)
+    rows = dict(
+        (row_id, rest)
+        for row_id, *rest in query(
+            db,
+            "SELECT row_id, input_text, model_input, label, top_k, probability, cache_hit, client_id FROM predictions",
+        )
+    )
+    for record, text in zip(records, AWKWARD_TEXTS, strict=False):
+        assert rows[str(record.row_id)][:4] == [
+            text,
+            text,
+            text,
+            [{"label": text, "probability": 0.5}, {"label": "other", "probability": 0.25}],
+        ]
+    assert rows[str(records[-1].row_id)][2:] == [None, None, None, None, None]
+    assert inference_log.stats().written == len(records)
+
+
+def test_a_live_batch_meeting_rows_already_committed_writes_each_once(db: str, tmp_path: Path):
+    """A batch whose commit went through but whose acknowledgement was lost is sent again: COPY,
+    which cannot skip rows already there, gives way to the INSERT that does; nothing is
+    rejected nor doubled."""
+    records = [make_record(i) for i in range(50)]
+    with InferenceLog(db, spool_dir=tmp_path / "first", **FAST) as first:
+        first.log_many(records[:20])
+    assert counts(db) == (20, 20)
+    with InferenceLog(db, spool_dir=tmp_path / "again", batch_size=500, **FAST) as again:
+        again.log_many(records)  # one batch: 20 rows already committed, 30 new
+    assert counts(db) == (50, 50)
+    stats = again.stats()
+    assert (stats.rejected, stats.lost, stats.spooled) == (0, 0, 0)
+    assert not list((tmp_path / "again").glob(f"{REJECTED_PREFIX}-*"))
