@@ -22,6 +22,11 @@ preload_app = False
 timeout = 30
 graceful_timeout = 30  # SIGTERM: finish requests, then flush each worker's inference log
 keepalive = 75  # above the 60 s idle timeout of AWS load balancers, to avoid spurious 502s
+# gunicorn lets a peer in forwarded_allow_ips (127.0.0.1 by default: any local client, a sidecar,
+# a test) rewrite the WSGI path with SCRIPT_NAME and PATH_INFO request headers; a SCRIPT_NAME the
+# path does not start with was a 500 (the contract fuzz test found it). The router is served at
+# the root behind load balancers that set neither: no request header reaches the WSGI path.
+forwarder_headers = ""
 accesslog = os.environ.get("API_ACCESS_LOG") or None
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 

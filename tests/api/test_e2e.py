@@ -329,3 +329,14 @@ def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
                 targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
         held[pid] = sum(target in accepted for target in targets)
     return held
+
+
+def test_path_headers_from_a_local_client_are_ignored(router_env, tmp_path, api_key):
+    """gunicorn trusts SCRIPT_NAME and PATH_INFO request headers from 127.0.0.1 by default: a
+    SCRIPT_NAME the path does not start with was a 500, and PATH_INFO rewrote the route."""
+    with RouterProcess(router_env, tmp_path / "router.log") as router:
+        for headers in ({"SCRIPT_NAME": ".GWZ*XY/a"}, {"SCRIPT_NAME": "/v1"}, {"PATH_INFO": "/healthz"}):
+            status, body, _ = call(
+                f"{router.url}/v1/models/intents/predict", {"text": "what is my account balance"}, headers, key=api_key
+            )
+            assert (status, body["predictions"][0]["label"]) == (200, "balance"), headers
