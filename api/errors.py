@@ -27,6 +27,7 @@ from __future__ import annotations
 from embedder.errors import (
     DeadlineExceeded,
     EmbedderError,
+    FeaturesUnsupported,
     InputTooLarge,
     InvalidInput,
     ModelFailure,
@@ -142,6 +143,7 @@ class DatabaseUnavailable(ApiError):
 _FROM_EMBEDDER: list[tuple[type[EmbedderError], type[ApiError]]] = [
     (InputTooLarge, PayloadTooLarge),
     (InvalidInput, InvalidRequest),
+    (FeaturesUnsupported, EmbedderMismatch),  # the head's feature set: the embedder's fault, not the caller's
     (Overloaded, EmbedderOverloaded),
     (DeadlineExceeded, EmbedderUnavailable),
     (Unavailable, EmbedderUnavailable),

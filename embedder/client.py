@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from embedder.errors import DeadlineExceeded, EmbedderError, Unavailable
+from embedder.errors import DeadlineExceeded, EmbedderError, FeaturesUnsupported, InvalidInput, Unavailable
+from embedder.features import SENTENCE, UnknownFeatures, embedding_id, parse_features
 from embedder.grpc_codes import error_from_rpc
 from embedder.proto import embedder_pb2 as pb
 from embedder.proto import embedder_pb2_grpc as pb_grpc
@@ -33,17 +34,20 @@ class RemoteModelInfo:
     max_seq_length: int
     max_texts: int
     max_text_chars: int
+    layers: int = 0  # pooled encoder layers a request may ask for (embedder/features.py)
 
     @classmethod
     def from_message(cls, m: pb.ModelInfo) -> RemoteModelInfo:
-        return cls(m.name, m.version, m.dim, m.model_id, m.lowercase, m.max_seq_length, m.max_texts, m.max_text_chars)
+        return cls(
+            m.name, m.version, m.dim, m.model_id, m.lowercase, m.max_seq_length, m.max_texts, m.max_text_chars, m.layers
+        )
 
 
 @dataclass(frozen=True)
 class Embeddings:
     vectors: np.ndarray  # float32 [n, dim], read-only
     cache_hits: np.ndarray  # bool [n]
-    model_id: str
+    model_id: str  # the embedding id: the model and, unless "sentence", the features (embedder/features.py)
     lowercase: bool = False  # the server's model lower-cases: the text it saw is normalize_text(t, lowercase=True)
 
 
@@ -110,31 +114,50 @@ class EmbedderClient:
     def info(self, *, timeout: float | None = None) -> RemoteModelInfo:
         return RemoteModelInfo.from_message(self._call("Info", pb.InfoRequest(), timeout))
 
-    def embed(self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "") -> Embeddings:
-        """Vectors for `texts` in one RPC (the server enforces max_texts per request). Cache hits
-        come only from requests of the same `scope` ("": the shared namespace)."""
-        response = self._call("Embed", pb.EmbedRequest(texts=list(texts), cache_scope=scope), timeout)
-        dim = response.model.dim
+    def embed(
+        self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "", features: str = ""
+    ) -> Embeddings:
+        """Vectors of feature set `features` ("": the sentence embedding, embedder/features.py) for
+        `texts` in one RPC (the server enforces max_texts per request). Cache hits come only from
+        requests of the same `scope` ("": the shared namespace)."""
+        try:
+            wanted = parse_features(features).name
+        except UnknownFeatures as exc:
+            raise InvalidInput(str(exc)) from None
+        request = pb.EmbedRequest(texts=list(texts), cache_scope=scope, features="" if wanted == SENTENCE else wanted)
+        response = self._call("Embed", request, timeout)
+        served = response.features or SENTENCE  # a server that predates feature sets sends sentence vectors
+        if served != wanted:
+            raise FeaturesUnsupported(
+                f"asked the embedder at {self.address} for features {wanted!r}, it sent {served!r}"
+            )
+        dim = response.dim or response.model.dim
         vectors = np.frombuffer(response.embeddings, dtype="<f4")
         if vectors.size != response.count * dim:
             raise EmbedderError(f"malformed response: {vectors.size} floats for {response.count} x {dim}")
         return Embeddings(
             vectors=vectors.reshape(response.count, dim),
             cache_hits=np.array(response.cache_hits, dtype=bool),
-            model_id=response.model.model_id,
+            model_id=embedding_id(response.model.model_id, served),
             lowercase=response.model.lowercase,
         )
 
     def embed_all(
-        self, texts: Sequence[str], *, chunk_size: int = 256, timeout: float | None = None, scope: str = ""
+        self,
+        texts: Sequence[str],
+        *,
+        chunk_size: int = 256,
+        timeout: float | None = None,
+        scope: str = "",
+        features: str = "",
     ) -> Embeddings:
         """Vectors for any number of texts, sent in sequential chunks of `chunk_size`."""
         parts = [
-            self.embed(texts[i : i + chunk_size], timeout=timeout, scope=scope)
+            self.embed(texts[i : i + chunk_size], timeout=timeout, scope=scope, features=features)
             for i in range(0, len(texts), chunk_size)
         ]
         if not parts:
-            return self.embed([], timeout=timeout, scope=scope)
+            return self.embed([], timeout=timeout, scope=scope, features=features)
         return Embeddings(
             vectors=np.concatenate([p.vectors for p in parts]),
             cache_hits=np.concatenate([p.cache_hits for p in parts]),

@@ -28,6 +28,9 @@ CONVERTER_VERSION = 1
 # Signature per compute precision. Adding one changes no float32 vector, so not the version; it is
 # listed in the metadata so that an older build is rebuilt.
 SIGNATURES = {"fp32": "embed_tokens", "bf16": "embed_tokens_bf16"}
+# Outputs of every signature. Likewise: the pooled layers (`layer_embeddings`, embedder/features.py)
+# change no sentence vector, and an older build without them is rebuilt.
+OUTPUTS = ("embeddings", "layer_embeddings")
 METADATA_ASSET = "encoder.json"
 TOKENIZER_ASSET = "tokenizer.json"
 
@@ -69,6 +72,8 @@ def describe_source(source: Path) -> dict:
         "weights_sha256": weights_sha,
         "converter_version": CONVERTER_VERSION,
         "precisions": sorted(SIGNATURES),
+        "outputs": list(OUTPUTS),
+        "layers": config["num_hidden_layers"],
     }
 
 

@@ -86,6 +86,13 @@ class EncoderInfo:
     dim: int
     lowercase: bool
     max_seq_length: int  # 0 when the model does not say
+    layers: int = 0  # encoder layers whose pools `embed_layers` returns (0: only the sentence embedding)
+
+    def __post_init__(self):
+        if "#" in self.name or "#" in self.version:
+            raise ValueError(
+                f"model name and version may not hold '#' (it separates an embedding id's features): {self}"
+            )
 
     @property
     def model_id(self) -> str:
@@ -98,6 +105,10 @@ class SentenceEncoder(Protocol):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), info.dim]."""
+
+    def embed_layers(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), info.layers * info.dim]: every layer's pool, in layer order (the
+        last block is what `embed` returns); only where info.layers > 0."""
 
     def warm_up(self) -> None:
         """Do once, before serving, what would otherwise slow the first requests."""
@@ -144,7 +155,11 @@ class TokenInputEncoder:
         self._tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.lanes = max(1, lanes)
-        self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens, graph_signature=graph)
+        # Every call returns every layer's pool where the model has them (embedder/features.py):
+        # computing them is a few masked sums, and requests for different features share a batch.
+        output = "layer_embeddings" if info.layers else "embeddings"
+        self._width = info.dim * max(1, info.layers)
+        self.runner = ModelRunner(self._fn, xla_max_tokens=xla_max_tokens, graph_signature=graph, output=output)
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="model-lane") if self.lanes > 1 else None
         # Batches of several callers may run at once (the service's batcher has a worker per lane):
         # at most `lanes` model calls run at any moment, whichever thread makes them.
@@ -178,10 +193,20 @@ class TokenInputEncoder:
         return stopped
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        out = self._embed_calls(texts)
+        return np.ascontiguousarray(out[:, -self.info.dim :]) if self.info.layers else out
+
+    def embed_layers(self, texts: list[str]) -> np.ndarray:
+        if not self.info.layers:
+            raise ValueError(f"{self.info.model_id} serves only its sentence embedding")
+        return self._embed_calls(texts)
+
+    def _embed_calls(self, texts: list[str]) -> np.ndarray:
+        """The model's output for `texts` ([n, self._width]), through the planned calls."""
         if not texts:
-            return np.zeros((0, self.info.dim), np.float32)
+            return np.zeros((0, self._width), np.float32)
         token_ids = [e.ids for e in self._tokenizer.encode_batch(texts)]
-        out = np.empty((len(texts), self.info.dim), dtype=np.float32)
+        out = np.empty((len(texts), self._width), dtype=np.float32)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
         # Up to two single-text calls per lane, where each runs a compiled function (call_plan.py):
         # as graph calls (before their shapes are compiled, or where a compilation failed) they
@@ -266,6 +291,7 @@ def load_encoder(
             dim=int(meta["dim"]),
             lowercase=bool(meta["lowercase"]),
             max_seq_length=int(meta.get("max_seq_length", 0)),
+            layers=int(meta.get("layers", 0)) if "layer_embeddings" in meta.get("outputs", ()) else 0,
         )
         encoder: SentenceEncoder = TokenInputEncoder(
             loaded,

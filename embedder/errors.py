@@ -31,6 +31,14 @@ class InputTooLarge(InvalidInput):
     code = "input_too_large"
 
 
+class FeaturesUnsupported(EmbedderError):
+    """The model cannot produce the feature set asked for (embedder/features.py): e.g. an older
+    build without pooled layers. The caller's input is fine; the embedder is not the one it needs."""
+
+    status = 503
+    code = "features_unsupported"
+
+
 class Overloaded(EmbedderError):
     """The batching queue is full: retry later. Never retried blindly by the client."""
 

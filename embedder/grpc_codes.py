@@ -7,6 +7,7 @@ import grpc
 from embedder.errors import (
     DeadlineExceeded,
     EmbedderError,
+    FeaturesUnsupported,
     InputTooLarge,
     InvalidInput,
     ModelFailure,
@@ -18,6 +19,7 @@ from embedder.errors import (
 ERROR_TO_CODE: list[tuple[type[EmbedderError], grpc.StatusCode]] = [
     (InputTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (FeaturesUnsupported, grpc.StatusCode.FAILED_PRECONDITION),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
@@ -26,6 +28,7 @@ ERROR_TO_CODE: list[tuple[type[EmbedderError], grpc.StatusCode]] = [
 
 CODE_TO_ERROR: dict[grpc.StatusCode, type[EmbedderError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.FAILED_PRECONDITION: FeaturesUnsupported,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,

@@ -54,6 +54,7 @@ def model_info_message(service: EmbeddingService) -> pb.ModelInfo:
         max_seq_length=info.max_seq_length,
         max_texts=service.limits.max_texts,
         max_text_chars=service.limits.max_text_chars,
+        layers=info.layers,
     )
 
 
@@ -70,7 +71,10 @@ class EmbedderServicer:
             )
         try:
             result = self._service.embed(
-                list(request.texts), timeout=context.time_remaining(), scope=request.cache_scope
+                list(request.texts),
+                timeout=context.time_remaining(),
+                scope=request.cache_scope,
+                features=request.features,
             )
         except EmbedderError as exc:
             context.abort(code_for(exc), details_for(exc))
@@ -79,6 +83,8 @@ class EmbedderServicer:
             count=len(result.cache_hits),
             embeddings=result.vectors.astype("<f4", copy=False).tobytes(),
             cache_hits=result.cache_hits,
+            features=result.features,
+            dim=result.vectors.shape[1],
         )
 
     def Info(self, request, context: grpc.ServicerContext) -> pb.ModelInfo:

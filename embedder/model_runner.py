@@ -84,10 +84,10 @@ def pad_to(ids: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[n
     return padded_ids, padded_mask
 
 
-def freeze_weights(signature):
+def freeze_weights(signature, output: str = "embeddings"):
     """`signature` with its variables replaced by constants (TensorFlow's own freezing, as used by
     its converters; `signature` itself when this TensorFlow lacks it), as a function of (ids, mask)
-    returning the embeddings tensor."""
+    returning its `output` tensor."""
     try:
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -95,15 +95,20 @@ def freeze_weights(signature):
     except ImportError:  # pragma: no cover - the module is internal to TensorFlow
         log.warning("cannot freeze the weights with this TensorFlow; calls run the function as loaded")
         frozen = signature
-    return embeddings_of(frozen)
+    # The frozen function returns its outputs as a list, flattened as tf.nest flattens a dict: in
+    # the order of the sorted names.
+    outputs = signature.structured_outputs
+    position = sorted(outputs).index(output) if isinstance(outputs, dict) else 0
+    return embeddings_of(frozen, output, position)
 
 
-def embeddings_of(signature):
-    """`signature` as a function of (ids, mask) returning the embeddings tensor."""
+def embeddings_of(signature, output: str = "embeddings", position: int = 0):
+    """`signature` as a function of (ids, mask) returning its `output` tensor (the `position`th
+    where it returns a list)."""
 
     def embeddings(ids, mask):
         out = signature(input_ids=ids, attention_mask=mask)
-        return out["embeddings"] if isinstance(out, dict) else out[0]
+        return out[output] if isinstance(out, dict) else out[position]
 
     return embeddings
 
@@ -111,15 +116,16 @@ def embeddings_of(signature):
 class ModelRunner:
     """Thread-safe: calls may run from several lanes at once while shapes compile."""
 
-    def __init__(self, signature, *, xla_max_tokens: int, graph_signature=None):
+    def __init__(self, signature, *, xla_max_tokens: int, graph_signature=None, output: str = "embeddings"):
         """`signature`: the model's float32 function, which XLA compiles; `graph_signature`: the
-        function calls that do not run under XLA use (default: `signature`)."""
+        function calls that do not run under XLA use (default: `signature`); `output`: the output
+        a call returns (`layer_embeddings`: every layer's pool, embedder/features.py)."""
         from embedder.encoder import import_tensorflow
 
         tf, _ = import_tensorflow()
         self._tf = tf
-        self._variables = embeddings_of(signature)  # reads the variables: what XLA compiles
-        self._graph = freeze_weights(signature if graph_signature is None else graph_signature)
+        self._variables = embeddings_of(signature, output)  # reads the variables: what XLA compiles
+        self._graph = freeze_weights(signature if graph_signature is None else graph_signature, output)
         # What a compiled function is checked against: the float32 graph that would serve instead,
         # or in a reduced-precision mode the variables (no second frozen copy for a check).
         self._check_reference = self._graph if graph_signature is None else self._variables
@@ -149,7 +155,7 @@ class ModelRunner:
         return sorted(self._failed)
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """float32 [rows, dim] for one call's padded ids and mask."""
+        """float32 [rows, width of the output] for one call's padded ids and mask."""
         rows, width = ids.shape
         shape = xla_shape(rows, width, self.xla_max_tokens)
         compiled = self._compiled.get(shape) if shape is not None else None

@@ -20,7 +20,8 @@ import numpy as np
 from embedder.batcher import MicroBatcher, Ticket
 from embedder.cache import PhraseCache, cache_key
 from embedder.encoder import EncoderInfo, SentenceEncoder
-from embedder.errors import DeadlineExceeded, EmbedderError, InputTooLarge, InvalidInput
+from embedder.errors import DeadlineExceeded, EmbedderError, FeaturesUnsupported, InputTooLarge, InvalidInput
+from embedder.features import Features, UnknownFeatures, embedding_id, parse_features
 from embedder.normalize import is_blank, normalize_text
 
 
@@ -32,8 +33,13 @@ class Limits:
 
 @dataclass(frozen=True)
 class EmbedResult:
-    vectors: np.ndarray  # float32 [n, dim], in request order
+    vectors: np.ndarray  # float32 [n, dim of the features], in request order
     cache_hits: list[bool]
+    features: str = "sentence"  # the feature set's name (embedder/features.py)
+
+
+# What the batcher computes: (cache key, normalised text, feature set).
+_Item = tuple[bytes, str, Features]
 
 
 class ServiceObserver(Protocol):
@@ -96,7 +102,7 @@ class EmbeddingService:
         self.cache = cache
         self._encoder = encoder
         self._observer = observer or _NoObserver()
-        self._batcher: MicroBatcher[tuple[bytes, str], np.ndarray] = MicroBatcher(
+        self._batcher: MicroBatcher[_Item, np.ndarray] = MicroBatcher(
             self._encode,
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
@@ -107,7 +113,7 @@ class EmbeddingService:
         )
         # Keys being computed right now: a concurrent request for the same phrase waits on the
         # same ticket instead of computing it again. Guarded, with the cache lookup, by _lock.
-        self._inflight: dict[bytes, Ticket[tuple[bytes, str], np.ndarray]] = {}
+        self._inflight: dict[bytes, Ticket[_Item, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._requests_in_flight = 0
         # Requests between their start and their texts' submission: the batch waits for them only.
@@ -139,10 +145,32 @@ class EmbeddingService:
     def requests_in_flight(self) -> int:
         return self._requests_in_flight
 
-    def _encode(self, items: list[tuple[bytes, str]]) -> list[np.ndarray]:
-        return list(self._encoder.embed([text for _key, text in items]))
+    def _encode(self, items: list[_Item]) -> list[np.ndarray]:
+        if not self.info.layers:
+            return list(self._encoder.embed([text for _key, text, _features in items]))
+        # One model call for the whole batch whatever each item asked for, each text once (a text
+        # asked for in two feature sets is two items); each item keeps a copy of its columns only,
+        # so a cached vector does not hold every layer of its batch.
+        rows: dict[str, int] = {}
+        for _key, text, _features in items:
+            rows.setdefault(text, len(rows))
+        stack = self._encoder.embed_layers(list(rows))
+        return [stack[rows[text], features.columns(self.info.dim)].copy() for _key, text, features in items]
 
-    def _on_done(self, ticket: Ticket[tuple[bytes, str], np.ndarray]) -> None:
+    def features(self, name: str) -> Features:
+        """The feature set called `name`: InvalidInput for a name that is none, FeaturesUnsupported
+        for layers this model does not have."""
+        try:
+            features = parse_features(name)
+        except UnknownFeatures as exc:
+            raise InvalidInput(str(exc)) from None
+        try:
+            features.check(self.info.layers)
+        except UnknownFeatures as exc:
+            raise FeaturesUnsupported(str(exc)) from None
+        return features
+
+    def _on_done(self, ticket: Ticket[_Item, np.ndarray]) -> None:
         key = ticket.item[0]
         with self._lock:
             if self._inflight.get(key) is ticket:
@@ -150,16 +178,19 @@ class EmbeddingService:
             if ticket.future.exception() is None:
                 self.cache.put(key, ticket.future.result())
 
-    def embed(self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "") -> EmbedResult:
-        """Vectors for `texts`, in order. Cache hits and shared computations come from requests
-        of the same `scope` only. Raises an EmbedderError subclass on any failure."""
+    def embed(
+        self, texts: Sequence[str], *, timeout: float | None = None, scope: str = "", features: str = ""
+    ) -> EmbedResult:
+        """Vectors of feature set `features` ("": the sentence embedding, embedder/features.py) for
+        `texts`, in order. Cache hits and shared computations come from requests of the same
+        `scope` only. Raises an EmbedderError subclass on any failure."""
         started = time.perf_counter()
         with self._lock:
             self._requests_in_flight += 1
             self._arriving += 1
         arrival = _Arrival(self)
         try:
-            result = self._embed(texts, timeout, scope, arrival)
+            result = self._embed(texts, timeout, scope, self.features(features), arrival)
         except EmbedderError as exc:
             self._observer.on_request(len(texts), 0, time.perf_counter() - started, exc.code)
             raise
@@ -170,15 +201,19 @@ class EmbeddingService:
         self._observer.on_request(len(texts), sum(result.cache_hits), time.perf_counter() - started, "ok")
         return result
 
-    def _embed(self, texts: Sequence[str], timeout: float | None, scope: str, arrival: _Arrival) -> EmbedResult:
+    def _embed(
+        self, texts: Sequence[str], timeout: float | None, scope: str, features: Features, arrival: _Arrival
+    ) -> EmbedResult:
         # A caller without a deadline (gRPC reports one as centuries away) waits as long as it takes;
         # a wait that long would overflow the platform's timeout.
         deadline = None if timeout is None or timeout >= threading.TIMEOUT_MAX else time.monotonic() + timeout
         if not texts:
-            return EmbedResult(np.zeros((0, self.info.dim), np.float32), [])
+            return EmbedResult(np.zeros((0, features.dim(self.info.dim)), np.float32), [], features.name)
         normalized = validate_texts(texts, self.limits, lowercase=self.info.lowercase)
-        # The scope is part of the key: a key identifies both a cache entry and a computation in flight.
-        keys = [cache_key(self.info.model_id, t, scope=scope) for t in normalized]
+        # The scope and the features are part of the key: a key identifies both a cache entry and a
+        # computation in flight.
+        vectors_id = embedding_id(self.info.model_id, features.name)
+        keys = [cache_key(vectors_id, t, scope=scope) for t in normalized]
         unique, inverse = dedupe(keys)
         unique_texts: dict[int, str] = {}
         for text, u in zip(normalized, inverse):
@@ -186,7 +221,7 @@ class EmbeddingService:
 
         with self._lock:
             found = self.cache.get_many(unique)
-            waiting: dict[int, Ticket[tuple[bytes, str], np.ndarray]] = {}
+            waiting: dict[int, Ticket[_Item, np.ndarray]] = {}
             to_submit = []
             for u, (key, vector) in enumerate(zip(unique, found)):
                 if vector is not None:
@@ -200,7 +235,7 @@ class EmbeddingService:
             if to_submit:
                 # on_done takes self._lock, so it cannot run before the tickets are recorded below.
                 tickets = self._batcher.submit(
-                    [(unique[u], unique_texts[u]) for u in to_submit], deadline, on_done=self._on_done
+                    [(unique[u], unique_texts[u], features) for u in to_submit], deadline, on_done=self._on_done
                 )
                 for u, ticket in zip(to_submit, tickets):
                     self._inflight[unique[u]] = ticket
@@ -220,6 +255,7 @@ class EmbeddingService:
         return EmbedResult(
             vectors=np.stack([found[u] for u in inverse]),
             cache_hits=[u not in waiting for u in inverse],
+            features=features.name,
         )
 
     def close(self, timeout: float | None = None, *, wait_compiling: bool = True) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from api.errors import BadRequest
 from api.web.responses import parse_json
-from embedder.errors import DeadlineExceeded, ModelFailure, Overloaded, Unavailable
+from embedder.errors import DeadlineExceeded, FeaturesUnsupported, ModelFailure, Overloaded, Unavailable
 from heads import serving_state
 from heads.config import parse_config
 from heads.pipeline import train_head
@@ -200,6 +200,8 @@ def test_serving_changes_over_http(router):
         (Unavailable("connection refused"), 503, "embedder_unavailable", "1"),
         (DeadlineExceeded("too slow"), 503, "embedder_unavailable", "1"),
         (ModelFailure("batch failed"), 502, "embedder_error", None),
+        # An embedder without the head's feature set (an older build): its fault, not the caller's.
+        (FeaturesUnsupported("serves only the sentence embedding"), 503, "embedder_mismatch", None),
     ],
 )
 def test_embedder_failures_map_to_http_and_are_logged(router, error, status, code, retry_after):

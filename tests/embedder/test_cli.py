@@ -57,6 +57,17 @@ def test_embed_reads_stdin_from_a_running_server(server_process):
     assert len(payload["embeddings"]) == 2 and payload["model"] == ready["model_id"]
 
 
+def test_embed_prints_the_pooled_layers_asked_for(server_process):
+    _, ready, _ = server_process
+    out = run_cli("embed", "--address", ready["address"], "--features", "layers-4-6", "refund my order")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["dim"] == 1152 and len(payload["embeddings"][0]) == 1152
+    assert payload["model"] == f"{ready['model_id']}#layers-4-6"
+    bad = run_cli("embed", "--address", ready["address"], "--features", "layers-1-7", "refund my order")
+    assert bad.returncode == 2 and "serves layers 1-6" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_embed_reports_bad_input_without_a_traceback(server_process):
     _, ready, _ = server_process
     out = run_cli("embed", "--address", ready["address"], "   ")
