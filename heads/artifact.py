@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from embedder.convert import sha256_file
+from embedder.features import parse_features, split_embedding_id
 from heads import mapped_weights
 from heads.decision import DecisionRule
 from heads.errors import ArtifactError
@@ -76,7 +77,8 @@ class HeadArtifact:
 
     @property
     def embedder_id(self) -> str | None:
-        """The embedder the head was trained on; None when it needs none."""
+        """The embedding id the head was trained on (the model, and the feature set unless it is
+        the sentence embedding: embedder/features.py); None when it needs none."""
         return self.manifest.embedder.model_id if self.needs_embeddings else None
 
     @property
@@ -164,13 +166,18 @@ def _check_embedder(path: Path, manifest: Manifest, expected_embedder: str | Non
     embedder = manifest.embedder
     if manifest.head_type != "mlp" or embedder is None:
         return  # an "ngram" head uses no embeddings, so no running embedder can be the wrong one for it
-    if expected_embedder is not None and embedder.model_id != expected_embedder:
+    # The head's embedding id names a model and a feature set of it (embedder/features.py); the
+    # running embedder is named by its model and sentence dimension.
+    model_id, features = split_embedding_id(embedder.model_id)
+    if expected_embedder is not None and model_id != expected_embedder:
         raise ArtifactError(
             f"{path}: trained with embedder {embedder.model_id}, but the running embedder is "
             f"{expected_embedder}; retrain the head against it or serve the embedder it was trained with"
         )
-    if expected_dim is not None and embedder.dim != expected_dim:
-        raise ArtifactError(f"{path}: expects {embedder.dim}-d embeddings, the running embedder gives {expected_dim}-d")
+    if expected_dim is not None and embedder.dim != (given := parse_features(features).dim(expected_dim)):
+        raise ArtifactError(
+            f"{path}: expects {embedder.dim}-d embeddings ({features}), the running embedder gives {given}-d"
+        )
 
 
 def _build_head(path: Path, manifest: Manifest) -> tuple[DenseHead | NgramHead, DecisionRule]:

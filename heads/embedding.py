@@ -1,9 +1,11 @@
 """Embeddings for training: from the embedder in-process or over gRPC, cached on disk.
 
 Both sources go through the embedder's own validation and normalisation, so a head sees in
-training exactly the vectors it will see in serving. The matrix of a dataset is cached on disk
-keyed by a hash of its texts and the embedder's model id: retraining a head (new architecture,
-new threshold) does not embed again.
+training exactly the vectors it will see in serving. A head trains on one feature set of the
+model (embedder/features.py): `FeatureEmbedder` is an embedder seen through it, and its identity
+(the embedding id and the feature set's dimension) is what the head records. The matrix of a
+dataset is cached on disk keyed by a hash of its texts and that id: retraining a head (new
+architecture, new threshold) does not embed again.
 """
 
 from __future__ import annotations
@@ -18,21 +20,48 @@ from typing import Protocol
 
 import numpy as np
 
+from embedder.features import UnknownFeatures, embedding_id, parse_features
+from heads.errors import ConfigError
+
 CHUNK = 512
 
 
 @dataclass(frozen=True)
 class EmbedderIdentity:
-    model_id: str
+    model_id: str  # the embedding id: the model and, unless "sentence", the feature set
     name: str
     version: str
     dim: int
 
 
 class TextEmbedder(Protocol):
-    identity: EmbedderIdentity
+    identity: EmbedderIdentity  # of the sentence embedding
+    layers: int  # pooled layers it serves besides (embedder/features.py)
 
-    def embed_chunk(self, texts: list[str]) -> np.ndarray: ...
+    def embed_chunk(self, texts: list[str], features: str = "") -> np.ndarray: ...
+
+
+class FeatureEmbedder:
+    """`embedder`'s vectors of one feature set; `identity` names them and gives their size."""
+
+    def __init__(self, embedder: TextEmbedder, features: str):
+        parsed = parse_features(features)
+        try:
+            parsed.check(embedder.layers)
+        except UnknownFeatures as exc:
+            raise ConfigError(
+                f"model.features: {exc}; train with `model: {{features: sentence}}`, or rebuild the model "
+                "with `make setup` if it predates pooled layers"
+            ) from None
+        base = embedder.identity
+        self.features = parsed.name
+        self.identity = EmbedderIdentity(
+            embedding_id(base.model_id, parsed.name), base.name, base.version, parsed.dim(base.dim)
+        )
+        self._embedder = embedder
+
+    def embed_chunk(self, texts: list[str]) -> np.ndarray:
+        return self._embedder.embed_chunk(texts, self.features)
 
 
 class LocalEmbedder:
@@ -48,9 +77,10 @@ class LocalEmbedder:
         self._service = build_service(settings)
         info = self._service.info
         self.identity = EmbedderIdentity(info.model_id, info.name, info.version, info.dim)
+        self.layers = info.layers
 
-    def embed_chunk(self, texts: list[str]) -> np.ndarray:
-        return self._service.embed(texts).vectors
+    def embed_chunk(self, texts: list[str], features: str = "") -> np.ndarray:
+        return self._service.embed(texts, features=features).vectors
 
     def close(self) -> None:
         self._service.close()
@@ -66,11 +96,12 @@ class RemoteEmbedder:
         info = self._client.info()
         self._chunk = min(CHUNK, info.max_texts)
         self.identity = EmbedderIdentity(info.model_id, info.name, info.version, info.dim)
+        self.layers = info.layers
 
-    def embed_chunk(self, texts: list[str]) -> np.ndarray:
+    def embed_chunk(self, texts: list[str], features: str = "") -> np.ndarray:
         vectors = []
         for i in range(0, len(texts), self._chunk):
-            vectors.append(self._client.embed(texts[i : i + self._chunk]).vectors)
+            vectors.append(self._client.embed(texts[i : i + self._chunk], features=features).vectors)
         return np.concatenate(vectors)
 
     def close(self) -> None:
@@ -95,7 +126,7 @@ class DatasetEmbeddingCache:
     def path(self, texts: list[str], model_id: str) -> Path:
         return self.directory / f"{texts_key(texts, model_id)}.npy"
 
-    def embed(self, texts: list[str], embedder: TextEmbedder, *, description: str = "embedding") -> np.ndarray:
+    def embed(self, texts: list[str], embedder: FeatureEmbedder, *, description: str = "embedding") -> np.ndarray:
         path = self.path(texts, embedder.identity.model_id)
         if path.is_file():
             matrix = np.load(path)
@@ -110,7 +141,7 @@ class DatasetEmbeddingCache:
         return matrix
 
 
-def embed_with_progress(texts: list[str], embedder: TextEmbedder, description: str) -> np.ndarray:
+def embed_with_progress(texts: list[str], embedder: FeatureEmbedder, description: str) -> np.ndarray:
     from tqdm import tqdm
 
     out = np.empty((len(texts), embedder.identity.dim), dtype=np.float32)

@@ -11,7 +11,9 @@
     embedder                       the embedder it was trained on (null for "ngram" heads)
     data, metrics, baseline        data fingerprints, evaluation, and the drift baseline
                                    (absent in versions written before drift existed)
-    training_config, code_version  how to train it again
+    training_config, code_version  how to train it again (a config of a version from before
+                                   feature sets has no model.features: it was trained on
+                                   "sentence", which the embedder's model_id says too)
     format_version, files          the format, and the sha256 of every other file of the version
 
 Reading checks the shape of every field that serving reads (ArtifactError, naming the version,
@@ -27,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedder.features import UnknownFeatures, parse_features, split_embedding_id
 from heads.decision import DecisionRule
 from heads.embedding import EmbedderIdentity
 from heads.errors import ArtifactError
@@ -189,4 +192,8 @@ def _embedder(raw: dict | None, required: bool, path: Path) -> EmbedderIdentity 
         if required:
             raise ArtifactError(f"{path}: {MANIFEST}: the embedder needs a string model_id and an integer dim")
         return None
+    try:  # the feature set after "#" (embedder/features.py): one the router can ask for
+        parse_features(split_embedding_id(model_id)[1])
+    except UnknownFeatures as exc:
+        raise ArtifactError(f"{path}: {MANIFEST}: embedder model_id {model_id!r}: {exc}") from None
     return EmbedderIdentity(model_id, raw.get("name", ""), raw.get("version", ""), dim)

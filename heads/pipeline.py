@@ -31,7 +31,14 @@ from heads.calibration import ece_noise_floor, expected_calibration_error, relia
 from heads.config import FeedbackSource, HeadConfig, SqlSource, config_to_dict
 from heads.data import Dataset, check_label_support, concatenate, read_file, read_sql, unknown_labels
 from heads.decision import DecisionRule
-from heads.embedding import DatasetEmbeddingCache, EmbedderIdentity, LocalEmbedder, RemoteEmbedder, TextEmbedder
+from heads.embedding import (
+    DatasetEmbeddingCache,
+    EmbedderIdentity,
+    FeatureEmbedder,
+    LocalEmbedder,
+    RemoteEmbedder,
+    TextEmbedder,
+)
 from heads.errors import ConfigError, DataError
 from heads.manifest import Decision, Manifest
 from heads.metrics import confusion_matrix, per_class, summary
@@ -171,16 +178,17 @@ def prepare_inputs(
     own_embedder = embedder is None
     embedder = embedder or make_embedder(config)
     try:
+        features = FeatureEmbedder(embedder, config.model.features)
         cache = DatasetEmbeddingCache(cache_dir)
         t0 = time.perf_counter()
-        x_train = cache.embed(splits.train.texts, embedder, description="embedding train")
-        x_val = cache.embed(splits.validation.texts, embedder, description="embedding validation")
-        x_test = cache.embed(splits.test.texts, embedder, description="embedding test") if splits.test else None
+        x_train = cache.embed(splits.train.texts, features, description="embedding train")
+        x_val = cache.embed(splits.validation.texts, features, description="embedding validation")
+        x_test = cache.embed(splits.test.texts, features, description="embedding test") if splits.test else None
         embedding_seconds = time.perf_counter() - t0
     finally:
         if own_embedder:
             embedder.close()
-    return Inputs(x_train, x_val, x_test, embedder.identity, embedding_seconds)
+    return Inputs(x_train, x_val, x_test, features.identity, embedding_seconds)
 
 
 def describe_architecture(selection: Selection) -> dict:

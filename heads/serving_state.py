@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedder.features import same_model
 from heads import layout
 from heads.errors import RegistryError
 from heads.rollback_guard import Guard, Watch, check_guard, describe_guard
@@ -150,19 +151,21 @@ def check_state(state: ServingState, embedder_of: Callable[[str], str | None]) -
         raise RegistryError(f"{state.primary} is the primary: it cannot also be a shadow")
     if state.guard is not None:
         check_guard(state.guard)
+    # Versions trained on different features of one model (embedder/features.py) are served by
+    # the same embedding service; different models are not.
     primary_embedder = embedder_of(state.primary)
     answering = [("shadow", s.version) for s in state.shadows]
     answering += [("candidate", state.candidate.version)] if state.candidate else []
     for role, version in answering:
         embedder = embedder_of(version)
-        if embedder is not None and primary_embedder is not None and embedder != primary_embedder:
+        if embedder is not None and primary_embedder is not None and not same_model(embedder, primary_embedder):
             raise RegistryError(
                 f"{role} {version} was trained with embedder {embedder}, the primary {state.primary} with "
                 f"{primary_embedder}: one embedding service cannot serve both"
             )
     if state.fallback is not None:
         embedder = embedder_of(state.fallback)
-        if embedder is not None and primary_embedder is not None and embedder != primary_embedder:
+        if embedder is not None and primary_embedder is not None and not same_model(embedder, primary_embedder):
             raise RegistryError(f"fallback {state.fallback} needs embedder {embedder}, the primary {primary_embedder}")
 
 

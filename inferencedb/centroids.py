@@ -13,11 +13,11 @@ import numpy as np
 from inferencedb.minute_sums import MinuteSums, copy_stream, int8_field, text_field, timestamptz_field
 
 COPY = "COPY embedding_centroids (bucket_start, tenant, model, version, n, vector_sum) FROM STDIN WITH (FORMAT binary)"
-# Rows go in PostgreSQL's binary COPY format (inferencedb/minute_sums.py): a row's 384 sums are
-# 384 big-endian doubles that numpy writes in microseconds, where a text literal took about
+# Rows go in PostgreSQL's binary COPY format (inferencedb/minute_sums.py): a row's sums (one per float
+# of the head's feature set: 384 for `sentence`, 1,152 for `layers-4-6`) are big-endian doubles that numpy writes in microseconds, where a text literal took about
 # 0.18 ms a row to format (and PostgreSQL as long to parse): a router with 10,000 active models
 # spent 2 s of CPU a minute per worker on it, in bursts that held the GIL against requests.
-# Statements of ROWS_PER_STATEMENT rows (3 KB each) keep each transaction small.
+# Statements of ROWS_PER_STATEMENT rows (3-9 KB each) keep each transaction small.
 ROWS_PER_STATEMENT = 64
 _FLOAT8_OID = 701
 _ARRAY_HEADER = struct.Struct("!iiiii")  # dimensions, has-nulls flag, element type, length, lower bound

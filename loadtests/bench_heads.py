@@ -3,11 +3,14 @@
     .venv/bin/python loadtests/bench_heads.py [--seeds 13 14 15] [--datasets clinc150 snips ...]
 
 For every dataset and seed, trains through the same pipeline as `python -m heads train`
-(embeddings cached under var/cache/embeddings) two heads: the default one (`model.type: auto`:
-model selection among mlp, logistic and ensemble, calibrated by temperature and, where the data has
-an out-of-scope label, a shift of that class) and the baseline, the same
-config pinned to multinomial logistic regression. Evaluates both on the test split and prints, per
-dataset, one JSON line with the medians over seeds: in-scope accuracy and out-of-scope recall
+(embeddings cached under var/cache/embeddings) the default head (`model.type: auto`: model
+selection among mlp, logistic and ensemble, calibrated by temperature and, where the data has an
+out-of-scope label, a shift of that class; `model.features: layers-4-6`, the pooled encoder
+layers 4 to 6) and three others: the baselines, the same config pinned to multinomial logistic
+regression on the same features (`logistic`) and on the sentence embedding alone
+(`logistic_sentence`, what a user would fit on the embedder's usual output), and the default on
+the sentence embedding (`default_sentence`, what the features add). Evaluates each on the test
+split and prints, per dataset, one JSON line with the medians over seeds: in-scope accuracy and out-of-scope recall
 (where the data has an `oos` label), accuracy, macro F1, the ECE (15 bins) before and after
 calibration on test and on validation, the ECE a perfectly calibrated head would read on the
 test rows (`ece_floor`), the training seconds after embedding (every candidate included), the family chosen,
@@ -34,6 +37,7 @@ from heads.config import parse_config  # noqa: E402
 from heads.embedding import LocalEmbedder  # noqa: E402
 from heads.pipeline import train_head  # noqa: E402
 from heads.registry import ModelStore  # noqa: E402
+from loadtests.bench_batching import cpu_flags  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 DEMO = ROOT / "heads" / "demo"
@@ -84,10 +88,20 @@ def base_config(name: str) -> dict:
     return raw
 
 
+HEADS = ("default", "logistic", "logistic_sentence", "default_sentence")
+BASELINES = ("logistic", "logistic_sentence")
+
+
 def head_configs(name: str, seed: int) -> dict[str, dict]:
     default = base_config(name)
     default["training"] = {**default.get("training", {}), "seed": seed}
-    return {"default": default, "logistic": {**default, "model": {"type": "logistic"}}}
+    sentence = {**default, "model": {**default.get("model", {}), "features": "sentence"}}
+    return {
+        "default": default,
+        "logistic": {**default, "model": {"type": "logistic"}},
+        "logistic_sentence": {**default, "model": {"type": "logistic", "features": "sentence"}},
+        "default_sentence": sentence,
+    }
 
 
 def medians(runs: list[dict]) -> dict:
@@ -100,11 +114,14 @@ def primary_metric(result: dict) -> str:
     return "in_scope_accuracy" if "in_scope_accuracy" in result else "accuracy"
 
 
-def targets(name: str, default: dict, logistic: dict) -> dict:
+def targets(name: str, default: dict, baselines: list[dict]) -> dict:
     metric = primary_metric(default)
+    best = max(baseline[metric] for baseline in baselines)
+    same = baselines[0]  # logistic regression on the default's own features
     met = {
-        f"{metric}_vs_logistic": round(default[metric] - logistic[metric], 4),
-        "not_below_logistic": default[metric] >= logistic[metric] - TARGET_MARGIN,
+        f"{metric}_vs_best_baseline": round(default[metric] - best, 4),
+        "not_below_best_baseline": default[metric] >= best - TARGET_MARGIN,
+        "not_below_logistic_on_the_same_features": default[metric] >= same[metric] - TARGET_MARGIN,
         "ece_after_at_most_0.03": default["ece_after"] <= TARGET_ECE,
     }
     if name == "clinc150":
@@ -119,12 +136,13 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     args = parser.parse_args()
 
+    print(f"cpu flags: {' '.join(cpu_flags())}", file=sys.stderr, flush=True)
     embedder = LocalEmbedder(str(ROOT / "var" / "embedders" / "minilm-l6-v2"))
     summary: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-heads-") as tmp:
         store = ModelStore(Path(tmp) / "models")
         for name in args.datasets:
-            runs: dict[str, list[dict]] = {"default": [], "logistic": []}
+            runs: dict[str, list[dict]] = {head: [] for head in HEADS}
             for seed in args.seeds:
                 for head, raw in head_configs(name, seed).items():
                     result = train_head(
@@ -136,16 +154,16 @@ def main() -> int:
                     runs[head].append(result)
                     shown = {k: result[k] for k in (*REPORTED, "family", "selection") if k in result}
                     print(f"{name} seed {seed} {head}: {json.dumps(shown)}", file=sys.stderr, flush=True)
-            default, logistic = medians(runs["default"]), medians(runs["logistic"])
+            results = {head: medians(runs[head]) for head in HEADS}
             summary[name] = {
                 "dataset": name,
                 "seeds": args.seeds,
+                "cpu_flags": cpu_flags(),
                 "n_train": runs["default"][0]["n_train"],
                 "n_test": runs["default"][0]["n_test"],
-                "default": default,
-                "logistic": logistic,
+                **results,
                 "published": PUBLISHED.get(name),
-                "targets": targets(name, default, logistic),
+                "targets": targets(name, results["default"], [results[b] for b in BASELINES]),
             }
             print(json.dumps(summary[name]), flush=True)
     embedder.close()

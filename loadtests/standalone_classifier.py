@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.embedder_process import read_ready_line, stop_child  # noqa: E402
 from embedder.errors import EmbedderError, InvalidInput  # noqa: E402
+from embedder.features import split_embedding_id  # noqa: E402
 from embedder.service import EmbeddingService  # noqa: E402
 from embedder.stop_signals import StopSignals  # noqa: E402
 from heads.artifact import HeadArtifact  # noqa: E402
@@ -70,6 +71,7 @@ class StandaloneClassifier:
         self.service = service
         self.head = head
         self.timeout_s = timeout_s
+        self._features = split_embedding_id(head.embedder_id)[1]  # what the head was trained on
 
     @classmethod
     def load(cls, store: Path, model: str, *, timeout_s: float = 10.0) -> StandaloneClassifier:
@@ -91,7 +93,7 @@ class StandaloneClassifier:
         """Raises an EmbedderError subclass (it carries the HTTP status) on invalid input,
         overload or a model failure."""
         started = time.perf_counter()
-        vectors = self.service.embed([text], timeout=self.timeout_s).vectors
+        vectors = self.service.embed([text], timeout=self.timeout_s, features=self._features).vectors
         embedded = time.perf_counter()
         rule = self.head.rule
         index, top = rule.decide(self.head.predict_proba(vectors))

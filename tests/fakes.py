@@ -29,10 +29,26 @@ class HashEncoder:
         self.calls: list[list[str]] = []
         self._lock = threading.Lock()
 
+    LAYERS = 6
+
     @staticmethod
     def vector(text: str, dim: int = 8) -> np.ndarray:
         raw = np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)[:dim].astype(np.float32) - 127.5
         return raw / np.linalg.norm(raw)
+
+    @classmethod
+    def feature_vectors(cls, texts: list[str], dim: int, features: str = "") -> np.ndarray:
+        """float32 [len(texts), features' dim]: a layer's pool is the vector of the text salted with
+        the layer, the last layer's (the sentence embedding) the text's own."""
+        from embedder.features import parse_features
+
+        parsed = parse_features(features)
+        parsed.check(cls.LAYERS)
+        layers = range(parsed.first_layer, parsed.last_layer + 1) if parsed.first_layer else [cls.LAYERS]
+        salts = ["" if layer == cls.LAYERS else f"{layer}\0" for layer in layers]
+        return np.stack([np.concatenate([cls.vector(salt + t, dim) for salt in salts]) for t in texts]).astype(
+            np.float32
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
@@ -52,15 +68,17 @@ class HashEncoder:
 class HashTextEmbedder:
     """A heads.embedding.TextEmbedder with HashEncoder vectors, for pipeline logic tests."""
 
+    layers = HashEncoder.LAYERS
+
     def __init__(self, dim: int = 32):
         from heads.embedding import EmbedderIdentity
 
         self.identity = EmbedderIdentity("hash-encoder@1", "hash-encoder", "1", dim)
         self.calls = 0
 
-    def embed_chunk(self, texts):
+    def embed_chunk(self, texts, features=""):
         self.calls += 1
-        return np.stack([HashEncoder.vector(t, self.identity.dim) for t in texts]).astype(np.float32)
+        return HashEncoder.feature_vectors(texts, self.identity.dim, features)
 
     def close(self):
         pass

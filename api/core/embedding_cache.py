@@ -5,7 +5,8 @@ costs the router a gRPC round trip (serialise, send, wait, parse), which is most
 CPU per single-text request. The phrases that repeat most (the head of the usual Zipf-like
 traffic) are kept here as well, so they never leave the worker.
 
-Keyed by a 16-byte digest of (scope, embedder model id, text as the client sent it): the scope
+Keyed by a 16-byte digest of (scope, embedding id, text as the client sent it; the id names
+the model and the feature set, embedder/features.py): the scope
 is the tenant unless the operator shares caches (API_SHARE_EMBEDDING_CACHE), so a tenant never
 gets a hit, nor a hit's latency, from another tenant's text. The key's size does not depend on
 the text, so memory is bounded in bytes: at most `max_entries` entries of `entry_bytes(dim)`

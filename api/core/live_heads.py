@@ -38,6 +38,11 @@ class LoadedServing:
     candidate: tuple[HeadArtifact, Candidate] | None = None
     fallback: HeadArtifact | None = None
 
+    def heads(self) -> list[HeadArtifact]:
+        """Every version this state names: primary, candidate, fallback, shadows."""
+        named = [self.primary, *([self.candidate[0]] if self.candidate else [])]
+        return named + ([self.fallback] if self.fallback else []) + [head for head, _ in self.shadows]
+
     def without_embedder(self) -> str:
         """What this model answers while the embedding service is unreachable: "all" (its primary
         and A/B candidate need no embeddings), "fallback" (its fallback needs none and answers in

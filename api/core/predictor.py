@@ -35,6 +35,7 @@ from api.core.tenant_heads import TenantHeads
 from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
 from embedder.client import Embeddings
 from embedder.errors import EmbedderError
+from embedder.features import split_embedding_id
 from embedder.normalize import normalize_text
 from heads.artifact import HeadArtifact
 from inferencedb.prediction_record import PredictionRecord
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingSource(Protocol):
-    def embed(self, texts, *, timeout: float | None = None, scope: str = ""): ...
+    def embed(self, texts, *, timeout: float | None = None, scope: str = "", features: str = ""): ...
 
 
 class PredictionSink(Protocol):
@@ -250,7 +251,9 @@ class Predictor:
         if remaining <= 0:
             raise EmbedderUnavailable("the request's deadline passed before the embedding call")
         try:
-            embedded = self._embedder.embed(texts, timeout=remaining, scope=scope)
+            # The head's embedding id names the features it was trained on (embedder/features.py).
+            features = split_embedding_id(head.embedder_id)[1]
+            embedded = self._embedder.embed(texts, timeout=remaining, scope=scope, features=features)
         except EmbedderError as exc:
             raise from_embedder_error(exc) from None
         if embedded.model_id != head.embedder_id:
@@ -423,26 +426,39 @@ class Predictor:
         )
 
     def _shadow_job(self, serving: LoadedServing, answered: HeadArtifact, request, texts, embedded, context):
-        request_id = context[0]
+        request_id, tenant = context[0], context[2]
 
         def run() -> None:
             for shadow, fraction in serving.shadows:
                 if shadow is answered or share(f"{request_id}\0{shadow.version}") >= fraction * 100:
                     continue
                 try:
-                    usable = embedded if embedded is not None and embedded.model_id == shadow.embedder_id else None
-                    if needs_embeddings(shadow) and usable is None:
-                        continue  # the answer came without embeddings (fallback): nothing to compare on
                     started = time.perf_counter()
+                    usable = embedded if embedded is not None and embedded.model_id == shadow.embedder_id else None
+                    spent: list[float] = []
+                    if needs_embeddings(shadow) and usable is None:
+                        if embedded is None:
+                            continue  # the answer came without embeddings (fallback): nothing to compare on
+                        # Trained on other features of the same model (embedder/features.py): its own
+                        # vectors, asked for now that the answer is sent, within the model's deadline.
+                        budget_s = self.deadlines.budget_s(tenant, shadow.model, None)
+                        usable = self._embed(shadow, texts, time.monotonic() + budget_s, spent, self.scope(tenant))
                     scored = self._apply(shadow, texts, usable)
                     chosen, top = shadow.rule.decide(scored.probs)
                     ranked = top_k_indices(scored.probs, request.top_k)
-                    total_ms = (time.perf_counter() - started) * 1000
+                    timings = (sum(spent), (time.perf_counter() - started) * 1000)
                     self._log_answers(
-                        self._records(
-                            shadow, "shadow", request.texts, scored, chosen, top, ranked, context, (0.0, total_ms)
-                        )
+                        self._records(shadow, "shadow", request.texts, scored, chosen, top, ranked, context, timings)
                     )
+                except ApiError as error:  # its embeddings (logged at most every few seconds) or its head
+                    self._fallback_log.warn(
+                        (tenant, shadow.model, "shadow", error.code),
+                        "model %s: shadow %s did not score (%s)",
+                        shadow.model,
+                        shadow.version,
+                        error.code,
+                    )
+                    self._on_shadow_error(shadow.model)
                 except Exception:  # noqa: BLE001 - a shadow never affects anything but its own rows
                     log.exception("shadow %s@%s failed", shadow.model, shadow.version)
                     self._on_shadow_error(shadow.model)

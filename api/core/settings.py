@@ -56,7 +56,8 @@ class RouterSettings(BaseSettings):
     embedding_cache_size: int = Field(
         10_000,
         description="embeddings each worker keeps of the phrases it saw most recently (0: none); at most "
-        "4 x dim + 512 bytes each whatever the text's length (2 KB at dim 384)",
+        "4 x dim + 512 bytes each whatever the text's length (2 KB for 384 floats, 5 KB for the 1,152 of "
+        "features layers-4-6)",
     )
     share_embedding_cache: bool = Field(
         False,

@@ -13,6 +13,7 @@ from api.web.auth import principal_of, require_operator
 from api.web.openapi import openapi_document
 from api.web.responses import json_response, runtime
 from embedder.errors import EmbedderError
+from embedder.features import served_by
 
 routes = Blueprint("ops", __name__)
 READY_CACHE_S = 1.0  # readiness probes come often: ask the embedder at most once a second
@@ -46,9 +47,20 @@ def readyz() -> Response:
             ready_cache["info"], ready_cache["error"] = None, exc.message
         ready_cache["at"] = now
     info, sets, failures = ready_cache["info"], rt.heads.all_sets(), rt.heads.failures()
-    mismatched = [k for k, s in sets.items() if info is not None and s.primary.embedder_id not in (None, info.model_id)]
+    # A model is not servable when a version of its serving set needs vectors (a model, a feature
+    # set) that the running embedder does not produce.
+    mismatched = [
+        k
+        for k, s in sets.items()
+        if info is not None
+        and any(h.embedder_id and not served_by(h.embedder_id, info.model_id, info.layers) for h in s.heads())
+    ]
     body = {
-        "embedder": {"model_id": info.model_id if info else None, "reachable": info is not None},
+        "embedder": {
+            "model_id": info.model_id if info else None,
+            "layers": info.layers if info else None,
+            "reachable": info is not None,
+        },
         "models": len(sets),
         "servable_models": len(sets) - len(mismatched),
         "embedder_mismatch": len(mismatched),

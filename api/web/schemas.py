@@ -334,8 +334,12 @@ class DecisionRule(_Open):
 
 
 class EmbedderInfo(_Open):
-    model_id: str | MISSING = MISSING
-    dim: int | MISSING = MISSING
+    model_id: str | MISSING = Field(
+        MISSING,
+        description="The vectors the version scores: the embedding model (name@version), then '#' and the "
+        "feature set unless it is the sentence embedding (e.g. '...#layers-4-6').",
+    )
+    dim: int | MISSING = Field(MISSING, description="Floats per vector of that feature set.")
 
 
 class ModelSummary(_Open):

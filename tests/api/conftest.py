@@ -18,6 +18,7 @@ from api.core.tenant_heads import TenantHeads
 from api.web.app import create_app
 from embedder.client import Embeddings, RemoteModelInfo
 from embedder.errors import EmbedderError
+from embedder.features import embedding_id
 from heads.config import parse_config
 from heads.pipeline import train_head
 from heads.registry import ModelStore
@@ -85,24 +86,26 @@ class FakeEmbedder:
         self.fail_with: EmbedderError | None = None
         self.calls: list[list[str]] = []
         self.scopes: list[str] = []
-        self.seen: set[tuple[str, str]] = set()
+        self.features: list[str] = []  # each call's
+        self.seen: set[tuple[str, str, str]] = set()
         self.lock = threading.Lock()
 
-    def embed(self, texts, *, timeout=None, scope=""):
+    def embed(self, texts, *, timeout=None, scope="", features=""):
         with self.lock:
             self.calls.append(list(texts))
             self.scopes.append(scope)
+            self.features.append(features)
             if self.fail_with is not None:
                 raise self.fail_with
-            hits = np.array([(scope, t) in self.seen for t in texts])
-            self.seen.update((scope, t) for t in texts)
-        vectors = np.stack([HashEncoder.vector(t, self.dim) for t in texts]).astype(np.float32)
-        return Embeddings(vectors, hits, self.model_id)
+            hits = np.array([(scope, features, t) in self.seen for t in texts])
+            self.seen.update((scope, features, t) for t in texts)
+        vectors = HashEncoder.feature_vectors(list(texts), self.dim, features)
+        return Embeddings(vectors, hits, embedding_id(self.model_id, features))
 
     def info(self, *, timeout=None):
         if self.fail_with is not None:
             raise self.fail_with
-        return RemoteModelInfo("hash-encoder", "1", self.dim, self.model_id, True, 0, 1024, 50_000)
+        return RemoteModelInfo("hash-encoder", "1", self.dim, self.model_id, True, 0, 1024, 50_000, HashEncoder.LAYERS)
 
     def close(self):
         pass

@@ -60,15 +60,15 @@ class SlowFake:
         self.slow_calls = 10**9  # calls that take delay_s; later ones are fast
         self.late_s = 0.0  # how late a timed-out call returns
 
-    def embed(self, texts, *, timeout=None, scope=""):
+    def embed(self, texts, *, timeout=None, scope="", features=""):
         self.timeouts.append(timeout)
         if len(self.timeouts) > self.slow_calls:
-            return self.inner.embed(texts, timeout=timeout, scope=scope)
+            return self.inner.embed(texts, timeout=timeout, scope=scope, features=features)
         if self.delay_s > timeout:
             time.sleep(timeout + self.late_s)
             raise DeadlineExceeded("slow fake embedder")
         time.sleep(self.delay_s)
-        return self.inner.embed(texts, timeout=timeout, scope=scope)
+        return self.inner.embed(texts, timeout=timeout, scope=scope, features=features)
 
 
 @pytest.fixture

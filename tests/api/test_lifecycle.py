@@ -9,7 +9,11 @@ import pytest
 from api.core.predictor import share
 from embedder.errors import Unavailable
 from heads import serving_state
+from heads.config import parse_config
 from heads.network import DenseHead
+from heads.pipeline import train_head
+from tests.api.conftest import FAST
+from tests.fakes import HashTextEmbedder
 
 PREDICT = "/v1/models/intents/predict"
 
@@ -59,6 +63,51 @@ def test_shadow_scores_after_the_answer_and_never_changes_it(router, versions):
     roles = Counter((r.role, r.version) for r in router.sink.records)
     assert roles == {("primary", primary): 2, ("shadow", shadow): 2}
     assert len(router.embedder.calls) == 2  # the shadow reused the primary's embeddings
+
+
+@pytest.fixture
+def sentence_version(router, versions, clinc_subset, tmp_path):
+    """A version of `intents` trained on the sentence embedding alone, as every version was before
+    feature sets (embedder/features.py); the store's others use the default, layers-4-6."""
+    config = parse_config(
+        {
+            "name": "intents",
+            "data": {k: str(v) for k, v in clinc_subset.items()},
+            "model": {"type": "mlp", "hidden_layers": [16], "features": "sentence"},
+            "training": FAST,
+        }
+    )
+    result = train_head(config, store=router.store, cache_dir=tmp_path, embedder=HashTextEmbedder(), promote=False)
+    assert router.store.load("intents", result["version"]).embedder_id == "hash-encoder@1"
+    return result["version"]
+
+
+def test_versions_on_other_features_of_the_model_shadow_and_answer_with_their_own_vectors(
+    router, versions, sentence_version
+):
+    primary = versions[0]
+    change(router, lambda s: serving_state.set_shadow(s, sentence_version, 1.0))
+    router.sink.records.clear()
+    answer = post(router, {"texts": ["what is my balance", "book a flight"]}).get_json()
+    assert answer["version"] == primary
+    roles = Counter((r.role, r.version, r.embedding_model) for r in router.sink.records)
+    assert roles == {
+        ("primary", primary, "hash-encoder@1#layers-4-6"): 2,
+        ("shadow", sentence_version, "hash-encoder@1"): 2,
+    }
+    assert router.embedder.features == ["layers-4-6", "sentence"]  # the shadow asked for its own
+    # As the A/B candidate for every caller, it answers from its own features too.
+    change(
+        router,
+        lambda s: serving_state.set_candidate(
+            serving_state.set_shadow(s, sentence_version, None), sentence_version, 100
+        ),
+    )
+    router.sink.records.clear()
+    answer = post(router, {"text": "a text no cache has seen"}, **{"X-Client-ID": "c1"}).get_json()
+    assert (answer["version"], answer["variant"]) == (sentence_version, "candidate")
+    assert [(r.role, r.embedding_model) for r in router.sink.records] == [("candidate", "hash-encoder@1")]
+    assert router.embedder.features[2:] == ["sentence"]
 
 
 def test_a_failing_shadow_is_invisible_to_the_caller(router, versions, monkeypatch):

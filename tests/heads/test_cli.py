@@ -51,11 +51,14 @@ def test_train_with_flags_then_list_show_promote(clinc_subset, tmp_path):
 
     # The head answers as the numpy forward pass serves it, on the real encoder's vectors.
     from embedder.encoder import load_encoder
+    from embedder.features import parse_features
 
     artifact = ModelStore(store / "default").load("support-intents")  # <store>/<tenant>/<model>
     encoder = load_encoder(str(ROOT / "var" / "embedders" / "minilm-l6-v2"))
-    assert artifact.embedder_id == encoder.info.model_id
-    probs = artifact.predict_proba(encoder.embed(["what is my account balance", "please transfer money to my savings"]))
+    # Trained on the default features, pooled layers 4-6 (embedder/features.py), and named by them.
+    assert artifact.embedder_id == f"{encoder.info.model_id}#layers-4-6"
+    layers = encoder.embed_layers(["what is my account balance", "please transfer money to my savings"])
+    probs = artifact.predict_proba(layers[:, parse_features("layers-4-6").columns(encoder.info.dim)])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
     listing = json.loads(heads("list", "--store", str(store)).stdout)

@@ -20,7 +20,8 @@ from heads.trainer import DenseSpec
 def test_defaults_and_round_trip():
     config = parse_config({"name": "intents", "data": {"train": "train.csv"}})
     assert isinstance(config, HeadConfig)
-    assert config.model.hidden_layers == (1024,) and config.training.seed == 13
+    assert config.model.hidden_layers == (512,) and config.training.seed == 13
+    assert config.model.features == "layers-4-6"
     assert config.threshold.policy == "auto"
     assert parse_config(config_to_dict(config)) == config
 
@@ -140,6 +141,14 @@ def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
         (
             {"name": "x", "data": {"train": "t.csv"}, "model": {"ensemble_members": 1}},
             "model.ensemble_members must be >= 2",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"features": "layers-6-4"}},
+            "model.features must be 'sentence' or 'layers-A-B'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"type": "ngram", "features": "sentence"}},
+            "model.features does not apply to model.type 'ngram'",
         ),
         ({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "linear"}}, "model.type: must be one of"),
         (

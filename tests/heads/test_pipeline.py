@@ -81,7 +81,12 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
         "reliability_diagram.png",
     } <= names
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["embedder"] == {"model_id": "hash-encoder@1", "name": "hash-encoder", "version": "1", "dim": 32}
+    assert manifest["embedder"] == {
+        "model_id": "hash-encoder@1#layers-4-6",  # the default features: 3 pooled layers of 32
+        "name": "hash-encoder",
+        "version": "1",
+        "dim": 96,
+    }
     assert manifest["data"]["train"]["sha256"] and manifest["training_config"]["training"]["epochs"] == 8
     assert manifest["decision"]["reject_label"] == "oos" and manifest["code_version"]
     architecture = manifest["architecture"]
@@ -104,7 +109,9 @@ def test_a_version_is_complete_and_self_describing(clinc_subset, store, tmp_path
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert Manifest.read(folder).to_dict() == manifest  # the type reads and writes the same JSON
     baseline = manifest["baseline"]  # for drift (inferencedb/monitoring_report.py)
-    assert sum(baseline["label_distribution"].values()) == result["n_train"] and len(baseline["centroid"]) == 32
+    assert (
+        sum(baseline["label_distribution"].values()) == result["n_train"] and len(baseline["centroid"]) == 96
+    )  # in the features the head scores
     assert sum(baseline["confidence_histogram"]) == result["n_validation"] and baseline["reject_label"] == "oos"
     artifact = load_version(folder, expected_embedder="hash-encoder@1", expected_dim=32)
     assert artifact.labels == tuple(sorted(artifact.labels)) and len(artifact.labels) == 13
@@ -208,11 +215,15 @@ def test_corrupt_partial_and_mismatched_versions_are_refused(clinc_subset, store
 def test_embedder_mismatch_names_both_embedders(clinc_subset, store, tmp_path):
     version = train(clinc_subset, store, tmp_path)["version"]
     with pytest.raises(
-        ArtifactError, match="trained with embedder hash-encoder@1, but the running embedder is other@2"
+        ArtifactError, match="trained with embedder hash-encoder@1#layers-4-6, but the running embedder is other@2"
     ):
         store.load("intents", version, expected_embedder="other@2")
-    with pytest.raises(ArtifactError, match="expects 32-d embeddings, the running embedder gives 384-d"):
+    # The default features pool 3 layers: 3 x 32 floats from this embedder, 3 x 384 from MiniLM.
+    with pytest.raises(
+        ArtifactError, match=r"expects 96-d embeddings \(layers-4-6\), the running embedder gives 1152-d"
+    ):
         store.load("intents", version, expected_dim=384)
+    assert store.load("intents", version, expected_embedder="hash-encoder@1", expected_dim=32).version == version
 
 
 @pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "Upper", "", "x" * 65, "a b"])
@@ -368,7 +379,7 @@ def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store
     artifact = load_version(folder)
     config_ = config(clinc_subset, **raw)
     splits = load_splits(config_)
-    x_val = HashTextEmbedder().embed_chunk(splits.validation.texts)
+    x_val = HashTextEmbedder().embed_chunk(splits.validation.texts, config_.model.features)
     y_val = np.array([artifact.labels.index(label) for label in splits.validation.labels])
     again = choose_threshold(
         config_.threshold, "target_oos_recall", artifact.predict_proba(x_val), y_val, artifact.labels

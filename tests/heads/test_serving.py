@@ -30,15 +30,17 @@ class OtherEmbedder(HashTextEmbedder):
 
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory, clinc_subset):
-    """Three versions of `intents` on the hash embedder and one on another embedder."""
+    """Three versions of `intents` on the hash embedder (the third on its sentence embedding alone,
+    the others on the default features) and one on another embedder."""
     root = tmp_path_factory.mktemp("serving")
     store = ModelStore(root / "models")
     data = {k: str(v) for k, v in clinc_subset.items()}
     made = []
-    for embedder in (HashTextEmbedder(), HashTextEmbedder(), HashTextEmbedder(), OtherEmbedder()):
-        config = parse_config(
-            {"name": "intents", "data": data, "model": {"type": "mlp", "hidden_layers": [8]}, "training": FAST}
-        )
+    trained_on = [(HashTextEmbedder(), "layers-4-6"), (HashTextEmbedder(), "layers-4-6")]
+    trained_on += [(HashTextEmbedder(), "sentence"), (OtherEmbedder(), "layers-4-6")]
+    for embedder, features in trained_on:
+        model = {"type": "mlp", "hidden_layers": [8], "features": features}
+        config = parse_config({"name": "intents", "data": data, "model": model, "training": FAST})
         made.append(
             train_head(config, store=store, cache_dir=root / "cache", embedder=embedder, promote=False)["version"]
         )
@@ -86,6 +88,22 @@ def test_history_and_rollback_on_the_store(store):
     assert [h["primary"] for h in store.serving("intents").history] == []  # back at the first state
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         store.change_serving("intents", serving_state.rollback, reason="rollback", rollback=True)
+
+
+def test_versions_on_other_features_of_the_same_model_serve_together(store):
+    """One embedding service serves every feature set of its model (embedder/features.py)."""
+    store, v = store
+    store.set_serving("intents", v[0])
+    assert store.load("intents", v[2]).embedder_id == "hash-encoder@1"
+    assert store.load("intents", v[0]).embedder_id == "hash-encoder@1#layers-4-6"
+    for change in (
+        lambda s: serving_state.set_shadow(s, v[2], 1.0),
+        lambda s: serving_state.set_candidate(serving_state.set_shadow(s, v[2], None), v[2], 10),
+        lambda s: serving_state.set_fallback(s, v[2]),
+    ):
+        store.change_serving("intents", change, reason="test")
+    state = store.serving("intents")
+    assert (state.primary, state.candidate.version, state.fallback) == (v[0], v[2], v[2])
 
 
 @pytest.mark.parametrize(
