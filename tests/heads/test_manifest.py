@@ -85,7 +85,10 @@ def test_fields_are_typed(tmp_path):
         ({**CURRENT, "files": {"metrics.json": "00"}}, "lists no head.npz"),
         ({**CURRENT, "embedder": None}, "names no embedder for a head that scores embeddings"),
         ({**CURRENT, "embedder": {"model_id": "enc@1", "dim": "8"}}, "a string model_id and an integer dim"),
-        ({**CURRENT, "embedder": {"model_id": "enc@1#cls", "dim": 8}}, "embedder model_id 'enc@1#cls': unknown features"),
+        (
+            {**CURRENT, "embedder": {"model_id": "enc@1#cls", "dim": 8}},
+            "embedder model_id 'enc@1#cls': unknown features",
+        ),
         ({**CURRENT, "decision": {"threshold": "high"}}, "cannot build the head: ValueError"),
     ],
 )
