@@ -6,9 +6,9 @@
   after the embeddings, `ModelInfo.layers` the last), concatenated in layer order: (B - A + 1)
   x dim floats. When B is the last layer, the last block is the sentence embedding itself.
 
-A frozen encoder's middle layers carry what its last layer trained away for sentence similarity
-(syntax, particular words), which intent heads use: on CLINC150 the same MLP head scored about
-one point more in-scope accuracy on `layers-4-6` than on `sentence` (README, `make bench-heads`).
+Intent heads score better on a frozen encoder's middle layers: on CLINC150 the default head
+scored 95.5% in-scope accuracy on `layers-4-6` against 94.8% on `sentence`, logistic regression
+95.2% against 94.3% (README, `make bench-heads`).
 Pooling the extra layers costs a few masked sums in a model call that computes them anyway.
 
 A vector's embedding id names the model and the feature set together (`model_id` for
