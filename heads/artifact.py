@@ -29,7 +29,7 @@ import shutil
 import stat
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from heads.decision import DecisionRule
 from heads.errors import ArtifactError
 from heads.layout import MANIFEST, WEIGHTS
 from heads.manifest import Manifest
-from heads.mapped_weights import load_weights
+from heads.mapped_weights import RESIDENT, MappedFile, load_weights
 from heads.network import DenseHead
 from heads.ngram import NgramFeaturizer, NgramHead
 
@@ -60,6 +60,9 @@ class HeadArtifact:
     manifest: Manifest
     head: DenseHead | NgramHead
     rule: DecisionRule
+    # The map the head's weights view (None: read into memory): each answer touches it, so that
+    # the process's bound on mapped weights (mapped_weights.RESIDENT) releases the least used.
+    weights_map: MappedFile | None = field(default=None, compare=False, repr=False)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -95,6 +98,8 @@ class HeadArtifact:
         """float32 [n, classes]. Pass what the caller has: an "mlp" head scores `embeddings`, an
         "ngram" head scores `texts` (raw or normalised: it normalises them itself); each ignores
         the other argument, so a caller with both can treat every head alike."""
+        if self.weights_map is not None:
+            RESIDENT.touch(self.weights_map)
         if self.needs_embeddings:
             if embeddings is None:
                 raise ValueError(f"{self.model} {self.version} scores sentence embeddings: pass embeddings")
@@ -155,11 +160,11 @@ def load_version(
             if (verify_reports or name == WEIGHTS) and sha256_file(path / name) != expected:
                 raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
         _check_embedder(path, manifest, expected_embedder, expected_dim)
-        head, rule = _build_head(path, manifest)
+        head, rule, weights_map = _build_head(path, manifest)
     except OSError as exc:  # an unreadable folder or file: the router user lacks permission, a bad mount
         what = Path(exc.filename).name if exc.filename else "it"
         raise ArtifactError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-    return HeadArtifact(manifest.model, manifest.version, path, manifest, head, rule)
+    return HeadArtifact(manifest.model, manifest.version, path, manifest, head, rule, weights_map)
 
 
 def _check_embedder(path: Path, manifest: Manifest, expected_embedder: str | None, expected_dim: int | None) -> None:
@@ -180,12 +185,12 @@ def _check_embedder(path: Path, manifest: Manifest, expected_embedder: str | Non
         )
 
 
-def _build_head(path: Path, manifest: Manifest) -> tuple[DenseHead | NgramHead, DecisionRule]:
+def _build_head(path: Path, manifest: Manifest) -> tuple[DenseHead | NgramHead, DecisionRule, MappedFile | None]:
     architecture, head_type = manifest.architecture, manifest.head_type
     if head_type not in ("mlp", "ngram"):
         raise ArtifactError(f"{path}: unknown head type {head_type!r}")
     try:
-        arrays, _ = load_weights(path / WEIGHTS)  # mapped in place: shared by the host's processes
+        arrays, weights_map = load_weights(path / WEIGHTS)  # mapped in place: shared by the host's processes
         if head_type == "ngram":
             head = NgramHead.from_arrays(arrays, NgramFeaturizer.from_description(architecture))
         else:
@@ -199,4 +204,4 @@ def _build_head(path: Path, manifest: Manifest) -> tuple[DenseHead | NgramHead, 
         raise ArtifactError(
             f"{path}: input size {head.input_dim} differs from the embedder dimension {manifest.embedder.dim}"
         )
-    return head, rule
+    return head, rule, weights_map

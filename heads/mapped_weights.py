@@ -14,6 +14,15 @@ array's data 64-byte aligned, padded through the zip extra field (the way Androi
 it), so that every array can be mapped; files of older versions map when their arrays happen to
 be aligned for their type, which `np.savez` gives names of two characters and float32 data.
 
+Mapped pages stay in a process's memory once touched: a worker that has answered for every one of
+10,000 heads of 2.7 MB holds 27 GB of them. `RESIDENT` bounds that: every answer touches its
+head's map (`ResidentMaps.touch`), and once the maps touched hold more than the budget, the least
+recently touched give their pages back with madvise(MADV_DONTNEED). The pages stay in the page
+cache (the file is unchanged), so the next answer of that head maps them again with minor faults
+(a CLINC150 head of 2.7 MB: 0.054 ms for one text's forward pass against 0.026 ms with its pages
+mapped, and 0.019 ms for the madvise; median of 200); a thread reading the head meanwhile reads
+the same bytes.
+
 One map per file, made with libc's mmap directly: Python's `mmap.mmap` keeps a duplicate file
 descriptor open for as long as the map lives (until Python 3.13's `trackfd`), which at 10,000
 heads would be 10,000 open files per worker. The map is released when the last array viewing it
@@ -28,8 +37,10 @@ import io
 import mmap
 import os
 import struct
+import threading
 import weakref
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +50,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
@@ -64,22 +76,95 @@ def save_weights(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def load_weights(path: Path) -> tuple[dict[str, np.ndarray], bool]:
-    """(name -> array, whether they are mapped). Mapped arrays are read-only."""
+class MappedFile:
+    """One file's map, kept alive by whoever holds this (and by every array viewing it)."""
+
+    __slots__ = ("address", "size", "_buffer", "__weakref__")
+
+    def __init__(self, buffer):
+        self._buffer = buffer
+        self.address, self.size = ctypes.addressof(buffer), ctypes.sizeof(buffer)
+
+    def drop_pages(self) -> None:
+        """Give the map's pages back to the page cache: the process's memory no longer counts
+        them; the next read maps them again."""
+        if _libc.madvise(self.address, self.size, mmap.MADV_DONTNEED) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"madvise: {os.strerror(errno)}")
+
+
+class ResidentMaps:
+    """The maps a process has read from, least recently touched first, within a budget of bytes
+    (None: no bound). Holds them weakly: a head that is unloaded leaves it by itself."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = budget_bytes
+        self._maps: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()  # address -> (the MappedFile, size)
+        self._bytes = 0
+        self._dropped = 0
+        self._lock = threading.RLock()  # a weakref callback may run inside `touch` (a collection)
+
+    def touch(self, mapped: MappedFile) -> None:
+        if self.budget_bytes is None:
+            return
+        with self._lock:
+            entry = self._maps.get(mapped.address)
+            if entry is not None and entry[0]() is mapped:
+                self._maps.move_to_end(mapped.address)
+                return
+            if entry is not None:  # a map gone from this address, not yet forgotten
+                self._remove(mapped.address)
+            self._maps[mapped.address] = (weakref.ref(mapped, self._forget_callback(mapped.address)), mapped.size)
+            self._bytes += mapped.size
+            while self._bytes > self.budget_bytes and len(self._maps) > 1:
+                address, (oldest, size) = self._maps.popitem(last=False)
+                self._bytes -= size
+                victim = oldest()  # alive while held here: its map cannot go away under madvise
+                if victim is not None:
+                    victim.drop_pages()
+                    self._dropped += 1
+
+    def _remove(self, address: int) -> None:
+        _, size = self._maps.pop(address)
+        self._bytes -= size
+
+    def _forget_callback(self, address: int):
+        def forget(ref: weakref.ref) -> None:
+            with self._lock:
+                entry = self._maps.get(address)
+                if entry is not None and entry[0] is ref:
+                    self._remove(address)
+
+        return forget
+
+    def stats(self) -> dict:
+        """The maps and bytes counted as resident now, and how many maps gave their pages back."""
+        with self._lock:
+            return {"maps": len(self._maps), "bytes": self._bytes, "dropped": self._dropped}
+
+
+# The process's bound, set by the router at start (API_RESIDENT_HEAD_MB); unbounded elsewhere.
+RESIDENT = ResidentMaps()
+
+
+def load_weights(path: Path) -> tuple[dict[str, np.ndarray], MappedFile | None]:
+    """(name -> array, the map they view, or None when the file was read into memory instead).
+    Mapped arrays are read-only."""
     try:
         layout = _member_layout(path)
     except (struct.error, ValueError, EOFError):  # not a well-formed .npz: np.load says what is wrong
         layout = None
     if layout is None:
         with np.load(path, allow_pickle=False) as arrays:
-            return dict(arrays), False
-    buffer = memoryview(_map(path)).toreadonly()  # views that cannot be made writable
+            return dict(arrays), None
+    mapped = MappedFile(_map(path))
+    buffer = memoryview(mapped._buffer).toreadonly()  # views that cannot be made writable
     arrays = {}
     for name, (offset, dtype, shape, fortran) in layout.items():
         count = int(np.prod(shape))
         flat = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
         arrays[name] = flat.reshape(shape, order="F" if fortran else "C")
-    return arrays, True
+    return arrays, mapped
 
 
 def _member_layout(path: Path) -> dict[str, tuple[int, np.dtype, tuple, bool]] | None:

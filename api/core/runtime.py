@@ -24,6 +24,7 @@ from api.core.requests import Limits
 from api.core.settings import RouterSettings
 from api.core.tenant_heads import TenantHeads
 from embedder.client import EmbedderClient
+from heads import mapped_weights
 from inferencedb.answer_counts import AnswerCounts
 from inferencedb.centroids import CentroidAccumulator
 from inferencedb.database import Database
@@ -89,6 +90,7 @@ def _migrate_until_done(dsn: str, stop: threading.Event) -> None:
 
 
 def build_runtime(settings: RouterSettings) -> Runtime:
+    mapped_weights.RESIDENT.budget_bytes = settings.resident_head_mb * 2**20 or None
     # The reload generation is per router, in the spool its workers share (the store may be read-only).
     generation = ReloadGeneration(Path(settings.spool_dir) / RELOAD_GENERATION_FILE)
     heads = TenantHeads(

@@ -59,6 +59,13 @@ class RouterSettings(BaseSettings):
         "4 x dim + 512 bytes each whatever the text's length (2 KB for 384 floats, 5 KB for the 1,152 of "
         "features layers-4-6)",
     )
+    resident_head_mb: int = Field(
+        256,
+        description="head weights, in MiB, each worker keeps mapped in its memory (0: no bound); beyond, the "
+        "heads answered least recently give their pages back to the page cache and map them again when next "
+        "asked (a 2.7 MB head: 0.05 ms for its forward pass against 0.03 ms when its pages are mapped)",
+        ge=0,
+    )
     share_embedding_cache: bool = Field(
         False,
         description="share the phrase caches (this worker's and the embedder's) between tenants: texts common "

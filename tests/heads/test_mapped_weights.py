@@ -12,7 +12,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from heads.mapped_weights import load_weights, save_weights
+from heads import mapped_weights
+from heads.mapped_weights import ResidentMaps, load_weights, save_weights
 
 
 def _maps_of(path) -> int:
@@ -40,9 +41,9 @@ def test_every_array_is_a_read_only_view_of_one_map_and_nothing_stays_open(tmp_p
         arrays["W0"].flags.writeable = True  # a write would crash the process: it cannot be allowed
     x = np.random.rand(4, 384).astype(np.float32)
     np.testing.assert_array_equal(x @ arrays["W0"], x @ expected["W0"])
-    del arrays
+    del arrays, mapped
     gc.collect()
-    assert _maps_of(path) == 0  # released with the last array
+    assert _maps_of(path) == 0  # released with the last array and the map's handle
 
 
 def test_files_that_cannot_be_mapped_are_read_as_before(tmp_path):
@@ -70,7 +71,7 @@ def test_two_processes_share_the_pages_of_one_head(tmp_path):
     path.write_bytes(save_weights({"W": np.random.rand(1024, 256).astype(np.float32)}))  # 1 MiB
     reader = (
         "import sys, numpy as np; from heads.mapped_weights import load_weights;"
-        "a, m = load_weights(sys.argv[1]); s = float(a['W'].sum()); print(m, s, flush=True); sys.stdin.read()"
+        "a, m = load_weights(sys.argv[1]); s = float(a['W'].sum()); print(m is not None, s, flush=True); sys.stdin.read()"
     )
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     procs = [
@@ -94,3 +95,90 @@ def test_two_processes_share_the_pages_of_one_head(tmp_path):
         for p in procs:
             p.stdin.close()
             p.wait(10)
+
+
+def _rss_kb(path) -> int:
+    """Resident kB of this process's map of `path` (0 when it is not mapped)."""
+    with open("/proc/self/smaps") as smaps:
+        lines = smaps.read().split("\n")
+    total = 0
+    for i, line in enumerate(lines):
+        if line.endswith(str(path)):
+            rss = next(entry for entry in lines[i + 1 : i + 20] if entry.startswith("Rss:"))
+            total += int(rss.split()[1])
+    return total
+
+
+def _heads(tmp_path, count: int, mib: int = 1) -> tuple[list, list]:
+    """`count` weights files of `mib` MiB each, mapped: (their paths, their (arrays, map))."""
+    paths, loaded = [], []
+    for i in range(count):
+        path = tmp_path / f"head{i}.npz"
+        path.write_bytes(save_weights({"W": np.full((mib * 1024, 256), i + 1, np.float32)}))
+        paths.append(path)
+        loaded.append(load_weights(path))
+    return paths, loaded
+
+
+def test_the_least_recently_touched_maps_give_their_pages_back_beyond_the_budget(tmp_path):
+    paths, loaded = _heads(tmp_path, 3)
+    resident = ResidentMaps(budget_bytes=int(2.5 * 2**20))
+    for i, (arrays, mapped) in enumerate(loaded):  # what an answer does: touch, then read
+        resident.touch(mapped)
+        assert float(arrays["W"][:, 0].sum()) == (i + 1) * 1024 and arrays["W"].min() == i + 1
+    assert [_rss_kb(p) >= 1000 for p in paths] == [False, True, True]  # the first was dropped
+    assert resident.stats()["dropped"] == 1 and resident.stats()["maps"] == 2
+    arrays, mapped = loaded[0]
+    resident.touch(mapped)  # asked again: its pages come back from the page cache, unchanged
+    assert arrays["W"].min() == arrays["W"].max() == 1
+    assert [_rss_kb(p) >= 1000 for p in paths] == [True, False, True]  # now the second went
+    assert resident.stats() == {"maps": 2, "bytes": sum(m.size for _, m in (loaded[0], loaded[2])), "dropped": 2}
+
+
+def test_a_released_head_leaves_the_bound_and_no_bound_touches_nothing(tmp_path):
+    paths, loaded = _heads(tmp_path, 2)
+    resident = ResidentMaps(budget_bytes=10 * 2**20)
+    for arrays, mapped in loaded:
+        resident.touch(mapped)
+        arrays["W"].sum()
+    assert resident.stats()["maps"] == 2
+    del loaded[0], arrays, mapped
+    gc.collect()
+    assert _maps_of(paths[0]) == 0  # unmapped once its arrays and map are gone ...
+    assert resident.stats()["maps"] == 1  # ... and no longer counted (nor ever advised again)
+    unbounded = ResidentMaps()
+    unbounded.touch(loaded[0][1])
+    assert unbounded.stats() == {"maps": 0, "bytes": 0, "dropped": 0}
+
+
+def test_a_served_head_touches_the_process_bound(tmp_path, monkeypatch):
+    """HeadArtifact.predict_proba, the one way serving runs a head, counts its map in RESIDENT."""
+    from heads.artifact import commit_version, load_version, stage_version
+    from heads.embedding import EmbedderIdentity
+    from heads.manifest import Decision, Manifest
+    from heads.network import DenseHead
+
+    monkeypatch.setattr(mapped_weights, "RESIDENT", ResidentMaps(budget_bytes=1))  # keeps only the newest
+    monkeypatch.setattr("heads.artifact.RESIDENT", mapped_weights.RESIDENT)
+    rng = np.random.default_rng(0)
+    artifacts = []
+    for version in ("v1", "v2"):
+        head = DenseHead((rng.normal(size=(8, 3)).astype(np.float32),), (np.zeros(3, np.float32),), "relu")
+        staging = tmp_path / f"staging-{version}"
+        staging.mkdir()
+        manifest = Manifest(
+            model="intents",
+            version=version,
+            labels=("a", "b", "c"),
+            decision=Decision(0.0),
+            architecture={"type": "mlp", "hidden_layers": [], "activation": "relu", "dropout": 0.0},
+            embedder=EmbedderIdentity("enc@1", "enc", "1", 8),
+        )
+        stage_version(staging, head, manifest)
+        commit_version(staging, tmp_path / version)
+        artifacts.append((load_version(tmp_path / version), head))
+    x = rng.normal(size=(2, 8)).astype(np.float32)
+    for artifact, head in artifacts * 2:
+        assert artifact.weights_map is not None
+        np.testing.assert_array_equal(artifact.predict_proba(x), head.probabilities(x))
+    assert mapped_weights.RESIDENT.stats()["dropped"] == 3  # each answer dropped the other head's pages
