@@ -1,0 +1,53 @@
+"""The re-splits of loadtests/bench_heads.py: what the small demo sets are judged on."""
+
+from __future__ import annotations
+
+import collections
+import csv
+
+import pytest
+
+from heads.data import Dataset
+from loadtests.bench_heads import resplit, resplit_comparison
+
+
+def test_a_resplit_deals_every_pooled_row_once_into_splits_of_the_original_sizes(tmp_path):
+    labels = ["a"] * 40 + ["b"] * 30 + ["oos"] * 10
+    pool = Dataset([f'text {i}, with a comma and "quotes"' for i in range(80)], labels, "pool")
+    sizes = {"train": 56, "validation": 12, "test": 12}
+    paths = resplit(pool, sizes, seed=1000, folder=tmp_path / "r0")
+    rows = {}
+    for split, path in paths.items():
+        with open(path, newline="") as f:
+            rows[split] = [(r["text"], r["label"]) for r in csv.DictReader(f)]
+    dealt = [row for part in rows.values() for row in part]
+    assert sorted(dealt) == sorted(zip(pool.texts, pool.labels))  # each row once, texts intact
+    assert {split: len(part) for split, part in rows.items()} == sizes
+    for split, part in rows.items():  # stratified: each label in proportion
+        counts = collections.Counter(label for _, label in part)
+        for label, total in collections.Counter(labels).items():
+            assert counts[label] == pytest.approx(total * sizes[split] / 80, abs=1)
+    other = resplit(pool, sizes, seed=1001, folder=tmp_path / "r1")
+    assert open(other["test"]).read() != open(paths["test"]).read()  # another seed, another deal
+
+
+def test_the_comparison_pairs_the_default_with_the_baseline_of_the_better_mean():
+    def runs(*scores):
+        return [{"in_scope_accuracy": s, "accuracy": s} for s in scores]
+
+    comparison = resplit_comparison(
+        {
+            "default": runs(0.90, 0.95, 0.92, 0.93),
+            "logistic": runs(0.90, 0.93, 0.92, 0.91),  # mean 0.915: the better baseline
+            "logistic_sentence": runs(0.95, 0.88, 0.90, 0.89),  # mean 0.905, though best on the first
+        }
+    )
+    assert comparison["metric"] == "in_scope_accuracy" and comparison["best_baseline"] == "logistic"
+    assert comparison["difference_mean"] == pytest.approx(0.01)  # (0 + 0.02 + 0 + 0.02) / 4
+    assert comparison["difference_standard_error"] == pytest.approx(0.0058)  # sd 0.01155 / 2, rounded
+    assert comparison["default_ahead_level_behind"] == [2, 2, 0]
+    assert comparison["not_below_best_baseline"] is True
+    behind = resplit_comparison(
+        {"default": runs(0.80, 0.82), "logistic": runs(0.9, 0.9), "logistic_sentence": runs(0.5, 0.5)}
+    )
+    assert behind["difference_mean"] == pytest.approx(-0.09) and behind["not_below_best_baseline"] is False
