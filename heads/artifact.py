@@ -39,6 +39,7 @@ from embedder.features import parse_features, split_embedding_id
 from heads import mapped_weights
 from heads.decision import DecisionRule
 from heads.errors import ArtifactError
+from heads.known_checksums import KnownChecksums
 from heads.layout import MANIFEST, WEIGHTS
 from heads.manifest import Manifest
 from heads.mapped_weights import RESIDENT, MappedFile, load_weights
@@ -144,20 +145,22 @@ def load_version(
     expected_embedder: str | None = None,
     expected_dim: int | None = None,
     verify_reports: bool = True,
+    known_checksums: KnownChecksums | None = None,
 ) -> HeadArtifact:
     """Load and verify a version folder. Raises ArtifactError (naming the folder and the problem)
     for every version that cannot serve: partial, corrupt, unreadable, of an unknown format, with a
     malformed manifest, or bound to another embedder. `verify_reports=False` (a router loading
     thousands of heads) checks that every file is there but the checksum of the weights only:
     the reports (plots, CSVs, about half a version's bytes) are never read while serving, and the
-    registry verified them all when the version was made to serve."""
+    registry verified them all when the version was made to serve. `known_checksums`: the host's
+    record of weights already verified (heads/known_checksums.py), which it then needs not hash."""
     path = Path(path)
     try:
         manifest = Manifest.read(path)
         for name, expected in manifest.files.items():
             if not (path / name).is_file():
                 raise ArtifactError(f"{path}: {name} is missing (partial version)")
-            if (verify_reports or name == WEIGHTS) and sha256_file(path / name) != expected:
+            if (verify_reports or name == WEIGHTS) and not _matches(path / name, expected, known_checksums):
                 raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
         _check_embedder(path, manifest, expected_embedder, expected_dim)
         head, rule, weights_map = _build_head(path, manifest)
@@ -165,6 +168,12 @@ def load_version(
         what = Path(exc.filename).name if exc.filename else "it"
         raise ArtifactError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     return HeadArtifact(manifest.model, manifest.version, path, manifest, head, rule, weights_map)
+
+
+def _matches(file: Path, expected: str, known: KnownChecksums | None) -> bool:
+    if known is not None and file.name == WEIGHTS:
+        return known.matches(file, expected)
+    return sha256_file(file) == expected
 
 
 def _check_embedder(path: Path, manifest: Manifest, expected_embedder: str | None, expected_dim: int | None) -> None:

@@ -27,6 +27,7 @@ from heads import layout, serving_state
 from heads.artifact import HeadArtifact, load_version
 from heads.errors import HeadsError, RegistryError
 from heads.generation import STORE_FILE, GenerationFile
+from heads.known_checksums import KnownChecksums
 from heads.manifest import Manifest
 from heads.names import check_version_name
 from heads.serving_state import ServingState
@@ -157,6 +158,7 @@ class ModelStore:
         expected_embedder: str | None = None,
         expected_dim: int | None = None,
         verify_reports: bool = True,
+        known_checksums: KnownChecksums | None = None,
     ) -> HeadArtifact:
         """The version (default: the serving primary), verified (see load_version)."""
         version = version or self.serving_version(model)
@@ -164,7 +166,11 @@ class ModelStore:
         if not layout.maybe_folder(path):
             raise RegistryError(f"model {model!r} has no version {version!r}")
         artifact = load_version(
-            path, expected_embedder=expected_embedder, expected_dim=expected_dim, verify_reports=verify_reports
+            path,
+            expected_embedder=expected_embedder,
+            expected_dim=expected_dim,
+            verify_reports=verify_reports,
+            known_checksums=known_checksums,
         )
         # The store's folders name the model and version (a version copied to another model, or
         # restored under a new name, answers and is logged under the name it serves as).

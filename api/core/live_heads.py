@@ -22,6 +22,7 @@ from api.errors import Conflict, NotFound
 from heads import layout
 from heads.artifact import HeadArtifact
 from heads.errors import HeadsError
+from heads.known_checksums import KnownChecksums
 from heads.registry import ModelStore
 from heads.serving_state import Candidate, ServingState
 
@@ -67,8 +68,11 @@ REASON_CHARS = 300
 
 
 class LiveHeads:
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, *, known_checksums: KnownChecksums | None = None):
+        """`known_checksums`: the host's record of weights already verified, shared by the
+        router's processes (heads/known_checksums.py); None hashes every head's weights."""
         self.store = store
+        self._known_checksums = known_checksums
         self._serving: dict[str, LoadedServing] = {}
         self._watched: frozenset[str] = frozenset()  # models whose promotion a rollback guard watches
         self._artifacts: dict[tuple[str, str], HeadArtifact] = {}
@@ -117,7 +121,12 @@ class LiveHeads:
     def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
         key = (model, version)
         if key not in cache:
-            cache[key] = self._artifacts.get(key) or self.store.load(model, version, verify_reports=False).for_serving()
+            cache[key] = (
+                self._artifacts.get(key)
+                or self.store.load(
+                    model, version, verify_reports=False, known_checksums=self._known_checksums
+                ).for_serving()
+            )
         return cache[key]
 
     def _build(self, model: str, state: ServingState, cache: dict) -> LoadedServing:

@@ -25,6 +25,8 @@ from api.core.settings import RouterSettings
 from api.core.tenant_heads import TenantHeads
 from embedder.client import EmbedderClient
 from heads import mapped_weights
+from heads.known_checksums import FILE_NAME as KNOWN_CHECKSUMS_FILE
+from heads.known_checksums import KnownChecksums
 from inferencedb.answer_counts import AnswerCounts
 from inferencedb.centroids import CentroidAccumulator
 from inferencedb.database import Database
@@ -99,6 +101,8 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         rescan_interval_s=settings.rescan_interval_s,
         settled_rescan_interval_s=settings.settled_rescan_interval_s,
         settle_s=settings.rescan_settle_s,
+        # per router, like the reload generation: its workers share what they verified
+        known_checksums=KnownChecksums(Path(settings.spool_dir) / KNOWN_CHECKSUMS_FILE),
     )
     heads.refresh()
     embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)

@@ -34,6 +34,7 @@ from api.errors import NotFound
 from heads import layout
 from heads.errors import RegistryError
 from heads.generation import STORE_FILE, GenerationFile
+from heads.known_checksums import KnownChecksums
 from heads.registry import ModelStore
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,16 @@ class TenantHeads:
         rescan_interval_s: float = 30.0,
         settled_rescan_interval_s: float = 300.0,
         settle_s: float = 120.0,
+        known_checksums: KnownChecksums | None = None,
     ):
         """`generation`: the reload generation shared by the router's workers; None for a router
         of one process, whose reload reaches all of it. `rescan_interval_s`: how often a poll scans
         the models although the store's generation did not move, while the store settles (for
         `settle_s` after a scan found a change, start included, and while a model fails to load);
-        `settled_rescan_interval_s` (at least `rescan_interval_s`) once it has settled."""
+        `settled_rescan_interval_s` (at least `rescan_interval_s`) once it has settled.
+        `known_checksums`: the weights the router's processes verified already (heads/known_checksums.py)."""
         self.root = Path(root)
+        self._known_checksums = known_checksums
         self._generation = generation
         self._store_generation = GenerationFile(self.root / STORE_FILE)
         self._scanned_stamp: object = _UNSEEN  # the store generation's stamp before the last scan
@@ -164,7 +168,10 @@ class TenantHeads:
                 found = list(self._tenants)
             else:
                 self._root_error = None
-            tenants = {t: self._tenants.get(t) or LiveHeads(self.store(t)) for t in found}
+            tenants = {
+                t: self._tenants.get(t) or LiveHeads(self.store(t), known_checksums=self._known_checksums)
+                for t in found
+            }
             self._tenants = tenants
         reports = {t: heads.refresh(force=force) for t, heads in tenants.items()}
         with self._lock:  # the poller and an operator's reload may both scan

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from api.web.app import create_app
+from heads.known_checksums import FILE_NAME as KNOWN_CHECKSUMS_FILE
+from heads.known_checksums import KnownChecksums
 from heads.registry import ModelStore
 from inferencedb.database import Database
 from inferencedb.keys import create_key
@@ -129,10 +131,28 @@ def lock_version_folder(root: Path, tenant: str, model: str):
     return "Permission denied", lambda: folder.chmod(0o755)
 
 
+def corrupt_verified_weights(root: Path, tenant: str, model: str):
+    """Weights an earlier run of this router verified (recorded in its spool, beside the store in
+    `stack`), then changed in place: the record must not let them through."""
+    weights = primary_dir(root, tenant, model) / "head.npz"
+    manifest = json.loads((weights.parent / "manifest.json").read_text())
+    assert KnownChecksums(root.parent / "spool" / KNOWN_CHECKSUMS_FILE).matches(weights, manifest["files"]["head.npz"])
+    original = weights.read_bytes()
+    damaged = bytearray(original)
+    middle = len(damaged) // 2  # in the arrays' data
+    damaged[middle : middle + 64] = bytes(64)
+    weights.write_bytes(bytes(damaged))
+    return "does not match its checksum", lambda: weights.write_bytes(original)
+
+
 @pytest.mark.parametrize(
     ("breaks", "tenant", "model"),
-    [(break_manifest, "globex", "support"), (lock_version_folder, "acme", "billing")],
-    ids=["malformed manifest", "unreadable version folder"],
+    [
+        (break_manifest, "globex", "support"),
+        (lock_version_folder, "acme", "billing"),
+        (corrupt_verified_weights, "acme", "intents"),
+    ],
+    ids=["malformed manifest", "unreadable version folder", "weights changed after a run verified them"],
 )
 def test_a_bad_model_is_skipped_reported_and_served_once_repaired(stack, tmp_path, breaks, tenant, model):
     root, env, keys = stack
