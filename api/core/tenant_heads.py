@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -173,7 +174,9 @@ class TenantHeads:
                 for t in found
             }
             self._tenants = tenants
-        reports = {t: heads.refresh(force=force) for t, heads in tenants.items()}
+        # tenants in an order of this process's own, as LiveHeads.refresh does with models
+        refreshed = {t: tenants[t].refresh(force=force) for t in random.sample(list(tenants), len(tenants))}
+        reports = {t: refreshed[t] for t in tenants}
         with self._lock:  # the poller and an operator's reload may both scan
             self._schedule_rescan(reports)
         if any(report.loaded for report in reports.values()):

@@ -11,8 +11,10 @@ from api.core import tenant_heads
 from api.core.live_heads import LiveHeads
 from api.core.tenant_heads import TenantHeads
 from api.errors import NotFound
+from heads import known_checksums
 from heads.config import parse_config
 from heads.errors import ArtifactError
+from heads.known_checksums import KnownChecksums
 from heads.pipeline import train_head
 from heads.registry import ModelStore
 from tests.api.conftest import FAST
@@ -27,6 +29,18 @@ def test_loads_every_serving_model(store):
     assert heads.refresh().loaded == []  # nothing changed: nothing reloaded
     with pytest.raises(NotFound, match="unknown model 'nope'"):
         heads.get("nope")
+
+
+def test_a_worker_starting_after_its_sibling_hashes_no_weights_again(store, tmp_path, monkeypatch):
+    hashed = []
+    real = known_checksums.sha256_file
+    monkeypatch.setattr(known_checksums, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    record = tmp_path / "spool" / known_checksums.FILE_NAME
+    first = LiveHeads(store, known_checksums=KnownChecksums(record))
+    assert len(first.refresh().loaded) == 2 and hashed == ["head.npz", "head.npz"]
+    second = LiveHeads(store, known_checksums=KnownChecksums(record))  # another worker, or its replacement
+    assert len(second.refresh().loaded) == 2 and len(hashed) == 2
+    assert sorted(second.snapshot()) == ["intents", "plain"]
 
 
 def test_a_damaged_report_file_does_not_stop_a_head_from_serving(store):
