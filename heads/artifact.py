@@ -90,10 +90,12 @@ class HeadArtifact:
         return self.manifest.metrics
 
     def for_serving(self) -> HeadArtifact:
-        """This version without its training baseline, which serving never reads (drift reads it
-        from the store): about half of a loaded version's Python objects, at thousands of heads
-        per router process."""
-        return dataclasses.replace(self, manifest=dataclasses.replace(self.manifest, baseline={}))
+        """This version without the records that serving never reads: the training baseline (drift
+        reads it from the store), the training config, the data fingerprints, the code version and
+        the files' checksums (verified by now). At thousands of heads per router process they were
+        most of a loaded version's Python objects."""
+        kept = dataclasses.replace(self.manifest, baseline={}, training_config={}, data={}, code_version=None, files={})
+        return dataclasses.replace(self, manifest=kept)
 
     def predict_proba(self, embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> np.ndarray:
         """float32 [n, classes]. Pass what the caller has: an "mlp" head scores `embeddings`, an

@@ -10,7 +10,10 @@ var/bench-scale/ between runs. One embedder, one PostgreSQL (for the API keys) a
 router serve throughout; for each N a router of 2 gunicorn workers starts on an N-model store,
 and the run reports:
 
-- `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row;
+- `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row, the
+  router's record of verified weights (heads/known_checksums.py) removed first, so that every
+  weights file is hashed; `ready_again_s`: the same for a second start, with the record the first
+  left (a restart, or a worker replaced);
 - memory: PSS of the router's processes (master and workers, smaps_rollup), in total and per
   worker, at ready (idle) and after the latency run, and the extra over the 3-model router;
 - `idle_cores`: the router's CPU time (the scheduler's run time of its threads, which is exact;
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools.processes import GunicornRouter  # noqa: E402
-from heads import layout  # noqa: E402
+from heads import known_checksums, layout  # noqa: E402
 from heads.artifact import new_version_id  # noqa: E402
 from heads.registry import ModelStore  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
@@ -264,6 +267,8 @@ def main() -> int:
                 store = build_store(STATE / "stores" / f"n{n}", n, source, base)
                 models = store.models()
                 progress(f"N={n}: starting the router ...")
+                # a first start: no weights verified yet on this host (heads/known_checksums.py)
+                (STATE / f"spool-n{n}" / known_checksums.FILE_NAME).unlink(missing_ok=True)
                 router, started = start_router(stack, STATE / "stores" / f"n{n}", f"n{n}", args.ready_timeout_s)
                 try:
                     ready_s = wait_all_loaded(router, stack.operator_key, n, started, args.ready_timeout_s)
@@ -291,8 +296,15 @@ def main() -> int:
                     promotion = promotion_seconds(store, router, stack.api_key, models[-1], source)
                 finally:
                     router.stop()
+                progress(f"N={n}: starting the router again ...")
+                router, started = start_router(stack, STATE / "stores" / f"n{n}", f"n{n}", args.ready_timeout_s)
+                try:
+                    ready_again_s = wait_all_loaded(router, stack.operator_key, n, started, args.ready_timeout_s)
+                finally:
+                    router.stop()
                 entry = {
                     "ready_s": round(ready_s, 1),
+                    "ready_again_s": round(ready_again_s, 1),
                     "idle_cores": round(idle_cores, 4),
                     "idle_settling_cores": round(idle_settling_cores, 4),
                     "idle_cores_ticks": round(idle_ticks, 4),

@@ -65,6 +65,9 @@ def test_serving_heads_keep_no_baseline_and_map_their_weights(store):
     heads.refresh()
     primary = heads.get("intents").primary
     assert primary.manifest.baseline == {} and store.baseline("intents", primary.version)["label_distribution"]
+    manifest = primary.manifest
+    assert manifest.training_config == manifest.data == manifest.files == {} and manifest.code_version is None
+    assert manifest.metrics["n_train"] and manifest.labels and manifest.created_at  # what /v1/models shows
     assert all(not w.flags.writeable for w in primary.head.weights)
 
 
