@@ -23,7 +23,9 @@ is 0.7-1.3 points. For every dataset whose test split has fewer than RESPLIT_BEL
 rows, the default and the two baselines are also trained on --resplits re-splits of the pooled
 rows (train + validation + test, stratified, each split its original size, a seed per re-split):
 the mean of each, and the mean paired difference between the default and the baseline with the
-better mean, with its standard error, go in the dataset's line under "resplits".
+better mean, with its standard error, go in the dataset's line under "resplits", with the ECE
+of the default's calibrated probabilities on the re-splits' test rows taken together (their
+reliability bins summed: ten times the rows of one test split, so a floor a third as high).
 The last line of output is one JSON object with every dataset.
 """
 
@@ -37,6 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +185,30 @@ def resplit_comparison(runs: dict[str, list[dict]]) -> dict:
     }
 
 
+def pooled_calibration(versions: list[Path]) -> dict:
+    """The ECE after calibration over the test rows of every version in `versions`, from the
+    reliability bins each wrote (calibration.json), and the floor a perfectly calibrated head
+    would read on as many rows: each bin's rows drawn right with its mean confidence (a little
+    above the exact floor, which draws each row with its own)."""
+    rows = confidence = correct = 0.0
+    for version in versions:
+        table = json.loads((version / "calibration.json").read_text())["bins"]["test"]["after"]
+        counts = np.array([b["rows"] for b in table], float)
+        rows = rows + counts
+        # an empty bin's mean is null (nan before it is written): it adds nothing
+        confidence = confidence + np.nan_to_num(np.array([b["confidence"] for b in table], float)) * counts
+        correct = correct + np.nan_to_num(np.array([b["accuracy"] for b in table], float)) * counts
+    total = rows.sum()
+    mean_confidence = np.divide(confidence, rows, out=np.zeros_like(rows), where=rows > 0)
+    draws = np.random.default_rng(0).binomial(rows.astype(int), mean_confidence, size=(2000, len(rows)))
+    floor = np.median(np.abs(draws - confidence).sum(axis=1) / total)
+    return {
+        "test_rows": int(total),
+        "ece_after": round(float(np.abs(correct - confidence).sum() / total), 4),
+        "ece_floor": round(float(floor), 4),
+    }
+
+
 def run_resplits(name: str, count: int, seed: int, store: ModelStore, embedder, folder: Path) -> dict:
     """`resplit_comparison` over `count` re-splits of the dataset's pooled rows."""
     paths = DATASETS[name]
@@ -202,7 +229,8 @@ def run_resplits(name: str, count: int, seed: int, store: ModelStore, embedder, 
             runs[head].append(result)
         shown = {head: results[-1][primary_metric(results[-1])] for head, results in runs.items()}
         print(f"{name} re-split {r}: {json.dumps(shown)}", file=sys.stderr, flush=True)
-    return resplit_comparison(runs)
+    calibration = pooled_calibration([Path(result["path"]) for result in runs["default"]])
+    return {**resplit_comparison(runs), "default_calibration_pooled": calibration}
 
 
 def main() -> int:

@@ -6,8 +6,8 @@
 Every head is a copy of the load test's CLINC150 head (`lt-intents`, 151 intents, trained once
 by loadtests/stack.py) under its own name, each with its own weights file (so that memory counts
 what N distinct heads would cost; the version's reports are hard links). The stores are kept in
-var/bench-scale/ between runs. One embedder, one PostgreSQL (for the API keys) and a 3-model
-router serve throughout; for each N a router of 2 gunicorn workers starts on an N-model store,
+var/bench-scale/ between runs. One embedder, one PostgreSQL (for the API keys and the answers:
+a new, empty one each run, see below) and a 3-model router serve throughout; for each N a router of 2 gunicorn workers starts on an N-model store,
 and the run reports:
 
 - `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row, the
@@ -21,10 +21,11 @@ and the run reports:
   over --idle-s seconds without traffic, per second, once
   the store has settled (from --settle-s after ready: the router's API_RESCAN_SETTLE_S counts from
   the scan that loaded the heads, after which it scans the store every 5 minutes instead of every
-  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. Either
-  window can hold the drift monitor's first run (30 s after the start) when the database holds
-  answers of the last hour for these models, from an earlier run: the manifests of 10,000
-  versions read once, about 4 s of CPU;
+  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. With
+  --kept-database (the load test's own PostgreSQL) any window can hold the drift monitor's work
+  on the answers earlier runs left in the last hour: 10,000 manifests read (their 1,152-float
+  centroids parsed from JSON) and PostgreSQL compressing the minute's 9 KB centroid rows, which
+  a profile during the warm-up of the third run in an hour showed as most of the CPU;
 - latency: --requests single-text predictions, one at a time over keep-alive connections, each to
   a random model, the texts already in the embedder's cache (so the router is what is measured),
   sent alternately to the N-model and the 3-model router in blocks of 20, p50 and p99 of each.
@@ -39,6 +40,7 @@ Prints the CPU's vector flags; the last line of output is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -60,7 +62,7 @@ from heads.artifact import new_version_id  # noqa: E402
 from heads.registry import ModelStore  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
 from loadtests.procfs import memory_of, proc_cpu_seconds, proc_run_seconds  # noqa: E402
-from loadtests.stack import BASE_MODEL, TENANT, Stack  # noqa: E402
+from loadtests.stack import BASE_MODEL, TENANT, Stack, empty_database  # noqa: E402
 
 STATE = ROOT / "var" / "bench-scale"
 TEXTS = ["what is my account balance", "book a table for two tonight", "play some jazz", "cancel my order"]
@@ -241,13 +243,21 @@ def main() -> int:
         help="from ready until the settled idle window (API_RESCAN_SETTLE_S + 5)",
     )
     parser.add_argument("--ready-timeout-s", type=float, default=600.0)
+    parser.add_argument(
+        "--kept-database",
+        action="store_true",
+        help="the load test's own PostgreSQL, with earlier runs' answers, instead of a new, empty one",
+    )
     args = parser.parse_args()
 
     flags = cpu_flags()
     print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
     STATE.mkdir(parents=True, exist_ok=True)
     results: dict = {"cpu_flags": flags, "cores": os.cpu_count(), "requests": args.requests, "sizes": {}}
-    with Stack() as stack:  # PostgreSQL for the keys, the embedder, and lt-intents
+    with contextlib.ExitStack() as cleanup:
+        dsn = "" if args.kept_database else cleanup.enter_context(empty_database("pg-bench-scale"))
+        # PostgreSQL for the keys and the answers, the embedder, and lt-intents
+        stack = cleanup.enter_context(Stack(database_url=dsn))
         base = stack.store.serving_version(BASE_MODEL)
         source = stack.store.version_dir(BASE_MODEL, base)
         progress("building the 3-model store ...")

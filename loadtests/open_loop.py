@@ -48,11 +48,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.postgres_local import LocalPostgres  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
 from loadtests.generator import PhraseGenerator, vocabulary  # noqa: E402
 from loadtests.procfs import proc_cpu_seconds, self_cpu_seconds  # noqa: E402
-from loadtests.stack import BASE, Stack  # noqa: E402
+from loadtests.stack import Stack, empty_database  # noqa: E402
 
 VOCABULARY = 5000
 WARM_CHUNK = 64
@@ -250,23 +249,6 @@ def balanced_share(worker_cpu_s: list[float]) -> float:
     return min(worker_cpu_s) * len(worker_cpu_s) / total if total > 0 else 0.0
 
 
-@contextlib.contextmanager
-def empty_database():
-    """The DSN of a new PostgreSQL, deleted after the session. The load test's own keeps every
-    earlier run's rows (millions on a developer's machine), and autovacuum of the day's partition
-    (and, until the drift monitor read per-minute answer counts, its scans of the last hour) grow
-    with them on the 2 cores the router uses: runs of one build gave p99 of 35-483 ms there (405
-    and 483 with autovacuum of a 3.2-million-row partition or the drift scan in the run), 25-88 ms
-    on an empty database. A fresh clone starts empty too; in a deployment the database has cores
-    of its own."""
-    server = LocalPostgres(BASE / "pg-open-loop")
-    server.destroy()  # what a killed run left
-    try:
-        yield server.start()
-    finally:
-        server.destroy()
-
-
 async def warm_cache(client: Client) -> int:
     """Every phrase of the vocabulary once through the router, in batch requests."""
     phrases = list(vocabulary(VOCABULARY))
@@ -335,7 +317,7 @@ def main() -> int:
     flags = cpu_flags()
     print(f"cpu flags: {' '.join(flags) or 'none of the vector flags'}; {os.cpu_count()} cores", flush=True)
     with contextlib.ExitStack() as cleanup:
-        dsn = "" if args.kept_database else cleanup.enter_context(empty_database())
+        dsn = "" if args.kept_database else cleanup.enter_context(empty_database("pg-open-loop"))
         stack = cleanup.enter_context(Stack(models=args.models, database_url=dsn))
         stack.start_router(args.workers, args.threads)
         runs = asyncio.run(session(stack, args))

@@ -396,5 +396,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def empty_database(name: str):
+    """The DSN of a new PostgreSQL, deleted after the session. The load test's own keeps every
+    earlier run's rows (millions on a developer's machine), and autovacuum of the day's partition
+    (and, until the drift monitor read per-minute answer counts, its scans of the last hour) grow
+    with them on the 2 cores the router uses: runs of one build gave p99 of 35-483 ms there (405
+    and 483 with autovacuum of a 3.2-million-row partition or the drift scan in the run), 25-88 ms
+    on an empty database. A fresh clone starts empty too; in a deployment the database has cores
+    of its own. `name`: its folder under var/loadtest (one per benchmark, so two never share one)."""
+    from devtools.postgres_local import LocalPostgres
+
+    server = LocalPostgres(BASE / name)
+    server.destroy()  # what a killed run left
+    try:
+        yield server.start()
+    finally:
+        server.destroy()
+
+
 if __name__ == "__main__":
     sys.exit(main())
