@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 
+import numpy as np
 import pytest
 
+from heads.calibration import expected_calibration_error, reliability_bins
 from heads.data import Dataset
-from loadtests.bench_heads import resplit, resplit_comparison
+from loadtests.bench_heads import pooled_calibration, resplit, resplit_comparison
 
 
 def test_a_resplit_deals_every_pooled_row_once_into_splits_of_the_original_sizes(tmp_path):
@@ -51,3 +54,22 @@ def test_the_comparison_pairs_the_default_with_the_baseline_of_the_better_mean()
         {"default": runs(0.80, 0.82), "logistic": runs(0.9, 0.9), "logistic_sentence": runs(0.5, 0.5)}
     )
     assert behind["difference_mean"] == pytest.approx(-0.09) and behind["not_below_best_baseline"] is False
+
+
+def test_the_pooled_ece_is_the_ece_of_every_test_row_taken_together(tmp_path):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=3.0, size=(300, 5))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(5, p=p) if i % 3 else 0 for i, p in enumerate(probs)])  # calibrated, then not
+    versions = []
+    for part in (slice(0, 100), slice(100, 300)):
+        version = tmp_path / f"v{part.start}"
+        version.mkdir()
+        bins = [b.__dict__ for b in reliability_bins(probs[part], y[part])]
+        (version / "calibration.json").write_text(json.dumps({"bins": {"test": {"after": bins}}}))
+        versions.append(version)
+    pooled = pooled_calibration(versions)
+    assert pooled["test_rows"] == 300
+    assert pooled["ece_after"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
+    assert 0 < pooled["ece_floor"] < pooled["ece_after"]
+    assert pooled_calibration(versions[:1])["ece_floor"] > pooled["ece_floor"]  # fewer rows, higher floor
