@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import logging
 import mmap
 import os
 import struct
@@ -46,6 +47,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # a zip member's local file header
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -108,6 +111,7 @@ class ResidentMaps:
         self._maps: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()  # address -> (the MappedFile, size)
         self._bytes = 0
         self._dropped = 0
+        self._warned = False
         self._lock = threading.RLock()  # a weakref callback may run inside `touch` (a collection)
 
     def touch(self, mapped: MappedFile) -> None:
@@ -126,9 +130,16 @@ class ResidentMaps:
                 address, (oldest, size) = self._maps.popitem(last=False)
                 self._bytes -= size
                 victim = oldest()  # alive while held here: its map cannot go away under madvise
-                if victim is not None:
+                if victim is None:
+                    continue
+                try:
                     victim.drop_pages()
-                    self._dropped += 1
+                except OSError as exc:  # the pages stay: memory, never an answer, pays for it
+                    if not self._warned:
+                        self._warned = True
+                        log.warning("cannot give mapped head weights back (%s); they stay in memory", exc)
+                    continue
+                self._dropped += 1
 
     def _remove(self, address: int) -> None:
         _, size = self._maps.pop(address)

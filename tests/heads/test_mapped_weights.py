@@ -191,3 +191,18 @@ def test_giving_pages_back_keeps_the_gil():
     import ctypes
 
     assert mapped_weights._madvise._flags_ & ctypes._FUNCFLAG_PYTHONAPI  # PyDLL: the GIL is kept
+
+
+def test_pages_that_cannot_be_given_back_cost_memory_not_an_answer(tmp_path, monkeypatch, caplog):
+    _, loaded = _heads(tmp_path, 3)
+
+    def refused(self):
+        raise OSError(22, "madvise: Invalid argument")
+
+    monkeypatch.setattr(mapped_weights.MappedFile, "drop_pages", refused)
+    resident = ResidentMaps(budget_bytes=2**20)
+    for arrays, mapped in loaded * 2:
+        resident.touch(mapped)  # never raises
+        assert arrays["W"].sum() > 0
+    assert resident.stats()["dropped"] == 0 and resident.stats()["maps"] == 1
+    assert caplog.text.count("cannot give mapped head weights back") == 1  # said once
