@@ -30,6 +30,7 @@ HEADS_FOR_SERVING = {
     "heads.generation",
     "heads.artifact",
     "heads.mapped_weights",
+    "heads.known_checksums",  # the weights a host verified, read by the loader above
     "heads.manifest",
     "heads.serving_state",
     "heads.rollback_guard",  # the automatic rollback's policy and verdict (api/core/auto_rollback.py)
