@@ -45,6 +45,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from heads.calibration import ece_noise_floor  # noqa: E402
 from heads.config import parse_config  # noqa: E402
 from heads.data import Dataset, concatenate, read_file  # noqa: E402
 from heads.embedding import LocalEmbedder  # noqa: E402
@@ -188,8 +189,8 @@ def resplit_comparison(runs: dict[str, list[dict]]) -> dict:
 def pooled_calibration(versions: list[Path]) -> dict:
     """The ECE after calibration over the test rows of every version in `versions`, from the
     reliability bins each wrote (calibration.json), and the floor a perfectly calibrated head
-    would read on as many rows: each bin's rows drawn right with its mean confidence (a little
-    above the exact floor, which draws each row with its own)."""
+    would read on as many rows (heads/calibration.py `ece_noise_floor`, each row given its bin's
+    mean confidence: a little above the exact floor, which draws each row with its own)."""
     rows = confidence = correct = 0.0
     for version in versions:
         table = json.loads((version / "calibration.json").read_text())["bins"]["test"]["after"]
@@ -200,8 +201,7 @@ def pooled_calibration(versions: list[Path]) -> dict:
         correct = correct + np.nan_to_num(np.array([b["accuracy"] for b in table], float)) * counts
     total = rows.sum()
     mean_confidence = np.divide(confidence, rows, out=np.zeros_like(rows), where=rows > 0)
-    draws = np.random.default_rng(0).binomial(rows.astype(int), mean_confidence, size=(2000, len(rows)))
-    floor = np.median(np.abs(draws - confidence).sum(axis=1) / total)
+    floor = ece_noise_floor(np.repeat(mean_confidence, rows.astype(int))[:, None])
     return {
         "test_rows": int(total),
         "ece_after": round(float(np.abs(correct - confidence).sum() / total), 4),
