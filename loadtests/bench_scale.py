@@ -7,8 +7,8 @@ Every head is a copy of the load test's CLINC150 head (`lt-intents`, 151 intents
 by loadtests/stack.py) under its own name, each with its own weights file (so that memory counts
 what N distinct heads would cost; the version's reports are hard links). The stores are kept in
 var/bench-scale/ between runs. One embedder, one PostgreSQL (for the API keys and the answers:
-a new, empty one each run, see below) and a 3-model router serve throughout; for each N a router of 2 gunicorn workers starts on an N-model store,
-and the run reports:
+a new, empty one each run, see below) and a 3-model router serve throughout; for each N a router
+of 2 gunicorn workers starts on an N-model store, and the run reports:
 
 - `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row, the
   router's record of verified weights (heads/known_checksums.py) removed first, so that every
