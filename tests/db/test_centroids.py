@@ -80,6 +80,28 @@ def test_the_sums_reach_postgresql_exactly(db):
         assert decoded.dtype == np.float64 and np.array_equal(decoded, total)
 
 
+def test_the_sums_are_stored_without_a_compression_attempt(db):
+    """Migration 0011: sums of embeddings do not compress, and trying cost PostgreSQL about half of
+    each row's write."""
+    database = Database(db)
+    accumulator = centroids.CentroidAccumulator(database)
+    accumulator.add("acme", "wide", "v1", np.random.default_rng(8).standard_normal((2, 1152)).astype(np.float32))
+    assert accumulator.flush(force=True) == 1
+    database.close()
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'embedding_centroids'::regclass"
+            " AND attname = 'vector_sum'"
+        )
+        assert cur.fetchone() == ("e",)  # EXTERNAL: out of line, never compressed
+        cur.execute(
+            "SELECT pg_column_size(vector_sum), pg_column_compression(vector_sum) FROM embedding_centroids"
+            " WHERE tenant = 'acme' AND model = 'wide'"
+        )
+        size, compression = cur.fetchone()
+        assert compression is None and size >= 1152 * 8  # stored whole, as written
+
+
 def test_only_a_one_dimensional_double_array_decodes():
     two_dimensions = struct.pack("!iiiiiii", 2, 0, 701, 1, 1, 1, 1)
     integers = struct.pack("!iiiii", 1, 0, 23, 1, 1) + struct.pack("!ii", 4, 7)
