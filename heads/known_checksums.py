@@ -49,7 +49,9 @@ class KnownChecksums:
         stat = os.stat(file)  # before hashing: a change while it is read leaves a key that never matches again
         key = _key(stat, expected)
         with self._lock:
-            self._read_new_lines()
+            if key in self._known:  # no I/O: what this process read or wrote before
+                return True
+            self._read_new_lines()  # what other processes recorded since
             if key in self._known:
                 return True
         if sha256_file(file) != expected:

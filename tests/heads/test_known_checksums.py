@@ -91,3 +91,22 @@ def test_processes_share_the_record_as_they_go_and_an_unwritable_one_means_hashi
     assert nowhere.matches(heads[0], sums[0]) and nowhere.matches(heads[0], sums[0])
     assert hashed == ["h0.npz"] * 2
     assert KnownChecksums(blocked / "verified-weights").matches(heads[0], sums[0]) and hashed == ["h0.npz"] * 3
+
+
+def test_a_file_this_process_knows_costs_no_read_of_the_record(tmp_path, hashed, monkeypatch):
+    heads = [tmp_path / f"h{i}.npz" for i in range(3)]
+    sums = [_weights(h, float(i)) for i, h in enumerate(heads)]
+    record = tmp_path / "verified-weights"
+    assert all(KnownChecksums(record).matches(h, s) for h, s in zip(heads, sums))
+    reads = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        reads.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(known_checksums, "open", counting_open, raising=False)
+    restarted = KnownChecksums(record)
+    for _ in range(3):  # a restart reloading 3 heads, then two reloads of them
+        assert all(restarted.matches(h, s) for h, s in zip(heads, sums))
+    assert reads == ["verified-weights"] and hashed == ["h0.npz", "h1.npz", "h2.npz"]
