@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-heads bench-central loadtest loadtest-open clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-forward bench-heads bench-central loadtest loadtest-open clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -56,13 +56,13 @@ $(BENCH_ST_VENV)/.installed: env/bench-st.txt
 	touch $@
 
 bench-embedder: setup $(BENCH_ST_VENV)/.installed
-	$(PY) loadtests/bench_embedder.py
+	$(PY) loadtests/bench_embedder.py $(ARGS)
 
 bench-precision: setup
-	$(PY) loadtests/bench_precision.py
+	$(PY) loadtests/bench_precision.py $(ARGS)
 
 bench-scale: setup
-	$(PY) loadtests/bench_scale.py
+	$(PY) loadtests/bench_scale.py $(ARGS)
 
 # One /metrics render and the first answer's metrics at N = 1,000 and 10,000 models (2 workers' files)
 bench-metrics: setup
@@ -75,6 +75,10 @@ bench-drift: setup
 # The router's CPU per request in process (real app, PostgreSQL and embedder; no HTTP server), median of rounds
 bench-router: setup
 	$(PY) loadtests/bench_router.py $(ARGS)
+
+# A head's forward pass with its weights row-major against column-major, cold and warm in the CPU caches
+bench-forward: setup
+	$(PY) loadtests/bench_forward.py $(ARGS)
 
 # The default head (model selection + calibration) against logistic regression on CLINC150 (full,
 # imbalanced, small), SNIPS and the demo sets, seeds 13 14 15; e.g. ARGS="--datasets snips --seeds 13"

@@ -85,7 +85,7 @@ class DenseHead:
         (heads/mapped_weights.py), and a single text's `x @ W` then runs as dot products over
         contiguous columns. With the weights out of the CPU caches, as they are for most answers
         of a router with many heads, that took 113-124 us against 159-169 us for row-major
-        [1152, 256] float32 weights (`loadtests/bench_forward.py`). Either order loads and serves."""
+        [1152, 256] float32 weights (`make bench-forward`). Either order loads and serves."""
         out = {}
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             out[f"W{i}"], out[f"b{i}"] = np.asfortranarray(w), b

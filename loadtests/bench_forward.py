@@ -1,5 +1,6 @@
 """A head's forward pass with its weights stored row-major against column-major (Fortran) order.
 
+    make bench-forward
     .venv/bin/python loadtests/bench_forward.py [--heads 256] [--rounds 7]
 
 Heads shaped like the default one (layers-4-6 features: 1,152 inputs, one hidden layer of 256,
