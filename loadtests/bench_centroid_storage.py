@@ -41,7 +41,7 @@ STORAGES = ("EXTENDED", "EXTERNAL")  # PostgreSQL's default for arrays; migratio
 def copy_data(rows: int, dim: int) -> bytes:
     rng = np.random.default_rng(13)
     items = [(("bench", f"model-{i:05d}", "v1"), (7, rng.standard_normal(dim) * 7)) for i in range(rows)]
-    bucket = dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc)
+    bucket = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
     # the bytes the router's flush sends (its database is not needed to encode them)
     return CentroidAccumulator(database=None)._copy_data(bucket, items)
 
