@@ -25,6 +25,7 @@ already in a store keeps loading.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,12 @@ def embedder_to_dict(identity: EmbedderIdentity | None) -> dict | None:
     return {"dim": identity.dim, "model_id": identity.model_id, "name": identity.name, "version": identity.version}
 
 
+@functools.lru_cache(maxsize=1024)
+def _plain_file_name(name: str) -> bool:
+    # Cached: every version lists the same few names, and a router checks thousands of manifests.
+    return Path(name).name == name
+
+
 def _check_shape(raw: object, path: Path) -> None:
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: {MANIFEST} is not a JSON object")
@@ -166,7 +173,7 @@ def _check_shape(raw: object, path: Path) -> None:
         raise ArtifactError(f"{path}: {MANIFEST}: every label must be a string")
     if not isinstance(raw["decision"].get("reject_label"), str | None):
         raise ArtifactError(f"{path}: {MANIFEST}: the reject label must be a string or null")
-    if any(not isinstance(name, str) or Path(name).name != name for name in raw["files"]):
+    if any(not isinstance(name, str) or not _plain_file_name(name) for name in raw["files"]):
         raise ArtifactError(f"{path}: {MANIFEST}: every checksummed file must be a plain file name")
     if WEIGHTS not in raw["files"]:
         raise ArtifactError(f"{path}: the manifest lists no {WEIGHTS}")

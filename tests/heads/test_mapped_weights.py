@@ -206,3 +206,35 @@ def test_pages_that_cannot_be_given_back_cost_memory_not_an_answer(tmp_path, mon
         assert arrays["W"].sum() > 0
     assert resident.stats()["dropped"] == 0 and resident.stats()["maps"] == 1
     assert caplog.text.count("cannot give mapped head weights back") == 1  # said once
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), None])
+def test_array_headers_read_as_numpy_reads_them(version):
+    """The header pattern (mapped_weights._read_header) against numpy's own reader, for every kind
+    of header numpy writes: plain ones take the pattern, the rest go to numpy."""
+    arrays = [
+        np.zeros((1152, 256), np.float32),
+        np.asfortranarray(np.zeros((1152, 256), np.float32)),
+        np.zeros(256, np.float32),
+        np.zeros((), np.float64),
+        np.zeros((0, 3), ">i8"),
+        np.zeros((2, 3, 4), np.uint8),
+        np.zeros(5, np.bool_),
+        np.zeros(4, np.complex128),
+        np.array(["a", "bc"]),  # '<U2': numpy's reader
+        np.zeros(3, [("length", ">i4"), ("value", ">f8")]),  # a structured dtype: numpy's reader
+    ]
+    for array in arrays:
+        npy = io.BytesIO()
+        np.lib.format.write_array(npy, array, version=version)
+        npy.seek(0)
+        found = np.lib.format.read_magic(npy)
+        header = mapped_weights._read_header(npy, found)
+        data_at = npy.tell()
+        npy.seek(0)
+        np.lib.format.read_magic(npy)
+        reader = np.lib.format.read_array_header_1_0 if found == (1, 0) else np.lib.format.read_array_header_2_0
+        assert header == reader(npy) and data_at == npy.tell(), array.dtype
+        text = npy.getvalue()[8 + (2 if found == (1, 0) else 4) : data_at]
+        plain = mapped_weights._PLAIN_HEADER.fullmatch(text) is not None
+        assert plain == (array.dtype.kind in "fiubc" and array.dtype.names is None), text
