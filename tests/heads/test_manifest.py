@@ -105,3 +105,25 @@ def test_an_absent_or_unparsable_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
         Manifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_bytes(b'{"model": "\xff"}')
+    with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
+        Manifest.read(tmp_path)
+
+
+def test_what_only_the_standard_library_parses_still_reads(tmp_path):
+    # manifest.write emits NaN and Infinity for such metrics; orjson refuses them, the fallback reads them
+    metrics = {"accuracy": float("nan"), "ratio": float("inf")}
+    write(tmp_path / "v", {**CURRENT, "metrics": metrics})
+    assert "NaN" in (tmp_path / "v" / "manifest.json").read_text()
+    read = Manifest.read(tmp_path / "v").metrics
+    assert read["accuracy"] != read["accuracy"] and read["ratio"] == float("inf")
+
+
+def test_a_large_manifest_reads_as_the_standard_library_reads_it(tmp_path):
+    # the parser of thousands of manifests at a router's start must agree with json on every value
+    centroid = [(-1) ** i * (i + 0.1) / 7e3 for i in range(1152)]
+    raw = {**CURRENT, "baseline": {**CURRENT["baseline"], "centroid": centroid}, "labels": ["é", "\u2603", "a\\b"]}
+    text = write(tmp_path / "v", raw)
+    manifest = Manifest.read(tmp_path / "v")
+    assert manifest.to_dict() == json.loads(text)
+    assert manifest.baseline["centroid"] == centroid
