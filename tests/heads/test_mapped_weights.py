@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import struct
 import subprocess
 import sys
 import zipfile
@@ -53,6 +54,67 @@ def test_files_that_cannot_be_mapped_are_read_as_before(tmp_path):
     for path in (compressed, unaligned):
         arrays, mapped = load_weights(path)
         assert not mapped and arrays["W"].sum() == 6 and arrays["W"].flags.writeable
+
+
+def _zipfile_layout(path) -> dict[str, int]:
+    """Each member's data offset as the standard library's zipfile finds it (the reference)."""
+    out = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            f.seek(info.header_offset + 26)
+            name_length, extra_length = struct.unpack("<HH", f.read(4))
+            out[info.filename.removesuffix(".npy")] = info.header_offset + 30 + name_length + extra_length
+    return out
+
+
+def test_the_zip_directory_reads_as_zipfile_reads_it(tmp_path):
+    """mapped_weights reads the zip records itself: every member, at the offset zipfile finds,
+    and anything np.savez does not write goes to np.load."""
+    arrays = {"W0": np.random.rand(40, 8).astype(np.float32), "b0": np.arange(8, dtype=np.float32)}
+    arrays["W1"] = np.asfortranarray(np.random.rand(8, 3))
+    arrays["é"] = np.arange(3, dtype=np.int64)  # a name that is not ASCII (the UTF-8 flag)
+    ours, numpys = tmp_path / "ours.npz", tmp_path / "numpys.npz"
+    ours.write_bytes(save_weights(arrays))
+    np.savez(numpys, ab=np.ones((16, 4), np.float32), cd=np.zeros(4, np.float32))  # two-letter names: aligned
+    for path in (ours, numpys):
+        with open(path, "rb") as f:
+            layout = mapped_weights._member_layout(f.fileno(), os.fstat(f.fileno()).st_size)
+        reference = _zipfile_layout(path)
+        assert set(layout) == set(reference)
+        with np.load(path) as expected:
+            for name, (offset, dtype, shape, fortran) in layout.items():
+                npy_header_length = offset - reference[name]
+                assert 64 <= npy_header_length <= 256 and offset % dtype.itemsize == 0
+                assert dtype == expected[name].dtype and shape == expected[name].shape
+                assert fortran == (expected[name].flags.f_contiguous and expected[name].ndim > 1)
+        loaded, mapped = load_weights(path)
+        assert mapped is not None
+        with np.load(path) as expected:
+            assert all(np.array_equal(loaded[k], expected[k]) for k in expected.files)
+
+    # an archive comment, a member that is not an array, a member whose data is cut short
+    commented, other, short = tmp_path / "commented.npz", tmp_path / "other.npz", tmp_path / "short.npz"
+    commented.write_bytes(save_weights(arrays))
+    with zipfile.ZipFile(commented, "a") as archive:
+        archive.comment = b"made by hand"
+    other.write_bytes(save_weights(arrays))
+    with zipfile.ZipFile(other, "a") as archive:
+        archive.writestr("README.txt", "not an array")
+    for path in (commented, other):
+        with open(path, "rb") as f:
+            assert mapped_weights._member_layout(f.fileno(), os.fstat(f.fileno()).st_size) is None
+    loaded, mapped = load_weights(commented)
+    assert mapped is None and np.array_equal(loaded["W0"], arrays["W0"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # a header promising 1,000 floats, 40 bytes of them
+        npy = io.BytesIO()
+        np.lib.format.write_array(npy, np.zeros(1000, np.float32))
+        archive.writestr("W.npy", npy.getvalue()[:168])
+    short.write_bytes(buffer.getvalue())
+    with open(short, "rb") as f:
+        assert mapped_weights._member_layout(f.fileno(), os.fstat(f.fileno()).st_size) is None
+    with pytest.raises(ValueError):
+        load_weights(short)  # numpy's own error
 
 
 def test_a_damaged_file_is_an_error_from_numpy_not_a_crash(tmp_path):
