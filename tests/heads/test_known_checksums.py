@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -32,6 +33,14 @@ def hashed(monkeypatch):
 def _weights(path, value: float):
     path.write_bytes(save_weights({"W": np.full((64, 8), value, np.float32)}))
     return sha256_file(path)
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 18) - 1, 1 << 18, (1 << 20) + 7])
+def test_a_file_hashes_as_its_bytes_do(tmp_path, size):
+    # sha256_file reads through a reused buffer: every size around its length hashes whole
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
 
 
 def test_a_file_is_hashed_once_per_host_and_again_once_it_changes(tmp_path, hashed):
