@@ -193,7 +193,7 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], MappedFile | None]:
 # The zip records read here (APPNOTE.TXT 4.3.12, 4.3.16), as np.savez and save_weights write them:
 _END = struct.Struct("<4s4H2LH")  # end of central directory: disks, entries, directory size and offset, comment
 _CENTRAL = struct.Struct("<4s6H3L5H2L")  # a member's central directory header
-_NPY_PREFIX = 4096  # read at a member's data: the .npy magic and header (numpy pads it to 64-byte multiples)
+_NPY_PREFIX = 4096  # read at a member's data: the .npy magic and header (a longer header goes to np.load)
 
 
 def _member_layout(fd: int, size: int) -> dict[str, tuple[int, np.dtype, tuple, bool]] | None:

@@ -105,6 +105,11 @@ def test_the_zip_directory_reads_as_zipfile_reads_it(tmp_path):
             assert mapped_weights._member_layout(f.fileno(), os.fstat(f.fileno()).st_size) is None
     loaded, mapped = load_weights(commented)
     assert mapped is None and np.array_equal(loaded["W0"], arrays["W0"])
+    long_header = tmp_path / "long_header.npz"  # a .npy header beyond the bytes read for it
+    fields = np.zeros(2, dtype=[(f"field_{i}", "<f4") for i in range(400)])
+    long_header.write_bytes(save_weights({"W": arrays["W0"], "fields": fields}))
+    loaded, mapped = load_weights(long_header)
+    assert mapped is None and np.array_equal(loaded["fields"], fields)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:  # a header promising 1,000 floats, 40 bytes of them
         npy = io.BytesIO()
