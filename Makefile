@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-forward bench-heads bench-central loadtest loadtest-open clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-forward bench-head-loading bench-heads bench-central loadtest loadtest-open clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -79,6 +79,10 @@ bench-router: setup
 # A head's forward pass with its weights row-major against column-major, cold and warm in the CPU caches
 bench-forward: setup
 	$(PY) loadtests/bench_forward.py $(ARGS)
+
+# One process loading every head of bench-scale's 10,000-head store (run make bench-scale first)
+bench-head-loading: setup
+	$(PY) loadtests/bench_head_loading.py $(ARGS)
 
 # The default head (model selection + calibration) against logistic regression on CLINC150 (full,
 # imbalanced, small), SNIPS and the demo sets, seeds 13 14 15; e.g. ARGS="--datasets snips --seeds 13"
