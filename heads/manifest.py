@@ -157,7 +157,7 @@ def _parse(data: bytes) -> object:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        return json.loads(data.decode("utf-8"))  # strict UTF-8 as read_text() was: no BOM, no surrogates
 
 
 def embedder_to_dict(identity: EmbedderIdentity | None) -> dict | None:

@@ -193,14 +193,17 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], MappedFile | None]:
 # The zip records read here (APPNOTE.TXT 4.3.12, 4.3.16), as np.savez and save_weights write them:
 _END = struct.Struct("<4s4H2LH")  # end of central directory: disks, entries, directory size and offset, comment
 _CENTRAL = struct.Struct("<4s6H3L5H2L")  # a member's central directory header
+_ZIP64 = (0xFFFF, 0xFFFFFFFF)  # a count, size or offset whose value is in a ZIP64 record instead
 _NPY_PREFIX = 4096  # read at a member's data: the .npy magic and header (a longer header goes to np.load)
 
 
 def _member_layout(fd: int, size: int) -> dict[str, tuple[int, np.dtype, tuple, bool]] | None:
     """Where each array's data starts in the file, or None when one of them cannot be mapped or
-    the archive is of a kind np.savez does not write (a comment, ZIP64, several disks: np.load
-    reads those). The zip directory is read here rather than with `zipfile`, whose archive and
-    member objects took a tenth of the time to load 10,000 heads: a few reads of one descriptor."""
+    the archive is not laid out as np.savez and save_weights lay it out (an archive comment,
+    ZIP64 counts, sizes or offsets, several disks, a directory whose records and count disagree:
+    np.load reads those). The zip directory is read here rather than with `zipfile`, whose
+    archive and member objects took a tenth of the time to load 10,000 heads: a few reads of
+    one descriptor. Each member must lie between the start of the file and the directory."""
     end_at = size - _END.size
     if end_at < 0:
         return None
@@ -209,7 +212,7 @@ def _member_layout(fd: int, size: int) -> dict[str, tuple[int, np.dtype, tuple, 
     )
     if signature != b"PK\x05\x06" or comment or disk or directory_disk or on_disk != entries:
         return None
-    if directory_at + directory_size != end_at:  # ZIP64 records between, or not a zip at all
+    if entries in _ZIP64 or directory_at + directory_size != end_at:  # ZIP64 records between, or not a zip
         return None
     directory = os.pread(fd, directory_size, directory_at)
     layout, at = {}, 0
@@ -221,29 +224,38 @@ def _member_layout(fd: int, size: int) -> dict[str, tuple[int, np.dtype, tuple, 
         at += _CENTRAL.size + name_length + extra_length + comment_length
         if header[0] != b"PK\x01\x02" or method != zipfile.ZIP_STORED or flags & 0x1 or stored_size != plain_size:
             return None  # another record, compressed or encrypted
-        if not name.endswith(b".npy") or len(name) != name_length:
+        if stored_size in _ZIP64 or local_at in _ZIP64:
             return None
-        member = _array_at(fd, local_at, stored_size)
+        if not name.endswith(b".npy") or len(name) != name_length or b"\0" in name:
+            return None
+        member = _array_at(fd, local_at, name, stored_size, directory_at)
         if member is None:
             return None
         layout[name[: -len(".npy")].decode("utf-8" if flags & 0x800 else "cp437")] = member
+    if at != directory_size:  # records beyond the count (zipfile reads by size): not ours
+        return None
     return layout
 
 
-def _array_at(fd: int, local_at: int, stored_size: int) -> tuple[int, np.dtype, tuple, bool] | None:
-    """(data offset, dtype, shape, fortran order) of the .npy member whose local header is at
-    `local_at`, or None when its data cannot be viewed in place."""
-    local = _LOCAL_HEADER.unpack(os.pread(fd, _LOCAL_HEADER.size, local_at))
-    if local[0] != b"PK\x03\x04":
+def _array_at(
+    fd: int, local_at: int, name: bytes, stored_size: int, end: int
+) -> tuple[int, np.dtype, tuple, bool] | None:
+    """(data offset, dtype, shape, fortran order) of the .npy member `name` whose local header is
+    at `local_at`, or None when its data cannot be viewed in place or would reach past `end`."""
+    local = os.pread(fd, _LOCAL_HEADER.size + len(name), local_at)
+    fields = _LOCAL_HEADER.unpack_from(local)
+    if fields[0] != b"PK\x03\x04" or local[_LOCAL_HEADER.size :] != name:
         return None
-    data_at = local_at + _LOCAL_HEADER.size + local[9] + local[10]
+    data_at = local_at + _LOCAL_HEADER.size + fields[9] + fields[10]
+    if data_at + stored_size > end:  # the member would overlap the directory, or the file ends first
+        return None
     npy = io.BytesIO(os.pread(fd, min(stored_size, _NPY_PREFIX), data_at))
     version = np.lib.format.read_magic(npy)
     if version not in _HEADER_LENGTH:
         return None
     shape, fortran, dtype = _read_header(npy, version)
     offset = data_at + npy.tell()
-    if dtype.hasobject or offset % dtype.itemsize:
+    if dtype.hasobject or not dtype.itemsize or offset % dtype.itemsize:
         return None
     if npy.tell() + math.prod(shape) * dtype.itemsize > stored_size:
         return None  # shorter than its header says: np.load says so
@@ -267,7 +279,10 @@ def _read_header(f, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np
     start = f.tell()
     length_field = _HEADER_LENGTH[version]
     (length,) = length_field.unpack(f.read(length_field.size))
-    plain = _PLAIN_HEADER.fullmatch(f.read(length))
+    header = f.read(length)
+    if len(header) != length:  # beyond what was read for it (or the file): never a prefix of it
+        raise EOFError(f"a .npy header of {length} bytes, {len(header)} read")
+    plain = _PLAIN_HEADER.fullmatch(header)
     if plain is None:
         f.seek(start)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

@@ -105,9 +105,18 @@ def test_an_absent_or_unparsable_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
         Manifest.read(tmp_path)
-    (tmp_path / "manifest.json").write_bytes(b'{"model": "\xff"}')
-    with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
-        Manifest.read(tmp_path)
+    # as when it was read as strict UTF-8 text: invalid UTF-8, a byte order mark, UTF-16, an
+    # encoded surrogate are not valid JSON, whichever parser tries first
+    text = json.dumps(CURRENT)
+    for data in (
+        b'{"model": "\xff"}',
+        b"\xef\xbb\xbf" + text.encode(),
+        text.encode("utf-16"),
+        b'{"model": "\xed\xa0\x80"}',
+    ):
+        (tmp_path / "manifest.json").write_bytes(data)
+        with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
+            Manifest.read(tmp_path)
 
 
 def test_what_only_the_standard_library_parses_still_reads(tmp_path):

@@ -122,6 +122,79 @@ def test_the_zip_directory_reads_as_zipfile_reads_it(tmp_path):
         load_weights(short)  # numpy's own error
 
 
+def _stored_zip(members: dict[str, bytes]) -> bytearray:
+    """An uncompressed zip of raw member bytes, each member's data 64-byte aligned; returned for patching."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            padding = -(buffer.tell() + 30 + len(name.encode()) + 4) % 64
+            info.extra = struct.pack("<HH", 0xD935, padding) + bytes(padding)
+            archive.writestr(info, data)
+    return bytearray(buffer.getvalue())
+
+
+def _loads_as_numpy_does(path) -> None:
+    """load_weights gives np.load's arrays for `path`, mapped or not, or fails where np.load fails."""
+    try:
+        with np.load(path) as expected:
+            want = {name: expected[name] for name in expected.files}
+    except Exception as numpy_error:  # noqa: BLE001 - whatever numpy says
+        with pytest.raises(type(numpy_error)):
+            load_weights(path)
+        return
+    got, _ = load_weights(path)
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want), path.name
+
+
+def test_archives_laid_out_otherwise_are_never_mapped_wrongly(tmp_path):
+    """Files np.savez does not write, made to mislead a zip reader that trusts one record: each
+    reads as np.load reads it (cases found by review of the directory reader)."""
+    floats = np.arange(8, dtype="<f4")
+    # a .npy header longer than the bytes read for it, whose first 4 KB look like a whole header
+    plain = b"{'descr': '<f4', 'fortran_order': False, 'shape': (8,), }"
+    first = plain + b" " * (4096 - 10 - len(plain) - 1) + b"\n"
+    rest = b" " * (5000 - len(first) - 1) + b"\n"
+    long_header = b"\x93NUMPY\x01\x00" + struct.pack("<H", 5000) + first + rest + floats.tobytes()
+    (tmp_path / "long_header.npz").write_bytes(_stored_zip({"W.npy": long_header}))
+
+    def npy(array) -> bytes:
+        out = io.BytesIO()
+        np.lib.format.write_array(out, array)
+        return out.getvalue()
+
+    # the end record counting fewer members than the directory holds (a second "W.npy" last)
+    buffer = io.BytesIO(bytes(_stored_zip({"W.npy": npy(np.zeros(4, "<f4"))})))
+    with zipfile.ZipFile(buffer, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr(zipfile.ZipInfo("W.npy", date_time=(1980, 1, 1, 0, 0, 0)), npy(floats))
+    undercounted = bytearray(buffer.getvalue())
+    struct.pack_into("<HH", undercounted, len(undercounted) - 22 + 8, 1, 1)
+    (tmp_path / "undercounted.npz").write_bytes(undercounted)
+
+    # a member whose declared size runs into the directory, and one past the end of the file
+    for name, grow in (("into_directory", 8), ("past_the_end", 1 << 20)):
+        patched = _stored_zip({"W.npy": npy(floats)})
+        directory_at = struct.unpack_from("<L", patched, len(patched) - 22 + 16)[0]
+        for field in (20, 24):  # the central header's stored and plain sizes
+            size = struct.unpack_from("<L", patched, directory_at + field)[0]
+            struct.pack_into("<L", patched, directory_at + field, size + grow)
+        (tmp_path / f"{name}.npz").write_bytes(patched)
+
+    # a dtype of no bytes, and a member name holding a NUL
+    (tmp_path / "empty_dtype.npz").write_bytes(_stored_zip({"W.npy": npy(np.zeros(3, dtype=[]))}))
+    named = bytes(_stored_zip({"W_x.npy": npy(floats)}))  # zipfile cuts names at a NUL: patched in
+    (tmp_path / "nul_name.npz").write_bytes(named.replace(b"W_x.npy", b"W\0x.npy"))
+
+    for path in sorted(tmp_path.glob("*.npz")):
+        with open(path, "rb") as f:
+            try:
+                layout = mapped_weights._member_layout(f.fileno(), os.fstat(f.fileno()).st_size)
+            except (struct.error, ValueError, EOFError):  # what load_weights hands to np.load
+                layout = None
+        assert layout is None, path.name
+        _loads_as_numpy_does(path)
+
+
 def test_a_damaged_file_is_an_error_from_numpy_not_a_crash(tmp_path):
     path = tmp_path / "head.npz"
     buffer = io.BytesIO()

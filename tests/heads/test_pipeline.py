@@ -208,8 +208,28 @@ def test_corrupt_partial_and_mismatched_versions_are_refused(clinc_subset, store
     (folder / "per_class.csv").unlink()
     with pytest.raises(ArtifactError, match="per_class.csv is missing"):
         load_version(folder)
+    (folder / "per_class.csv").mkdir()  # a folder under a listed file's name is no file
+    with pytest.raises(ArtifactError, match="per_class.csv is missing"):
+        load_version(folder)
+    (folder / "per_class.csv").rmdir()
+    (folder / "per_class.csv").symlink_to(folder / "nowhere.csv")  # nor is a dangling link
+    with pytest.raises(ArtifactError, match="per_class.csv is missing"):
+        load_version(folder)
+    (folder / "per_class.csv").unlink()
     with pytest.raises(ArtifactError, match="no manifest.json"):
         load_version(tmp_path)
+
+
+def test_listed_files_may_be_links_to_files(clinc_subset, store, tmp_path):
+    # a store synced or deployed with links to the files (the files themselves elsewhere) loads
+    version = train(clinc_subset, store, tmp_path)["version"]
+    folder = store.version_dir("intents", version)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("head.npz", "per_class.csv"):
+        (folder / name).rename(elsewhere / name)
+        (folder / name).symlink_to(elsewhere / name)
+    assert load_version(folder).labels
 
 
 def test_embedder_mismatch_names_both_embedders(clinc_subset, store, tmp_path):
