@@ -1,8 +1,8 @@
 """gunicorn settings for the router: `gunicorn -c api/web/gunicorn_conf.py "api.web.app:create_app()"`.
 
-Workers and threads come from API_WORKERS / API_THREADS (gthread workers: each thread waits on
-the embedder while others run; api/web/accept_spread.py spreads a burst of new connections over
-the workers). The app is created in each worker after fork (no preload), so
+Workers and threads come from API_WORKERS / API_THREADS (api/web/pool_worker.py: gthread's
+request handling with the pool threads waiting on the worker's epoll themselves; each thread waits
+on the embedder while others run, and a burst of new connections is spread over the workers). The app is created in each worker after fork (no preload), so
 gRPC channels, database connections and threads are never inherited across a fork.
 """
 
@@ -17,7 +17,7 @@ _settings = router_settings()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "api.web.accept_spread.SpreadingThreadWorker"
+worker_class = "api.web.pool_worker.PoolThreadWorker"
 preload_app = False
 timeout = 30
 graceful_timeout = 30  # SIGTERM: finish requests, then flush each worker's inference log

@@ -282,7 +282,7 @@ def test_unreachable_embedder_gives_503_and_logs_the_failure(router_env, tmp_pat
 def test_a_burst_of_new_connections_is_spread_over_the_workers(router_env, tmp_path):
     """A client pool or load balancer opening several keep-alive connections at once: with plain
     gthread workers the first worker to wake accepted most or all of them, and then served all
-    their requests alone (api/web/accept_spread.py)."""
+    their requests alone (api/web/pool_worker.py pauses after each accept)."""
     with RouterProcess({**router_env, "API_WORKERS": "3"}, tmp_path / "router.log") as router:
         workers = router.pids()[1:]
         assert len(workers) == 3
