@@ -4,10 +4,11 @@ import json
 import re
 
 import jsonschema
+import numpy as np
 import pytest
 
 from api.errors import BadRequest
-from api.web.responses import parse_json
+from api.web.responses import encode_json, parse_json
 from embedder.errors import DeadlineExceeded, FeaturesUnsupported, ModelFailure, Overloaded, Unavailable
 from heads import serving_state
 from heads.config import parse_config
@@ -130,6 +131,19 @@ def test_parse_json_turns_every_failure_into_one_400(data, message):
     with pytest.raises(BadRequest) as caught:
         parse_json(data)
     assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_encode_json_writes_what_json_wrote_and_only_json():
+    answer = {"model": "m", "version": "v1", "predictions": [{"label": "café", "probability": 0.8125, "top_k": []}]}
+    assert json.loads(encode_json(answer)) == answer
+    assert "café".encode() in encode_json(answer)  # UTF-8, not escapes
+    # NaN and infinities, which json.dumps wrote as tokens no strict parser reads, are null.
+    assert json.loads(encode_json({"f1": float("nan"), "x": float("inf")})) == {"f1": None, "x": None}
+    # What orjson refuses is still written, as json.dumps wrote it.
+    assert json.loads(encode_json({"q": np.float64(0.25)})) == {"q": 0.25}
+    with pytest.raises(TypeError):  # as json.dumps did: not a value of the API
+        encode_json({"p": np.float32(0.5)})
+    assert json.loads(encode_json({1: "one"})) == {"1": "one"}
 
 
 def test_unknown_model_route_and_method(router):
