@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import statistics
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -44,12 +45,30 @@ def stack(request, db, real_store, embedder_process, tmp_path):
         yield router, keys, request.param
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of `pid` has stopped. kill() returns before they have: the kernel wakes
+    one thread, which then stops the others, and meanwhile a pool thread of the router's worker
+    (api/web/pool_worker.py) can still accept a connection and stop before reading it."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{task}/stat").read()
+        except FileNotFoundError:
+            continue  # a thread that ended
+        states.append(stat.rsplit(")", 1)[1].split()[0])
+    return all(state in ("T", "t") for state in states)
+
+
 @contextmanager
 def only_worker(router: RouterProcess, pid: int):
     """While inside, every other worker of the router is paused: only `pid` accepts connections."""
     others = [p for p in router.workers() if p != pid]
     for other in others:
         os.kill(other, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while not all(stopped(other) for other in others):
+        assert time.monotonic() < deadline, "a worker did not stop"
+        time.sleep(0.005)
     try:
         yield
     finally:
