@@ -23,8 +23,13 @@ def serve(tmp_path):
     """Start the app under gunicorn: serve(workers=1, threads=2, args="--keep-alive 1")."""
     started = []
 
-    def start(*, workers: int = 1, threads: int = 2, args: str = "") -> GunicornRouter:
-        env = {"API_WORKERS": str(workers), "API_THREADS": str(threads), "GUNICORN_CMD_ARGS": args or None}
+    def start(*, workers: int = 1, threads: int = 2, args: str = "", env=None) -> GunicornRouter:
+        env = {
+            "API_WORKERS": str(workers),
+            "API_THREADS": str(threads),
+            "GUNICORN_CMD_ARGS": args or None,
+            **(env or {}),
+        }
         server = GunicornRouter(env, tmp_path / f"gunicorn-{len(started)}.log", app=APP)
         started.append(server)
         return server.start(30)
@@ -133,8 +138,20 @@ def test_an_idle_connection_is_closed_after_the_keepalive_timeout(serve):
         assert ask(sock, "GET", "/readyz")[0] == 200
         assert not closed_by_server(sock, 0.3)  # kept alive for now
         assert closed_by_server(sock, 4.0)  # the main thread's sweep closed it (1 s + at most 1 s)
-    with connect(server) as sock:  # a connection that never sent anything expires too
-        assert closed_by_server(sock, 4.0)
+    with connect(server) as sock:  # one that never sent anything has FIRST_REQUEST_S (5 s), then expires
+        assert not closed_by_server(sock, 3.0)
+        assert closed_by_server(sock, 5.0)
+
+
+def test_a_new_connection_has_time_for_its_first_request_even_without_keep_alive(serve):
+    """--keep-alive 0 closes a connection once it is answered; a new one still gets FIRST_REQUEST_S
+    to send its request (it was closed at the next sweep, under a second, before)."""
+    server = serve(args="--keep-alive 0")
+    with connect(server) as sock:
+        time.sleep(2.0)
+        status, headers, _ = ask(sock, "GET", "/readyz")
+        assert (status, headers.get("connection", "").lower()) == (200, "close")
+        assert closed_by_server(sock, 5.0)
 
 
 def test_connections_beyond_the_limit_wait_until_one_closes(serve):
@@ -202,3 +219,111 @@ def test_sigterm_lets_requests_in_flight_finish_and_closes_kept_alive_connection
         reading.join(10)
         assert answers and answers[0][0] == 200
         assert server.proc.wait(15) == 0
+
+
+def worker_pid(server: GunicornRouter) -> int:
+    with connect(server) as sock:
+        return int(ask(sock, "GET", "/pid")[2])
+
+
+def test_an_app_raising_system_exit_closes_its_connection_and_restarts_the_worker(serve):
+    """SystemExit goes through gthread's handle(); it once ended the pool thread and left the
+    client waiting on a connection nobody served."""
+    server = serve(threads=2)
+    first = worker_pid(server)
+    with connect(server) as sock:
+        sock.sendall(request_bytes("GET", "/exit"))
+        assert closed_by_server(sock, 5.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if worker_pid(server) != first:
+                break
+        except OSError:
+            pass  # between workers
+        time.sleep(0.2)
+    assert worker_pid(server) != first  # the app asked the process to end: a new worker serves
+
+
+def read_until_closed(sock: socket.socket, timeout_s: float) -> bytes:
+    sock.settimeout(timeout_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_bodies_failing_after_their_headers_leave_the_connection_count_true(serve):
+    """gthread's handle() closes such a socket itself; with new connections accepted meanwhile
+    (taking the closed one's number), the worker's count of connections must stay true, or at
+    --worker-connections 4 it would stop accepting."""
+    server = serve(threads=4, args="--worker-connections 4")
+
+    def client():
+        for _ in range(25):
+            with connect(server) as sock:
+                sock.sendall(request_bytes("GET", "/boom"))
+                assert read_until_closed(sock, 10).startswith(b"HTTP/1.1 200 OK")
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(60)
+    idle = [connect(server) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        with connect(server) as sock:
+            sock.settimeout(3)
+            assert ask(sock, "GET", "/readyz")[0] == 200  # the fourth connection of four
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_sigterm_during_a_burst_of_new_connections_stops_cleanly(serve, tmp_path):
+    exits = tmp_path / "exits"
+    server = serve(workers=2, threads=2, env={"POOL_APP_EXIT_LOG": str(exits)})
+    workers = set(server.workers())
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                with connect(server) as sock:
+                    ask(sock, "GET", "/readyz")
+            except OSError:
+                pass  # refused or closed once the stop begins
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        assert server.proc.wait(20) == 0
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(10)
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "SIGKILL" not in log
+    assert {int(pid) for pid in exits.read_text().split()} == workers  # worker_exit ran in each
+
+
+def test_a_stuck_request_still_lets_worker_exit_run_before_the_graceful_timeout(serve, tmp_path):
+    """The drain ends DRAIN_MARGIN_S before --graceful-timeout, so gunicorn's worker_exit hook (the
+    router flushes its inference log there) runs before the master's SIGKILL."""
+    exits = tmp_path / "exits"
+    server = serve(threads=2, args="--graceful-timeout 5", env={"POOL_APP_EXIT_LOG": str(exits)})
+    (worker,) = server.workers()
+    with connect(server) as stuck:
+        stuck.sendall(request_bytes("GET", "/sleep?s=60"))
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+    assert exits.read_text().split() == [str(worker)]
+    assert "SIGKILL" not in server.log_path.read_text()
