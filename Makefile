@@ -10,7 +10,7 @@ MODEL_DIR := var/embedders/minilm-l6-v2
 MODEL := $(MODEL_DIR)/saved_model.pb
 BENCH_ST_VENV := var/bench-st-venv
 
-.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-forward bench-head-loading bench-heads bench-central loadtest loadtest-open clean
+.PHONY: setup run test test-containers lint bench-embedder bench-precision bench-scale bench-metrics bench-drift bench-router bench-forward bench-worker bench-head-loading bench-heads bench-central loadtest loadtest-open clean
 
 setup: $(INSTALLED) $(STUBS) $(MODEL)
 
@@ -79,6 +79,10 @@ bench-router: setup
 # A head's forward pass with its weights row-major against column-major, cold and warm in the CPU caches
 bench-forward: setup
 	$(PY) loadtests/bench_forward.py $(ARGS)
+
+# The router's gunicorn worker against gthread on a do-nothing app: CPU per answer, closed and open loop
+bench-worker: setup
+	$(PY) loadtests/bench_worker.py $(ARGS)
 
 # One process loading every head of bench-scale's 10,000-head store (run make bench-scale first)
 bench-head-loading: setup
