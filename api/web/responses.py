@@ -21,10 +21,11 @@ def json_response(payload: dict, status: int = 200, headers: dict | None = None)
 
 
 def encode_json(payload: object) -> bytes:
-    """UTF-8 JSON. orjson writes a predict answer in a tenth of the time json.dumps takes (about
-    40 us of the router's CPU a request); what it refuses (a non-str key, a numpy scalar) goes to
-    json.dumps as before. NaN and infinities come out as null, where json.dumps wrote tokens that
-    are not JSON."""
+    """UTF-8 JSON. orjson writes a predict answer in 0.4 us against json.dumps' 6.6 us (a
+    one-text answer with top_k, AVX-512 EPYC): a small share of a request (make bench-router
+    measured no difference beyond its noise of about 50 us). What orjson refuses (a non-str key,
+    a numpy scalar) goes to json.dumps as before. NaN and infinities come out as null, where
+    json.dumps wrote tokens that are not JSON."""
     try:
         return orjson.dumps(payload)
     except TypeError:
