@@ -2,8 +2,9 @@
 
 Workers and threads come from API_WORKERS / API_THREADS (api/web/pool_worker.py: gthread's
 request handling with the pool threads waiting on the worker's epoll themselves; each thread waits
-on the embedder while others run, and a burst of new connections is spread over the workers). The app is created in each worker after fork (no preload), so
-gRPC channels, database connections and threads are never inherited across a fork.
+on the embedder while others run, and a burst of new connections is spread over the workers).
+The app is created in each worker after fork (no preload), so gRPC channels, database connections
+and threads are never inherited across a fork.
 """
 
 import os
