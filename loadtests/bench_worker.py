@@ -37,20 +37,15 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.processes import GunicornRouter  # noqa: E402
 from loadtests.bench_batching import cpu_flags  # noqa: E402
-from loadtests.open_loop import Client, Phase, closed_loop, open_loop  # noqa: E402
-from loadtests.procfs import proc_cpu_seconds, self_cpu_seconds  # noqa: E402
+from loadtests.open_loop import Client, closed_loop, measured, open_loop  # noqa: E402
 
 APP = "loadtests.bench_worker_app:app"
 CLASSES = {"pool": None, "gthread": "gthread"}  # None: the configuration's own (PoolThreadWorker)
 
 
-async def measured(server: GunicornRouter, phase) -> dict:
-    pids = server.pids()
-    server0, client0 = proc_cpu_seconds(pids), self_cpu_seconds()
-    result: Phase = await phase
-    result.router_cpu_s = proc_cpu_seconds(pids) - server0
-    result.client_cpu_s = self_cpu_seconds() - client0
-    summary = result.summary()
+async def figures(server: GunicornRouter, phase) -> dict:
+    """open_loop.measured's figures of one phase, those this benchmark reports."""
+    summary = (await measured(server.pids(), phase)).summary()
     return {
         key: summary[key]
         for key in ("answers_per_s", "p50_ms", "p99_ms", "max_ms", "errors", "router_cpu_ms_per_answer", "client_cores")
@@ -75,7 +70,7 @@ async def one_round(servers: dict[str, GunicornRouter], order: list[str], args, 
     for name in order:  # capacity
         await closed_loop(clients[name], args.users, 2.0, seed)  # warm-up
         clients[name].close()
-        result[name]["closed_loop"] = await measured(
+        result[name]["closed_loop"] = await figures(
             servers[name], closed_loop(clients[name], args.users, args.duration, seed)
         )
         clients[name].close()
@@ -83,7 +78,7 @@ async def one_round(servers: dict[str, GunicornRouter], order: list[str], args, 
     for name in order:
         result[name]["open_loop"] = {
             "offered_per_s": round(rate, 1),
-            **await measured(servers[name], open_loop(clients[name], rate, args.duration, seed)),
+            **await figures(servers[name], open_loop(clients[name], rate, args.duration, seed)),
         }
         clients[name].close()
     return result

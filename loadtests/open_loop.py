@@ -224,11 +224,11 @@ async def open_loop(client: Client, rate: float, seconds: float, seed: int) -> P
     return phase
 
 
-async def measured(stack: Stack, phase) -> Phase:
-    """The `phase` coroutine, with the router's and this process's CPU time around it, and each
-    router worker's (a keep-alive connection stays with the worker that accepted it: a few
-    connections may all land on one worker, which then caps the throughput alone)."""
-    pids = stack.router.pids()
+async def measured(pids: list[int], phase) -> Phase:
+    """The `phase` coroutine, with the CPU time around it of the router (`pids`: gunicorn's master,
+    then its workers) and of this process, and each router worker's (a keep-alive connection stays
+    with the worker that accepted it: a few connections may all land on one worker, which then
+    caps the throughput alone)."""
     # The client's own pauses would count as the router's latency: the stack's and the warm-up's
     # long-lived objects go out of the cyclic collector's reach, so that its full collections
     # during the phase walk only what the phase allocates (they took 15-50 ms otherwise).
@@ -274,7 +274,7 @@ async def session(stack: Stack, args) -> list[dict]:
         await closed_loop(client, args.users, 5.0, seed)  # load warm-up, not measured
         client.close()
         for attempt in range(1, CAPACITY_ATTEMPTS + 1):
-            phase = await measured(stack, closed_loop(client, args.users, args.duration, seed))
+            phase = await measured(stack.router.pids(), closed_loop(client, args.users, args.duration, seed))
             client.close()
             balanced = balanced_share(phase.worker_cpu_s) >= BALANCED_SHARE
             if balanced or attempt == CAPACITY_ATTEMPTS:
@@ -282,7 +282,7 @@ async def session(stack: Stack, args) -> list[dict]:
             print(f"capacity: workers' CPU {phase.summary()['router_worker_cores']}: measured again", flush=True)
         capacity = phase.summary() | {"attempts": attempt, "balanced": balanced}
         rate = args.share * capacity["answers_per_s"]
-        offered = (await measured(stack, open_loop(client, rate, args.duration, seed))).summary()
+        offered = (await measured(stack.router.pids(), open_loop(client, rate, args.duration, seed))).summary()
         client.close()
         entry = {"closed_loop": capacity, "open_loop": {"offered_per_s": round(rate, 1), **offered}}
         runs.append(entry)
