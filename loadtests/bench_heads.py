@@ -26,6 +26,8 @@ the mean of each, and the mean paired difference between the default and the bas
 better mean, with its standard error, go in the dataset's line under "resplits", with the ECE
 of the default's calibrated probabilities on the re-splits' test rows taken together (their
 reliability bins summed: ten times the rows of one test split, so a floor a third as high).
+Such a dataset's `targets` are judged on the re-splits, the fixed split's verdicts kept beside
+them (`..._fixed_split`).
 The last line of output is one JSON object with every dataset.
 """
 
@@ -129,7 +131,10 @@ def primary_metric(result: dict) -> str:
     return "in_scope_accuracy" if "in_scope_accuracy" in result else "accuracy"
 
 
-def targets(name: str, default: dict, baselines: list[dict]) -> dict:
+def targets(name: str, default: dict, baselines: list[dict], resplits: dict | None = None) -> dict:
+    """Whether the default head meets each target of issue 15. With `resplits` (a test split too
+    small to resolve TARGET_MARGIN), the comparisons with the baselines and the ECE are judged on
+    the re-splits; the fixed split's verdicts stay beside them, suffixed `_fixed_split`."""
     metric = primary_metric(default)
     best = max(baseline[metric] for baseline in baselines)
     same = baselines[0]  # logistic regression on the default's own features
@@ -139,6 +144,19 @@ def targets(name: str, default: dict, baselines: list[dict]) -> dict:
         "not_below_logistic_on_the_same_features": default[metric] >= same[metric] - TARGET_MARGIN,
         "ece_after_at_most_0.03": default["ece_after"] <= TARGET_ECE,
     }
+    if resplits:
+        fixed = {f"{key}_fixed_split": value for key, value in met.items()}
+        pooled = resplits["default_calibration_pooled"]
+        met = {
+            "judged_on": f"{resplits['runs']} re-splits: the test split is too small to resolve "
+            f"{TARGET_MARGIN * 100:g} point",
+            f"{metric}_vs_best_baseline": resplits["difference_mean"],
+            "not_below_best_baseline": resplits["not_below_best_baseline"],
+            "not_below_logistic_on_the_same_features": resplits["default_mean"] - resplits[f"{BASELINES[0]}_mean"]
+            >= -TARGET_MARGIN,
+            "ece_after_at_most_0.03": pooled["ece_after"] <= TARGET_ECE,
+            **fixed,
+        }
     if name == "clinc150":
         met["in_scope_0.95_at_oos_recall_0.70"] = all(default[k] >= v for k, v in TARGET_CLINC.items())
         met["training_at_most_60s"] = default["training_seconds"] <= TARGET_CLINC_SECONDS
@@ -264,21 +282,23 @@ def main() -> int:
                     shown = {k: result[k] for k in (*REPORTED, "family", "selection") if k in result}
                     print(f"{name} seed {seed} {head}: {json.dumps(shown)}", file=sys.stderr, flush=True)
             results = {head: medians(runs[head]) for head in HEADS}
+            n_test = runs["default"][0]["n_test"]
             summary[name] = {
                 "dataset": name,
                 "seeds": args.seeds,
                 "cpu_flags": cpu_flags(),
                 "n_train": runs["default"][0]["n_train"],
-                "n_test": runs["default"][0]["n_test"],
+                "n_test": n_test,
                 **results,
                 "published": PUBLISHED.get(name),
-                "targets": targets(name, results["default"], [results[b] for b in BASELINES]),
             }
-            small = "validation" in DATASETS[name] and runs["default"][0]["n_test"] < RESPLIT_BELOW_TEST_ROWS
+            small = "validation" in DATASETS[name] and n_test < RESPLIT_BELOW_TEST_ROWS
             if args.resplits and small:
                 summary[name]["resplits"] = run_resplits(
                     name, args.resplits, args.seeds[0], store, embedder, Path(tmp) / "resplits"
                 )
+            baselines = [results[b] for b in BASELINES]
+            summary[name]["targets"] = targets(name, results["default"], baselines, summary[name].get("resplits"))
             print(json.dumps(summary[name]), flush=True)
     embedder.close()
     print(json.dumps(summary))

@@ -11,7 +11,7 @@ import pytest
 
 from heads.calibration import expected_calibration_error, reliability_bins
 from heads.data import Dataset
-from loadtests.bench_heads import pooled_calibration, resplit, resplit_comparison
+from loadtests.bench_heads import pooled_calibration, resplit, resplit_comparison, targets
 
 
 def test_a_resplit_deals_every_pooled_row_once_into_splits_of_the_original_sizes(tmp_path):
@@ -73,3 +73,35 @@ def test_the_pooled_ece_is_the_ece_of_every_test_row_taken_together(tmp_path):
     assert pooled["ece_after"] == pytest.approx(expected_calibration_error(probs, y), abs=1e-4)
     assert 0 < pooled["ece_floor"] < pooled["ece_after"]
     assert pooled_calibration(versions[:1])["ece_floor"] > pooled["ece_floor"]  # fewer rows, higher floor
+
+
+def test_a_small_test_split_is_judged_on_its_resplits_with_the_fixed_verdicts_kept_beside():
+    default = {"in_scope_accuracy": 0.90, "ece_after": 0.045}
+    baselines = [{"in_scope_accuracy": 0.90}, {"in_scope_accuracy": 0.925}]  # the sentence baseline leads
+    fixed = targets("email-replies", default, baselines)
+    assert fixed["not_below_best_baseline"] is False and fixed["ece_after_at_most_0.03"] is False
+
+    resplits = {
+        "runs": 10,
+        "default_mean": 0.922,
+        "logistic_mean": 0.921,
+        "logistic_sentence_mean": 0.896,
+        "difference_mean": 0.0013,
+        "not_below_best_baseline": True,
+        "default_calibration_pooled": {"test_rows": 1000, "ece_after": 0.028, "ece_floor": 0.016},
+    }
+    judged = targets("email-replies", default, baselines, resplits)
+    assert judged["judged_on"].startswith("10 re-splits")
+    assert judged["in_scope_accuracy_vs_best_baseline"] == 0.0013
+    assert judged["not_below_best_baseline"] is True
+    assert judged["not_below_logistic_on_the_same_features"] is True
+    assert judged["ece_after_at_most_0.03"] is True  # the pooled rows' 0.028, not the fixed split's 0.045
+    assert judged["not_below_best_baseline_fixed_split"] is False
+    assert judged["ece_after_at_most_0.03_fixed_split"] is False
+
+    behind = {**resplits, "default_mean": 0.905, "not_below_best_baseline": False}
+    behind["default_calibration_pooled"] = {**resplits["default_calibration_pooled"], "ece_after": 0.031}
+    judged = targets("email-replies", default, baselines, behind)
+    assert judged["not_below_best_baseline"] is False
+    assert judged["not_below_logistic_on_the_same_features"] is False  # 0.905 against 0.921
+    assert judged["ece_after_at_most_0.03"] is False
