@@ -123,7 +123,9 @@ class DataConfig:
     min_examples_per_label: StrictInt = 2
 
 
-HEAD_FAMILIES = ("mlp", "logistic", "ensemble")  # the dense heads `auto` chooses among (heads/selection.py)
+HEAD_FAMILIES = ("mlp", "logistic", "ensemble")  # the dense heads `auto` may choose among (heads/selection.py)
+DenseFamily = Literal["mlp", "logistic", "ensemble"]
+DEFAULT_CANDIDATES = ("mlp", "logistic")  # what `auto` trains unless selection.candidates says otherwise
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -136,8 +138,9 @@ class ArchitectureConfig:
     - "logistic": multinomial logistic regression (no hidden layer);
     - "ensemble": `ensemble_members` such networks from different initialisations, their logits
       averaged (exported as one wider network, heads/ensemble.py);
-    - "auto" (the default): trains all three and keeps the best on the validation split by
-      `selection.metric`; every candidate's scores go into the version's reports.
+    - "auto" (the default): trains the families `selection.candidates` lists (mlp and logistic
+      unless it says otherwise) and keeps the best on the validation split by `selection.metric`;
+      every candidate's scores go into the version's reports.
 
     "ngram": a linear model on hashed character n-grams of the text (heads/ngram.py), configured by
     ngram_range and ngram_buckets; it needs no embedder, so routers can keep answering with it
@@ -154,11 +157,6 @@ class ArchitectureConfig:
     ngram_range: tuple[StrictInt, StrictInt] = DEFAULT_RANGE
     # 2**14: a 151-class head of 9.9 MB (see heads/ngram.py for the measured trade-off).
     ngram_buckets: StrictInt = DEFAULT_BUCKETS
-
-    @property
-    def families(self) -> tuple[str, ...]:
-        """The head families training tries: all of HEAD_FAMILIES for "auto", else the one named."""
-        return HEAD_FAMILIES if self.type == "auto" else (self.type,)
 
     def keys_for_other_types(self) -> list[str]:
         """Keys set away from their defaults that only another model type uses: a config that
@@ -235,10 +233,17 @@ class SelectionConfig:
     by at least this much. 0.002 is 6 of CLINC150's 3,000 in-scope validation rows, below the
     noise between two heads scored on the same rows (their answers differ on some 3% of them, a
     sampling spread of about sqrt(90) / 3000 = 0.003): a larger margin (0.005 was tried) threw
-    away ensembles whose lead held on test (README, issue 15)."""
+    away ensembles whose lead held on test (README, issue 15).
+
+    candidates: the families `model.type: auto` trains and chooses among. The ensemble is not
+    among them unless listed: it trains `ensemble_members` networks (CLINC150: 72.8 s, against
+    21-26 s for the mlp alone and 5-8 s for logistic regression, on an AMD EPYC) and `make
+    bench-heads` never kept it (0 of 21 dataset-seed runs, 2 December, README): add "ensemble" to
+    weigh it anyway."""
 
     metric: Literal["auto", "accuracy", "in_scope_accuracy", "macro_f1", "log_loss"] = "auto"
     ensemble_margin: StrictFloat = 0.002
+    candidates: tuple[DenseFamily, ...] = DEFAULT_CANDIDATES
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -308,6 +313,11 @@ class HeadConfig:
     embedder_address: StrictStr = ""
     embedder_model: StrictStr = "var/embedders/minilm-l6-v2"
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The head families training tries: `selection.candidates` for "auto", else the one named."""
+        return self.selection.candidates if self.model.type == "auto" else (self.model.type,)
+
     @model_validator(mode="after")
     def _check(self) -> HeadConfig:
         """Fills the learning rate in and checks ranges and combinations: a ConfigError (not a
@@ -341,6 +351,20 @@ class HeadConfig:
             (0 <= self.training.label_smoothing < 1, "training.label_smoothing must be in [0, 1)"),
             (self.training.early_stopping_patience >= 0, "training.early_stopping_patience must be >= 0"),
             (self.selection.ensemble_margin >= 0, "selection.ensemble_margin must be >= 0"),
+            (
+                len(set(self.selection.candidates)) == len(self.selection.candidates) >= 1,
+                "selection.candidates must name at least one family, each once",
+            ),
+            (
+                self.model.type != "auto"
+                or "ensemble" in self.selection.candidates
+                or self.model.ensemble_members == ArchitectureConfig().ensemble_members,
+                "model.ensemble_members applies only when selection.candidates lists 'ensemble'",
+            ),
+            (
+                self.model.type == "auto" or self.selection.candidates == DEFAULT_CANDIDATES,
+                f"selection.candidates does not apply to model.type {self.model.type!r} (only 'auto' chooses)",
+            ),
             (
                 self.training.learning_rate_patience is None or self.training.learning_rate_patience >= 0,
                 "training.learning_rate_patience must be >= 0",
@@ -393,6 +417,9 @@ def _type_at(loc: tuple) -> Any:
             tp = _TAG_CLASSES[part]
         elif isinstance(part, str) and dataclasses.is_dataclass(tp):
             tp = tp.__pydantic_fields__[part].annotation
+        elif isinstance(part, int) and typing.get_origin(tp) is tuple:  # an item of a list
+            items = typing.get_args(tp)
+            tp = items[0] if items[-1] is Ellipsis else items[part]
     return tp
 
 

@@ -445,5 +445,5 @@ def make_trainers(config: HeadConfig) -> dict[str, KerasTrainer | NgramTrainer]:
         return {"ngram": NgramTrainer(config.model, config.training)}
     return {
         family: KerasTrainer(dense_spec(config.model, config.training, family), config.training)
-        for family in config.model.families
+        for family in config.families
     }

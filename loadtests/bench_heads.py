@@ -4,7 +4,7 @@
 
 For every dataset and seed, trains through the same pipeline as `python -m heads train`
 (embeddings cached under var/cache/embeddings) the default head (`model.type: auto`: model
-selection among mlp, logistic and ensemble, calibrated by temperature and, where the data has an
+selection among the mlp and logistic regression, calibrated by temperature and, where the data has an
 out-of-scope label, a shift of that class; `model.features: layers-4-6`, the pooled encoder
 layers 4 to 6) and three others: the baselines, the same config pinned to multinomial logistic
 regression on the same features (`logistic`) and on the sentence embedding alone

@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from heads.config import (
+    HEAD_FAMILIES,
     FeedbackSource,
     HeadConfig,
     SqlSource,
@@ -50,18 +51,20 @@ def test_learning_rate_defaults_to_the_model_type_and_replace_revalidates():
         dataclasses.replace(config.training, epochs="many")
 
 
-def test_model_type_auto_tries_every_dense_family_and_a_pinned_type_only_itself():
+def test_model_type_auto_tries_its_candidates_and_a_pinned_type_only_itself():
     auto = parse_config({"name": "x", "data": {"train": "t.csv"}})
-    assert auto.model.type == "auto" and auto.model.families == ("mlp", "logistic", "ensemble")
+    assert auto.model.type == "auto" and auto.families == ("mlp", "logistic")  # the ensemble only when listed
+    every = parse_config({"name": "x", "data": {"train": "t.csv"}, "selection": {"candidates": list(HEAD_FAMILIES)}})
+    assert every.families == ("mlp", "logistic", "ensemble") and parse_config(config_to_dict(every)) == every
     assert auto.training.learning_rate is None  # each family its own default
     assert auto.selection.metric == "auto" and auto.calibration.method == "auto"
     assert parse_config(config_to_dict(auto)) == auto
     for family, rate in (("mlp", 0.001), ("logistic", 0.01), ("ensemble", 0.001)):  # at 128 rows a batch
         raw = {"name": "x", "data": {"train": "t.csv"}, "model": {"type": family}, "training": {"batch_size": 128}}
         pinned = parse_config(raw)
-        assert pinned.model.families == (family,) and pinned.training.learning_rate == rate
+        assert pinned.families == (family,) and pinned.training.learning_rate == rate
     ngram = parse_config({"name": "x", "data": {"train": "t.csv"}, "model": {"type": "ngram"}})
-    assert ngram.model.families == ("ngram",)
+    assert ngram.families == ("ngram",)
 
 
 def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
@@ -141,6 +144,26 @@ def test_batch_size_defaults_to_the_family_and_the_rate_grows_with_it():
         (
             {"name": "x", "data": {"train": "t.csv"}, "model": {"ensemble_members": 1}},
             "model.ensemble_members must be >= 2",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"ensemble_members": 5}},
+            "model.ensemble_members applies only when selection.candidates lists 'ensemble'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "selection": {"candidates": ["mlp", "mlp"]}},
+            "selection.candidates must name at least one family, each once",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "selection": {"candidates": []}},
+            "selection.candidates must name at least one family, each once",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "selection": {"candidates": ["mlp", "ngram"]}},
+            "selection.candidates[1]: must be one of 'mlp', 'logistic', 'ensemble', got 'ngram'",
+        ),
+        (
+            {"name": "x", "data": {"train": "t.csv"}, "model": {"type": "mlp"}, "selection": {"candidates": ["mlp"]}},
+            "selection.candidates does not apply to model.type 'mlp' (only 'auto' chooses)",
         ),
         (
             {"name": "x", "data": {"train": "t.csv"}, "model": {"features": "layers-6-4"}},

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from heads.artifact import load_version, new_version_id, stage_version
-from heads.config import FeedbackSource, parse_config
+from heads.config import HEAD_FAMILIES, FeedbackSource, parse_config
 from heads.data import Dataset
 from heads.errors import ArtifactError, ConfigError, DataError, RegistryError
 from heads.manifest import Decision, Manifest
@@ -367,7 +367,7 @@ def test_feedback_without_a_tenant_is_that_of_the_store_trained_into(clinc_subse
 
 
 def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store, tmp_path):
-    raw = {"model": {"hidden_layers": [32], "ensemble_members": 2}}
+    raw = {"model": {"hidden_layers": [32], "ensemble_members": 2}, "selection": {"candidates": list(HEAD_FAMILIES)}}
     result = train(clinc_subset, store, tmp_path, extra=raw)
     folder = store.version_dir("intents", result["version"])
     selection = json.loads((folder / "model_selection.json").read_text())

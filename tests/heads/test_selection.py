@@ -64,6 +64,7 @@ def test_selection_keeps_a_network_where_logistic_regression_cannot_fit():
             "name": "xor",
             "data": {"train": "unused.csv"},
             "model": {"hidden_layers": [32], "ensemble_members": 2},
+            "selection": {"candidates": ["mlp", "logistic", "ensemble"]},
             "training": FAST,
         }
     )
@@ -95,6 +96,18 @@ def test_selection_keeps_a_network_where_logistic_regression_cannot_fit():
         # T minimises the validation log-loss, and T = 1 (no calibration) is among those tried
         before = negative_log_likelihood(c.trained.head.logits(x_val).astype(np.float64), y_val)
         assert c.validation["log_loss"] <= before + 1e-9
+
+
+def test_by_default_auto_weighs_the_mlp_and_logistic_regression_and_trains_no_ensemble():
+    config = parse_config({"name": "xor", "data": {"train": "unused.csv"}, "training": FAST})
+    (x_train, y_train), (x_val, y_val) = xor_data(300, 1), xor_data(100, 2)
+    trainers = make_trainers(config)
+    assert list(trainers) == ["mlp", "logistic"]
+    selection = train_and_select(config, trainers, x_train, y_train, x_val, y_val, ("a", "b", "c", "d"), "none")
+    assert [c.family for c in selection.candidates] == ["mlp", "logistic"]
+    mlp = selection.candidates[0]
+    assert mlp.trained.seconds > 0 and "trained_as" not in mlp.settings  # trained alone, not as a member
+    assert mlp.trained.head.weights[0].shape == (8, 512) and selection.chosen.family == "mlp"
 
 
 @pytest.mark.parametrize("family", ["logistic", "mlp"])
