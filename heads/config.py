@@ -123,8 +123,8 @@ class DataConfig:
     min_examples_per_label: StrictInt = 2
 
 
-HEAD_FAMILIES = ("mlp", "logistic", "ensemble")  # the dense heads `auto` may choose among (heads/selection.py)
 DenseFamily = Literal["mlp", "logistic", "ensemble"]
+HEAD_FAMILIES = typing.get_args(DenseFamily)  # the dense heads `auto` may choose among (heads/selection.py)
 DEFAULT_CANDIDATES = ("mlp", "logistic")  # what `auto` trains unless selection.candidates says otherwise
 
 
@@ -359,10 +359,11 @@ class HeadConfig:
                 self.model.type != "auto"
                 or "ensemble" in self.selection.candidates
                 or self.model.ensemble_members == ArchitectureConfig().ensemble_members,
-                "model.ensemble_members applies only when selection.candidates lists 'ensemble'",
+                "model.ensemble_members applies only when selection.candidates lists 'ensemble' (a config "
+                "written before selection.candidates trained it under auto: add candidates: [mlp, logistic, ensemble])",
             ),
             (
-                self.model.type == "auto" or self.selection.candidates == DEFAULT_CANDIDATES,
+                self.model.type == "auto" or set(self.selection.candidates) == set(DEFAULT_CANDIDATES),
                 f"selection.candidates does not apply to model.type {self.model.type!r} (only 'auto' chooses)",
             ),
             (
@@ -417,9 +418,8 @@ def _type_at(loc: tuple) -> Any:
             tp = _TAG_CLASSES[part]
         elif isinstance(part, str) and dataclasses.is_dataclass(tp):
             tp = tp.__pydantic_fields__[part].annotation
-        elif isinstance(part, int) and typing.get_origin(tp) is tuple:  # an item of a list
-            items = typing.get_args(tp)
-            tp = items[0] if items[-1] is Ellipsis else items[part]
+        elif isinstance(part, int) and typing.get_origin(tp) is tuple and typing.get_args(tp)[-1] is Ellipsis:
+            tp = typing.get_args(tp)[0]  # an item of a list of any length
     return tp
 
 

@@ -13,7 +13,10 @@
                                    (absent in versions written before drift existed)
     training_config, code_version  how to train it again (a config of a version from before
                                    feature sets has no model.features: it was trained on
-                                   "sentence", which the embedder's model_id says too)
+                                   "sentence", which the embedder's model_id says too; one
+                                   from before selection.candidates, of model.type auto, also
+                                   trained the ensemble: add candidates: [mlp, logistic,
+                                   ensemble] to train it so again)
     format_version, files          the format, and the sha256 of every other file of the version
 
 Reading checks the shape of every field that serving reads (ArtifactError, naming the version,

@@ -152,7 +152,9 @@ def resolve_metric(config: HeadConfig, candidates: list[Candidate]) -> str:
     return metric
 
 
-def choose(candidates: list[Candidate], metric: str, ensemble_margin: float = 0.0) -> tuple[Candidate, str]:
+def choose(
+    candidates: list[Candidate], metric: str, ensemble_margin: float = 0.0, pinned: bool = True
+) -> tuple[Candidate, str]:
     """The best candidate by `metric` (ties to the cheaper family), and why. The ensemble, which
     costs its members' weights and forward passes to serve, must beat the best other family by
     `ensemble_margin`."""
@@ -162,7 +164,8 @@ def choose(candidates: list[Candidate], metric: str, ensemble_margin: float = 0.
         return max(group, key=lambda c: (sign * c.validation[metric], -SERVING_COST_ORDER.index(c.family)))
 
     if len(candidates) == 1:
-        return candidates[0], f"the only family trained (model.type {candidates[0].family})"
+        given = f"model.type {candidates[0].family}" if pinned else f"selection.candidates [{candidates[0].family}]"
+        return candidates[0], f"the only family trained ({given})"
     singles = [c for c in candidates if c.family != "ensemble"]
     ensemble = next((c for c in candidates if c.family == "ensemble"), None)
     best = best_of(singles) if singles else ensemble
@@ -212,5 +215,5 @@ def train_and_select(
         for family in trainers
     ]
     metric = resolve_metric(config, candidates)
-    chosen, reason = choose(candidates, metric, config.selection.ensemble_margin)
+    chosen, reason = choose(candidates, metric, config.selection.ensemble_margin, config.model.type != "auto")
     return Selection(chosen, tuple(candidates), metric, reason)

@@ -113,10 +113,12 @@ def head_configs(name: str, seed: int) -> dict[str, dict]:
     default = base_config(name)
     default["training"] = {**default.get("training", {}), "seed": seed}
     sentence = {**default, "model": {**default.get("model", {}), "features": "sentence"}}
+    # a pinned type takes no selection section (a dataset's config may list candidates for auto)
+    pinned = {key: value for key, value in default.items() if key != "selection"}
     return {
         "default": default,
-        "logistic": {**default, "model": {"type": "logistic"}},
-        "logistic_sentence": {**default, "model": {"type": "logistic", "features": "sentence"}},
+        "logistic": {**pinned, "model": {"type": "logistic"}},
+        "logistic_sentence": {**pinned, "model": {"type": "logistic", "features": "sentence"}},
         "default_sentence": sentence,
     }
 
@@ -131,6 +133,12 @@ def primary_metric(result: dict) -> str:
     return "in_scope_accuracy" if "in_scope_accuracy" in result else "accuracy"
 
 
+def not_below(difference: float) -> bool:
+    """Whether a default trails a baseline by at most TARGET_MARGIN, on differences of scores
+    given to 4 places (so that a trail of exactly the margin is not lost to float rounding)."""
+    return round(difference, 4) >= -TARGET_MARGIN
+
+
 def targets(name: str, default: dict, baselines: list[dict], resplits: dict | None = None) -> dict:
     """Whether the default head meets each target of issue 15. With `resplits` (a test split too
     small to resolve TARGET_MARGIN), the comparisons with the baselines and the ECE are judged on
@@ -140,8 +148,8 @@ def targets(name: str, default: dict, baselines: list[dict], resplits: dict | No
     same = baselines[0]  # logistic regression on the default's own features
     met = {
         f"{metric}_vs_best_baseline": round(default[metric] - best, 4),
-        "not_below_best_baseline": default[metric] >= best - TARGET_MARGIN,
-        "not_below_logistic_on_the_same_features": default[metric] >= same[metric] - TARGET_MARGIN,
+        "not_below_best_baseline": not_below(default[metric] - best),
+        "not_below_logistic_on_the_same_features": not_below(default[metric] - same[metric]),
         "ece_after_at_most_0.03": default["ece_after"] <= TARGET_ECE,
     }
     if resplits:
@@ -152,8 +160,7 @@ def targets(name: str, default: dict, baselines: list[dict], resplits: dict | No
             f"{TARGET_MARGIN * 100:g} point",
             f"{metric}_vs_best_baseline": resplits["difference_mean"],
             "not_below_best_baseline": resplits["not_below_best_baseline"],
-            "not_below_logistic_on_the_same_features": resplits["default_mean"] - resplits[f"{BASELINES[0]}_mean"]
-            >= -TARGET_MARGIN,
+            "not_below_logistic_on_the_same_features": resplits["not_below_logistic_on_the_same_features"],
             "ece_after_at_most_0.03": pooled["ece_after"] <= TARGET_ECE,
             **fixed,
         }
@@ -187,6 +194,7 @@ def resplit_comparison(runs: dict[str, list[dict]]) -> dict:
     scores = {head: [r[metric] for r in results] for head, results in runs.items()}
     best = max(BASELINES, key=lambda head: statistics.mean(scores[head]))
     differences = [d - b for d, b in zip(scores["default"], scores[best])]
+    same_features = statistics.mean(d - b for d, b in zip(scores["default"], scores[BASELINES[0]]))
     error = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else float("nan")
     return {
         "metric": metric,
@@ -200,7 +208,8 @@ def resplit_comparison(runs: dict[str, list[dict]]) -> dict:
             sum(d == 0 for d in differences),
             sum(d < 0 for d in differences),
         ],
-        "not_below_best_baseline": statistics.mean(differences) >= -TARGET_MARGIN,
+        "not_below_best_baseline": not_below(statistics.mean(differences)),
+        "not_below_logistic_on_the_same_features": not_below(same_features),
     }
 
 

@@ -407,6 +407,17 @@ def test_auto_selects_calibrates_and_reports_every_candidate(clinc_subset, store
     assert again.threshold == pytest.approx(manifest["decision"]["threshold"])
 
 
+def test_the_default_auto_head_weighs_the_mlp_and_logistic_regression(clinc_subset, store, tmp_path):
+    result = train(clinc_subset, store, tmp_path, extra={"model": {"hidden_layers": [32]}})
+    folder = store.version_dir("intents", result["version"])
+    selection = json.loads((folder / "model_selection.json").read_text())
+    assert [c["family"] for c in selection["candidates"]] == ["mlp", "logistic"]
+    assert all(c["training_seconds"] > 0 for c in selection["candidates"])  # each trained on its own
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training_config"]["selection"]["candidates"] == ["mlp", "logistic"]
+    assert manifest["architecture"]["family"] == result["family"] in ("mlp", "logistic")
+
+
 def test_a_pinned_logistic_head_is_one_linear_layer(clinc_subset, store, tmp_path):
     result = train(clinc_subset, store, tmp_path, extra={"model": {"type": "logistic"}})
     folder = store.version_dir("intents", result["version"])

@@ -108,6 +108,9 @@ def test_by_default_auto_weighs_the_mlp_and_logistic_regression_and_trains_no_en
     mlp = selection.candidates[0]
     assert mlp.trained.seconds > 0 and "trained_as" not in mlp.settings  # trained alone, not as a member
     assert mlp.trained.head.weights[0].shape == (8, 512) and selection.chosen.family == "mlp"
+    one = parse_config({"name": "xor", "data": {"train": "unused.csv"}, "selection": {"candidates": ["logistic"]}})
+    alone = train_and_select(one, make_trainers(one), x_train, y_train, x_val, y_val, ("a", "b", "c", "d"), "none")
+    assert alone.reason == "the only family trained (selection.candidates [logistic])"
 
 
 @pytest.mark.parametrize("family", ["logistic", "mlp"])
