@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +102,13 @@ def test_run_seconds_count_every_live_thread_of_a_process():
     alive = proc_run_seconds([os.getpid()])
     release.set()
     worker.join()
+    # join() returns once the thread's Python state is released, a moment before the kernel
+    # removes the thread: until then /proc still lists it, with its time (seen under load in CI)
+    task = Path(f"/proc/self/task/{worker.native_id}")
+    deadline = time.monotonic() + 30
+    while task.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not task.exists()
     assert alive - before >= 0.3
     assert proc_run_seconds([os.getpid()]) < alive - 0.25  # the ended thread took its time with it
     assert proc_run_seconds([2**22 + 12345]) == 0.0  # no such process
