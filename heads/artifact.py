@@ -15,8 +15,9 @@
 
 A version is written in a staging folder and renamed into place (atomic), and loading checks
 that every file is there and every checksum (a router loading thousands of heads checks the
-weights' only: it never reads the reports), so a partial or corrupted version is refused whole,
-never half-loaded.
+weights' only: it never reads the reports; and for a model it does not serve yet, before the
+head's first answer rather than at load: heads/weights_check.py), so a partial or corrupted
+version is refused whole, never half-loaded.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from heads.manifest import Manifest
 from heads.mapped_weights import RESIDENT, MappedFile, load_weights
 from heads.network import DenseHead
 from heads.ngram import NgramFeaturizer, NgramHead
+from heads.weights_check import WeightsCheck, weights_match
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:
@@ -64,6 +66,8 @@ class HeadArtifact:
     # The map the head's weights view (None: read into memory): each answer touches it, so that
     # the process's bound on mapped weights (mapped_weights.RESIDENT) releases the least used.
     weights_map: MappedFile | None = field(default=None, compare=False, repr=False)
+    # The weights' checksum, when loading left it for the first need (heads/weights_check.py).
+    weights_check: WeightsCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -100,7 +104,11 @@ class HeadArtifact:
     def predict_proba(self, embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> np.ndarray:
         """float32 [n, classes]. Pass what the caller has: an "mlp" head scores `embeddings`, an
         "ngram" head scores `texts` (raw or normalised: it normalises them itself); each ignores
-        the other argument, so a caller with both can treat every head alike."""
+        the other argument, so a caller with both can treat every head alike. ArtifactError when
+        the weights, checked now if loading left that for later, do not match their checksum."""
+        check = self.weights_check
+        if check is not None and not check.verified:
+            check.ensure()
         if self.weights_map is not None:
             RESIDENT.touch(self.weights_map)
         if self.needs_embeddings:
@@ -148,6 +156,7 @@ def load_version(
     expected_dim: int | None = None,
     verify_reports: bool = True,
     known_checksums: KnownChecksums | None = None,
+    defer_weights_check: bool = False,
 ) -> HeadArtifact:
     """Load and verify a version folder. Raises ArtifactError (naming the folder and the problem)
     for every version that cannot serve: partial, corrupt, unreadable, of an unknown format, with a
@@ -155,22 +164,28 @@ def load_version(
     thousands of heads) checks that every file is there but the checksum of the weights only:
     the reports (plots, CSVs, about half a version's bytes) are never read while serving, and the
     registry verified them all when the version was made to serve. `known_checksums`: the host's
-    record of weights already verified (heads/known_checksums.py), which it then needs not hash."""
+    record of weights already verified (heads/known_checksums.py), which it then needs not hash.
+    `defer_weights_check`: leave the weights' checksum to the returned artifact's
+    `weights_check`, which its first answer (or whoever calls `ensure()` first) computes; the
+    rest is checked now."""
     path = Path(path)
+    check = None
     try:
         manifest = Manifest.read(path)
         present = _regular_files(path)
         for name, expected in manifest.files.items():
             if name not in present:
                 raise ArtifactError(f"{path}: {name} is missing (partial version)")
-            if (verify_reports or name == WEIGHTS) and not _matches(path / name, expected, known_checksums):
+            if name == WEIGHTS and defer_weights_check:
+                check = WeightsCheck(path / name, expected, known_checksums)
+            elif (verify_reports or name == WEIGHTS) and not _matches(path / name, expected, known_checksums):
                 raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
         _check_embedder(path, manifest, expected_embedder, expected_dim)
         head, rule, weights_map = _build_head(path, manifest)
     except OSError as exc:  # an unreadable folder or file: the router user lacks permission, a bad mount
         what = Path(exc.filename).name if exc.filename else "it"
         raise ArtifactError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-    return HeadArtifact(manifest.model, manifest.version, path, manifest, head, rule, weights_map)
+    return HeadArtifact(manifest.model, manifest.version, path, manifest, head, rule, weights_map, check)
 
 
 def _regular_files(folder: Path) -> set[str]:
@@ -181,8 +196,8 @@ def _regular_files(folder: Path) -> set[str]:
 
 
 def _matches(file: Path, expected: str, known: KnownChecksums | None) -> bool:
-    if known is not None and file.name == WEIGHTS:
-        return known.matches(file, expected)
+    if file.name == WEIGHTS:
+        return weights_match(file, expected, known)
     return sha256_file(file) == expected
 
 

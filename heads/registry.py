@@ -159,6 +159,7 @@ class ModelStore:
         expected_dim: int | None = None,
         verify_reports: bool = True,
         known_checksums: KnownChecksums | None = None,
+        defer_weights_check: bool = False,
     ) -> HeadArtifact:
         """The version (default: the serving primary), verified (see load_version)."""
         version = version or self.serving_version(model)
@@ -171,6 +172,7 @@ class ModelStore:
             expected_dim=expected_dim,
             verify_reports=verify_reports,
             known_checksums=known_checksums,
+            defer_weights_check=defer_weights_check,
         )
         # The store's folders name the model and version (a version copied to another model, or
         # restored under a new name, answers and is logged under the name it serves as).

@@ -12,8 +12,10 @@ of 2 gunicorn workers starts on an N-model store, and the run reports:
 
 - `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row, the
   router's record of verified weights (heads/known_checksums.py) removed first, so that every
-  weights file is hashed; `ready_again_s`: the same for a second start, with the record the first
-  left (a restart, or a worker replaced);
+  weights file is hashed; `weights_checked_s`: until, further, every worker has computed the
+  weights' checksums that a first load leaves for the background (heads/weights_check.py), which
+  the idle windows below wait for; `ready_again_s`: the same as `ready_s` for a second start,
+  with the record the first left (a restart, or a worker replaced);
 - memory: PSS of the router's processes (master and workers, smaps_rollup), in total and per
   worker, at ready (idle) and after the latency run, and the extra over the 3-model router;
 - `idle_cores`: the router's CPU time (the scheduler's run time of its threads, which is exact;
@@ -21,7 +23,7 @@ of 2 gunicorn workers starts on an N-model store, and the run reports:
   over --idle-s seconds without traffic, per second, once
   the store has settled (from --settle-s after ready: the router's API_RESCAN_SETTLE_S counts from
   the scan that loaded the heads, after which it scans the store every 5 minutes instead of every
-  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after ready. With
+  30 s); `idle_settling_cores`: the same over the --idle-s seconds right after the weights were checked. With
   --kept-database (the load test's own PostgreSQL) any window can hold the drift monitor's work
   on the answers earlier runs left in the last hour: 10,000 manifests read (their 1,152-float
   centroids parsed from JSON) and PostgreSQL compressing the minute's 9 KB centroid rows, which
@@ -154,18 +156,24 @@ def start_router(stack: Stack, store_root: Path, name: str, timeout_s: float) ->
     return router, started
 
 
-def wait_all_loaded(router: GunicornRouter, key: str, expected: int, started: float, timeout_s: float) -> float:
-    """Seconds from `started` until /readyz counted `expected` models 10 times in a row."""
+def wait_all_loaded(
+    router: GunicornRouter, key: str, expected: int, started: float, timeout_s: float, *, checked: bool = False
+) -> float:
+    """Seconds from `started` until /readyz counted `expected` models 10 times in a row (and,
+    `checked`, no head whose weights' checksum is still to be computed)."""
     client = Client(router.url, key)
     in_a_row, deadline = 0, started + timeout_s
     try:
         while in_a_row < 10:
             if time.monotonic() > deadline:
-                raise SystemExit(f"the router did not load {expected} models within {timeout_s:.0f} s")
+                what = "check the weights of" if checked else "load"
+                raise SystemExit(f"the router did not {what} {expected} models within {timeout_s:.0f} s")
             # A new connection each time: gunicorn hands it to either worker.
             client.close()
             status, body = client.get("/readyz")
-            in_a_row = in_a_row + 1 if status == 200 and body.get("models") == expected else 0
+            done = status == 200 and body.get("models") == expected
+            done = done and (not checked or body.get("unchecked_weights") == 0)
+            in_a_row = in_a_row + 1 if done else 0
             if not in_a_row:
                 time.sleep(0.05)
         return time.monotonic() - started
@@ -282,13 +290,17 @@ def main() -> int:
                 router, started = start_router(stack, STATE / "stores" / f"n{n}", f"n{n}", args.ready_timeout_s)
                 try:
                     ready_s = wait_all_loaded(router, stack.operator_key, n, started, args.ready_timeout_s)
+                    # the weights' checksums left for the background (heads/weights_check.py) done
+                    checked_s = wait_all_loaded(
+                        router, stack.operator_key, n, started, args.ready_timeout_s * 4, checked=True
+                    )
                     time.sleep(2.0)
                     idle_memory = router_memory(router)
                     idle_settling_cores, idle_settling_ticks = idle_cpu(router, args.idle_s)
-                    time.sleep(max(0.0, started + ready_s + args.settle_s - time.monotonic()))
+                    time.sleep(max(0.0, started + checked_s + args.settle_s - time.monotonic()))
                     idle_cores, idle_ticks = idle_cpu(router, args.idle_s)
                     progress(
-                        f"N={n}: ready in {ready_s:.1f} s, idle {idle_cores:.4f} cores "
+                        f"N={n}: ready in {ready_s:.1f} s, weights checked at {checked_s:.1f} s, idle {idle_cores:.4f} cores "
                         f"({idle_settling_cores:.4f} while settling), {idle_memory}"
                     )
                     clients = {
@@ -314,6 +326,7 @@ def main() -> int:
                     router.stop()
                 entry = {
                     "ready_s": round(ready_s, 1),
+                    "weights_checked_s": round(checked_s, 1),
                     "ready_again_s": round(ready_again_s, 1),
                     "idle_cores": round(idle_cores, 4),
                     "idle_settling_cores": round(idle_settling_cores, 4),

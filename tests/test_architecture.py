@@ -31,6 +31,7 @@ HEADS_FOR_SERVING = {
     "heads.artifact",
     "heads.mapped_weights",
     "heads.known_checksums",  # the weights a host verified, read by the loader above
+    "heads.weights_check",  # the weights' checksum at first need
     "heads.manifest",
     "heads.serving_state",
     "heads.rollback_guard",  # the automatic rollback's policy and verdict (api/core/auto_rollback.py)

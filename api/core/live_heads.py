@@ -10,6 +10,12 @@ One bad model never takes the others down: a model whose state does not load, fo
 unreadable folder, a malformed manifest or pointer, a corrupt file), keeps serving its previous
 heads, or is absent and answers 404 with the reason if it never loaded. It is reported in `errors`
 (logged once per distinct reason) and retried at every refresh until it loads.
+
+A model that does not serve yet in this process is loaded without hashing its weights (at 10,000
+heads that was most of a first start): its versions carry the pending check, which their first
+answer, or `check_weights()` in the background, computes (heads/weights_check.py). Weights that
+do not match take the model out of serving with the reason, as a failed load leaves it; its
+retries, like every load of a model that serves already, check the weights before they serve.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 
 from api.errors import Conflict, NotFound
 from heads import layout
 from heads.artifact import HeadArtifact
-from heads.errors import HeadsError
+from heads.errors import ArtifactError, HeadsError
 from heads.known_checksums import KnownChecksums
 from heads.registry import ModelStore
 from heads.serving_state import Candidate, ServingState
@@ -80,6 +87,9 @@ class LiveHeads:
         self._errors: dict[str, str] = {}
         self._seen: dict[str, tuple] = {}  # each model's entry in the store's fingerprint, as last read
         self._fingerprint: tuple | None = None  # the whole fingerprint, as last read
+        # (model, version) of the serving heads whose weights' checksum is still to be checked
+        # (or failed at a request), in this process's own order
+        self._unchecked: list[tuple[str, HeadArtifact]] = []
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
 
     def get(self, model: str) -> LoadedServing:
@@ -119,20 +129,29 @@ class LiveHeads:
                 ) from None
         return set(artifact.labels) | ({artifact.rule.reject_label} if artifact.rule.reject_label else set())
 
-    def _artifact(self, model: str, version: str, cache: dict) -> HeadArtifact:
+    @property
+    def unchecked(self) -> int:
+        """Serving heads whose weights' checksum is still to be computed."""
+        return len(self._unchecked)
+
+    def _artifact(self, model: str, version: str, cache: dict, *, defer_check: bool) -> HeadArtifact:
         key = (model, version)
         if key not in cache:
             cache[key] = (
                 self._artifacts.get(key)
                 or self.store.load(
-                    model, version, verify_reports=False, known_checksums=self._known_checksums
+                    model,
+                    version,
+                    verify_reports=False,
+                    known_checksums=self._known_checksums,
+                    defer_weights_check=defer_check,
                 ).for_serving()
             )
         return cache[key]
 
-    def _build(self, model: str, state: ServingState, cache: dict) -> LoadedServing:
+    def _build(self, model: str, state: ServingState, cache: dict, *, defer_check: bool) -> LoadedServing:
         def load(version: str) -> HeadArtifact:
-            return self._artifact(model, version, cache)
+            return self._artifact(model, version, cache, defer_check=defer_check)
 
         return LoadedServing(
             state=state,
@@ -183,7 +202,10 @@ class LiveHeads:
                         raise HeadsError(f"model {model!r} has versions but none is serving: promote one")
                     if model in current and current[model].state == state:
                         continue
-                    fresh[model] = self._build(model, state, cache)
+                    # Unchecked weights only where nothing served before (a first load): a new
+                    # state of a serving model, or a retry, serves only once its weights match.
+                    first = model not in current and model not in self._errors
+                    fresh[model] = self._build(model, state, cache, defer_check=first)
                     report.loaded.append(f"{model}: {describe(state)}")
                 # One model's failure of any kind (a HeadsError, or an OSError, KeyError... that the
                 # loader did not foresee) stays with that model: the others load and serve; what it
@@ -197,7 +219,10 @@ class LiveHeads:
                 for key in ((model, version) for version in serving.state.versions())
             }
             recovered = [m for m in self._errors if m not in report.failed and (m in fresh or m == EVERY_MODEL)]
+            unchecked = {(m, a.version): a for m, a in self._unchecked}
+            unchecked.update((key, a) for key, a in cache.items() if _unchecked(a))
             self._serving, self._artifacts, self._errors = fresh, artifacts, dict(report.failed)
+            self._unchecked = [(key[0], a) for key, a in unchecked.items() if artifacts.get(key) is a]
             self._watched = frozenset(m for m, serving in fresh.items() if serving.state.watch is not None)
             self._seen, self._fingerprint = entries, fingerprint
         for line in report.loaded:
@@ -205,6 +230,40 @@ class LiveHeads:
         for model in recovered:
             log.info("%s/%s loads again (it failed before)", self.store.root.name, model)
         return report
+
+    def check_weights(self, deadline: float | None = None) -> int:
+        """Compute the weights' checksums that loading left for later (heads/weights_check.py),
+        until time.monotonic() reaches `deadline` (None: all of them); a model whose weights do not
+        match leaves serving, with the reason in `errors` (retried at every refresh). Returns how
+        many are left."""
+        with self._lock:
+            checked, failed = 0, {}
+            for model, artifact in self._unchecked:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                try:
+                    artifact.weights_check.ensure()
+                except ArtifactError as exc:
+                    failed.setdefault(model, exc)
+                checked += 1
+            if failed:
+                self._withdraw(failed)
+            self._unchecked = [(m, a) for m, a in self._unchecked[checked:] if m in self._serving]
+            return len(self._unchecked)
+
+    def _withdraw(self, failed: dict[str, ArtifactError]) -> None:
+        """Take the models whose weights failed their check out of serving (self._lock held)."""
+        serving, errors = dict(self._serving), dict(self._errors)
+        for model, exc in failed.items():
+            if model not in serving:
+                continue
+            why = self._reason(exc)
+            self._note(model, why, exc)
+            del serving[model]
+            errors[model] = why
+        self._serving, self._errors = serving, errors
+        self._artifacts = {key: artifact for key, artifact in self._artifacts.items() if key[0] in serving}
+        self._watched = frozenset(m for m in self._watched if m in serving)
 
     def _reason(self, exc: Exception) -> str:
         """One short line: the message (with the exception's type unless it is one of ours), paths
@@ -230,6 +289,12 @@ class LiveHeads:
             why,
             exc_info=None if isinstance(exc, HeadsError) else exc,
         )
+
+
+def _unchecked(artifact: HeadArtifact) -> bool:
+    """Whether the artifact's weights still wait for their check, or failed it at a request."""
+    check = artifact.weights_check
+    return check is not None and not check.verified
 
 
 def describe(state: ServingState) -> str:

@@ -79,6 +79,11 @@ DRIFT = Gauge(
     multiprocess_mode="mostrecent",
 )
 HEADS_LOADED = Gauge("router_heads_loaded", "Models with a serving head loaded", multiprocess_mode="livemax")
+HEADS_UNCHECKED = Gauge(
+    "router_heads_weights_unchecked",
+    "Serving heads whose weights' checksum is still to be computed (heads/weights_check.py)",
+    multiprocess_mode="livemax",
+)
 HEADS_FAILED = Gauge("router_heads_failed", "Models whose serving version failed to load", multiprocess_mode="livemax")
 # One series per model that failed to load in this process's life: bounded by the store's models
 # (validated folder names an operator made, never request input). The reason is in /readyz and the log.
@@ -129,6 +134,7 @@ def publish_gauges(inference_log, heads) -> None:
     LOG_SPOOL_FILES.set(stats.spool_files)
     LOG_DB_HEALTHY.set(1 if stats.db_healthy else 0)
     HEADS_LOADED.set(heads.count())
+    HEADS_UNCHECKED.set(heads.unchecked)
     RELOAD_GENERATION.set(heads.reload_generation)
     failing = set(heads.errors)
     HEADS_FAILED.set(len(failing))

@@ -105,6 +105,7 @@ def build_runtime(settings: RouterSettings) -> Runtime:
         known_checksums=KnownChecksums(Path(settings.spool_dir) / KNOWN_CHECKSUMS_FILE),
     )
     heads.refresh()
+    heads.check_weights(settings.weights_check_at_start_s)  # a small store: all of it, as before
     embedder = EmbedderClient(settings.embedder_address, timeout_s=settings.embed_timeout_s, retries=1)
     if settings.migrate_on_start:
         migrations = threading.Thread(

@@ -91,6 +91,13 @@ class RouterSettings(BaseSettings):
         description="apply the database migrations at start (retrying in the background); false where a "
         "separate job runs them as the schema owner and routers log in with a role that may not",
     )
+    weights_check_at_start_s: float = Field(
+        2.0,
+        description="how long a worker may spend at start computing its heads' weights checksums before it "
+        "reports ready; what is left is checked in the background and, for a head asked before, before its "
+        "first answer (heads/weights_check.py): a store of thousands of heads is ready in seconds, not after "
+        "hashing every weights file",
+    )
     reload_interval_s: float = Field(
         1.0,
         description="how often workers look at the model store's generation file for a serving change",
@@ -155,6 +162,7 @@ class RouterSettings(BaseSettings):
             "explain_max_words": self.explain_max_words >= 1,
             "embedding_cache_size": self.embedding_cache_size >= 0,
             "reload_interval_s": self.reload_interval_s > 0,
+            "weights_check_at_start_s": self.weights_check_at_start_s >= 0,
             "rescan_interval_s": self.rescan_interval_s > 0,
             "settled_rescan_interval_s": self.settled_rescan_interval_s > 0,
             "rescan_settle_s": self.rescan_settle_s >= 0,

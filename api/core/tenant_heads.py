@@ -138,6 +138,17 @@ class TenantHeads:
                 out.append(LoadFailure(tenant, model, why, serving))
         return out
 
+    @property
+    def unchecked(self) -> int:
+        """Serving heads whose weights' checksum is still to be computed (heads/weights_check.py)."""
+        return sum(heads.unchecked for heads in list(self._tenants.values()))
+
+    def check_weights(self, budget_s: float | None = None) -> int:
+        """Compute the weights' checksums that loading left for later, for up to `budget_s`
+        seconds (None: all of them); see LiveHeads.check_weights. Returns how many are left."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        return sum(heads.check_weights(deadline) for heads in list(self._tenants.values()))
+
     def _store_stamp(self) -> object:
         try:
             return self._store_generation.stamp()
@@ -235,13 +246,16 @@ class TenantHeads:
         return generation, reports
 
     def start_polling(self, interval_s: float, on_tick=None) -> None:
-        """`poll()` every `interval_s` in a daemon thread (one per process). `on_tick()` runs after
-        each poll (the metrics use it to publish gauges)."""
+        """`poll()` every `interval_s` in a daemon thread (one per process), then check weights
+        that loading left unchecked for up to half the interval (a first start's backlog spread
+        over the following seconds, not a stall of serving changes). `on_tick()` runs after each
+        poll (the metrics use it to publish gauges)."""
 
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 try:
                     self.poll()
+                    self.check_weights(interval_s / 2)
                     if on_tick is not None:
                         on_tick()
                 except Exception:  # noqa: BLE001 - the poller must outlive any one bad refresh

@@ -65,6 +65,7 @@ def readyz() -> Response:
         "servable_models": len(sets) - len(mismatched),
         "embedder_mismatch": len(mismatched),
         "load_errors": len(failures),
+        "unchecked_weights": rt.heads.unchecked,
     }
     if info is None:  # what each model can still answer without embeddings
         answers = Counter(serving.without_embedder() for serving in sets.values())

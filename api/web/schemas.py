@@ -448,6 +448,11 @@ class Readiness(_Open):
     )
     embedder_mismatch: int | MISSING = MISSING
     load_errors: int | MISSING = MISSING
+    unchecked_weights: int | MISSING = Field(
+        MISSING,
+        description="Serving heads of the worker that answered whose weights' checksum is still to be computed "
+        "(a first start of a large store checks them in the background; each head before its first answer).",
+    )
     failed_models: list[FailedModel] | MISSING = Field(
         MISSING,
         description="Only when the request carries an operator key (optional on this endpoint): the models that "

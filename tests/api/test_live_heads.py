@@ -5,13 +5,14 @@ import shutil
 import time
 import types
 
+import numpy as np
 import pytest
 
 from api.core import tenant_heads
 from api.core.live_heads import LiveHeads
 from api.core.tenant_heads import TenantHeads
 from api.errors import NotFound
-from heads import known_checksums
+from heads import known_checksums, weights_check
 from heads.config import parse_config
 from heads.errors import ArtifactError
 from heads.known_checksums import KnownChecksums
@@ -37,10 +38,70 @@ def test_a_worker_starting_after_its_sibling_hashes_no_weights_again(store, tmp_
     monkeypatch.setattr(known_checksums, "sha256_file", lambda path: hashed.append(path.name) or real(path))
     record = tmp_path / "spool" / known_checksums.FILE_NAME
     first = LiveHeads(store, known_checksums=KnownChecksums(record))
-    assert len(first.refresh().loaded) == 2 and hashed == ["head.npz", "head.npz"]
+    assert len(first.refresh().loaded) == 2 and hashed == []  # a first load leaves the hashing for later
+    assert first.check_weights() == 0 and hashed == ["head.npz", "head.npz"]
     second = LiveHeads(store, known_checksums=KnownChecksums(record))  # another worker, or its replacement
-    assert len(second.refresh().loaded) == 2 and len(hashed) == 2
+    assert len(second.refresh().loaded) == 2 and second.unchecked == 2
+    assert second.check_weights() == 0 and len(hashed) == 2
     assert sorted(second.snapshot()) == ["intents", "plain"]
+
+
+def _counting_hashes(monkeypatch) -> list[str]:
+    hashed: list[str] = []
+    real = weights_check.sha256_file
+    monkeypatch.setattr(weights_check, "sha256_file", lambda path: hashed.append(path.name) or real(path))
+    return hashed
+
+
+def test_a_first_load_checks_the_weights_before_the_first_answer_or_in_the_background(store, monkeypatch):
+    hashed = _counting_hashes(monkeypatch)
+    heads = LiveHeads(store)
+    assert len(heads.refresh().loaded) == 2 and hashed == [] and heads.unchecked == 2
+    intents = heads.get("intents").primary
+    assert intents.weights_check.pending
+    vector = np.zeros((1, intents.head.input_dim), np.float32)
+    intents.predict_proba(vector)  # the first answer hashes its weights first
+    intents.predict_proba(vector)
+    assert hashed == ["head.npz"] and intents.weights_check.verified
+    assert heads.check_weights(deadline=time.monotonic() - 1) == 2  # no time left: nothing checked
+    assert heads.check_weights() == 0 and hashed == ["head.npz"] * 2 and heads.unchecked == 0
+    heads.refresh(force=True)
+    assert heads.unchecked == 0 and len(hashed) == 2  # the same versions: not checked again
+
+
+def _damage(weights) -> bytes:
+    original = weights.read_bytes()
+    weights.chmod(0o644)
+    damaged = bytearray(original)
+    middle = len(damaged) // 2  # in the arrays' data: the zip layout still reads
+    damaged[middle : middle + 64] = bytes(64)
+    weights.write_bytes(bytes(damaged))
+    return original
+
+
+def test_weights_that_fail_their_deferred_check_take_the_model_out_until_repaired(store, caplog):
+    weights = store.version_dir("intents", store.serving_version("intents")) / "head.npz"
+    original = _damage(weights)
+    heads = LiveHeads(store)
+    assert heads.refresh().failed == {}  # loaded: the checksum waits for the first need
+    primary = heads.get("intents").primary
+    vector = np.zeros((1, primary.head.input_dim), np.float32)
+    for _ in range(2):  # every answer refuses, the file hashed once
+        with pytest.raises(ArtifactError, match="head.npz does not match its checksum"):
+            primary.predict_proba(vector)
+    with caplog.at_level(logging.ERROR, logger="api.core.live_heads"):
+        assert heads.check_weights() == 0
+        assert "does not match its checksum" in heads.errors["intents"]
+        with pytest.raises(NotFound, match="failed to load: .*head.npz does not match its checksum"):
+            heads.get("intents")
+        assert heads.get("plain").primary.version  # the other model serves on
+        report = heads.refresh()  # retried at every scan, checked at once: still refused, logged once
+        assert "checksum" in report.failed["intents"] and "intents" not in heads.snapshot()
+    assert sum("does not load" in r.getMessage() for r in caplog.records) == 1
+    weights.write_bytes(original)  # repaired in place
+    report = heads.refresh()
+    assert report.failed == {} and heads.errors == {} and heads.unchecked == 0
+    assert heads.get("intents").primary.predict_proba(vector).shape == (1, len(primary.labels))
 
 
 def test_a_damaged_report_file_does_not_stop_a_head_from_serving(store):
