@@ -5,8 +5,10 @@ start that grows with the number of heads, without gunicorn, PostgreSQL or the e
     .venv/bin/python loadtests/bench_head_loading.py --store var/bench-scale/stores/n1000 --rounds 5
 
 Each round builds a new TenantHeads on the store (as a router worker does at start) and times
-its first refresh: every tenant's models listed, every serving state read, every serving version
-loaded (manifest parsed, files listed, weights mapped). `known`: with the record of weights
+its first refresh (every tenant's models listed, every serving state read, every serving version
+loaded: manifest parsed, files listed, weights mapped) and then the check of every weights
+checksum that a first load leaves for later (heads/weights_check.py; a router does it before
+each head's first answer and in the background after ready). `known`: with the record of weights
 this host has already verified (heads/known_checksums.py), filled by a refresh before the
 rounds, so no weights are hashed: a worker restarted, or the second worker of a router. With
 --hash, also `hashed`: each round with a new, empty record, so that every weights file is hashed
@@ -38,12 +40,14 @@ DEFAULT_STORE = ROOT / "var" / "bench-scale" / "stores" / "n10000"
 
 
 def load_seconds(store: Path, record: Path) -> tuple[float, int]:
-    """(seconds for a new TenantHeads' first refresh of `store`, models serving after it)."""
+    """(seconds for a new TenantHeads' first refresh of `store` and the check of every head's
+    weights, models serving after them)."""
     heads = TenantHeads(store, known_checksums=KnownChecksums(record))
     started = time.perf_counter()
     reports = heads.refresh()
+    heads.check_weights()
     elapsed = time.perf_counter() - started
-    failed = {t: r.failed for t, r in reports.items() if r.failed}
+    failed = {t: r.failed for t, r in reports.items() if r.failed} or heads.errors
     if failed:
         raise SystemExit(f"models failed to load: {str(failed)[:500]}")
     return elapsed, heads.count()

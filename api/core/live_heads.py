@@ -253,17 +253,13 @@ class LiveHeads:
 
     def _withdraw(self, failed: dict[str, ArtifactError]) -> None:
         """Take the models whose weights failed their check out of serving (self._lock held)."""
-        serving, errors = dict(self._serving), dict(self._errors)
-        for model, exc in failed.items():
-            if model not in serving:
-                continue
-            why = self._reason(exc)
-            self._note(model, why, exc)
-            del serving[model]
-            errors[model] = why
-        self._serving, self._errors = serving, errors
-        self._artifacts = {key: artifact for key, artifact in self._artifacts.items() if key[0] in serving}
-        self._watched = frozenset(m for m in self._watched if m in serving)
+        withdrawn = {model: self._reason(exc) for model, exc in failed.items() if model in self._serving}
+        self._serving = {m: serving for m, serving in self._serving.items() if m not in withdrawn}
+        self._artifacts = {key: artifact for key, artifact in self._artifacts.items() if key[0] not in withdrawn}
+        self._watched = frozenset(m for m in self._watched if m not in withdrawn)
+        for model, why in withdrawn.items():  # now that it is out: "it is not served"
+            self._note(model, why, failed[model])
+        self._errors = {**self._errors, **withdrawn}
 
     def _reason(self, exc: Exception) -> str:
         """One short line: the message (with the exception's type unless it is one of ours), paths

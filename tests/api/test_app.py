@@ -283,6 +283,16 @@ def test_not_ready_without_embedder(router, monkeypatch):
     jsonschema.validate(body, schema_for(router, "Readiness"))
 
 
+def test_readyz_counts_the_heads_whose_weights_are_still_to_be_checked(router):
+    """A first load leaves the weights' checksums for later (heads/weights_check.py); /readyz
+    says how many of the worker's serving heads are still unchecked, and never waits for them."""
+    body = router.client.get("/readyz").get_json()
+    jsonschema.validate(body, schema_for(router, "Readiness"))
+    assert body["status"] == "ready" and body["unchecked_weights"] == router.runtime.heads.unchecked > 0
+    assert router.runtime.heads.check_weights() == 0
+    assert router.client.get("/readyz").get_json()["unchecked_weights"] == 0
+
+
 def test_degraded_but_in_service_while_models_answer_without_the_embedder(router, clinc_subset, tmp_path, monkeypatch):
     """An embedder outage with n-gram heads: the router answers what it can, so /readyz (the load
     balancer's health check) stays 200, "degraded", rather than having every replica replaced."""

@@ -97,7 +97,8 @@ def test_weights_that_fail_their_deferred_check_take_the_model_out_until_repaire
         assert heads.get("plain").primary.version  # the other model serves on
         report = heads.refresh()  # retried at every scan, checked at once: still refused, logged once
         assert "checksum" in report.failed["intents"] and "intents" not in heads.snapshot()
-    assert sum("does not load" in r.getMessage() for r in caplog.records) == 1
+    logged = [r.getMessage() for r in caplog.records if "does not load" in r.getMessage()]
+    assert len(logged) == 1 and "it is not served" in logged[0]
     weights.write_bytes(original)  # repaired in place
     report = heads.refresh()
     assert report.failed == {} and heads.errors == {} and heads.unchecked == 0
@@ -324,6 +325,22 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         assert heads.get("default", "intents").primary.version == new_version and ticks
     finally:
         heads.stop()
+
+
+def test_the_poller_checks_the_weights_a_first_load_left_for_later(store, monkeypatch):
+    hashed = _counting_hashes(monkeypatch)
+    heads = TenantHeads(store.root.parent)
+    heads.refresh()
+    assert heads.unchecked == 2 and heads.check_weights(budget_s=0.0) == 2 and hashed == []  # no time: none
+    heads.start_polling(0.05)
+    try:
+        deadline = time.monotonic() + 10
+        while heads.unchecked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert heads.unchecked == 0 and sorted(hashed) == ["head.npz", "head.npz"]
+    finally:
+        heads.stop()
+    assert heads.check_weights() == 0 and len(hashed) == 2  # nothing left: nothing hashed again
 
 
 # --- one bad model never takes the others down ------------------------------------------------------
