@@ -46,7 +46,7 @@ from heads.manifest import Manifest
 from heads.mapped_weights import RESIDENT, MappedFile, load_weights
 from heads.network import DenseHead
 from heads.ngram import NgramFeaturizer, NgramHead
-from heads.weights_check import WeightsCheck, weights_match
+from heads.weights_check import WeightsCheck, identity, weights_match
 
 
 def new_version_id(now: dt.datetime | None = None) -> str:
@@ -96,8 +96,9 @@ class HeadArtifact:
     def for_serving(self) -> HeadArtifact:
         """This version without the records that serving never reads: the training baseline (drift
         reads it from the store), the training config, the data fingerprints, the code version and
-        the files' checksums (verified by now). At thousands of heads per router process they were
-        most of a loaded version's Python objects."""
+        the files' checksums (verified by now; the weights' is kept by `weights_check` where
+        loading left it for later). At thousands of heads per router process they were most of a
+        loaded version's Python objects."""
         kept = dataclasses.replace(self.manifest, baseline={}, training_config={}, data={}, code_version=None, files={})
         return dataclasses.replace(self, manifest=kept)
 
@@ -177,11 +178,14 @@ def load_version(
             if name not in present:
                 raise ArtifactError(f"{path}: {name} is missing (partial version)")
             if name == WEIGHTS and defer_weights_check:
-                check = WeightsCheck(path / name, expected, known_checksums)
+                check = WeightsCheck(path / name, expected, identity(os.stat(path / name)), known_checksums)
             elif (verify_reports or name == WEIGHTS) and not _matches(path / name, expected, known_checksums):
                 raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
         _check_embedder(path, manifest, expected_embedder, expected_dim)
         head, rule, weights_map = _build_head(path, manifest)
+        if check is not None and identity(os.stat(path / WEIGHTS)) != check.loaded:
+            # replaced between the stat and the map: which file the head holds is not known
+            raise ArtifactError(f"{path}: {WEIGHTS} changed while it was loaded (retried at the next scan)")
     except OSError as exc:  # an unreadable folder or file: the router user lacks permission, a bad mount
         what = Path(exc.filename).name if exc.filename else "it"
         raise ArtifactError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None

@@ -1,6 +1,7 @@
 """Weights checksums a host has already verified, so that no router process hashes a file twice.
 
-A router checks the SHA-256 of every head's weights when it loads the head (heads/artifact.py).
+A router checks the SHA-256 of every head's weights, when it loads the head or, for a first
+load, before its first answer (heads/artifact.py, heads/weights_check.py).
 At 10,000 heads of 2.7 MB that is 27 GB read and hashed, about 14 s of one core here, again in
 every worker, again whenever a worker is replaced (a crash, a timeout) while its sibling serves.
 

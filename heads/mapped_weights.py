@@ -5,8 +5,8 @@ held its own copy of every head: at 1,000 heads, about 0.4 GB per worker. A vers
 change (heads/artifact.py), and `np.savez` stores its arrays uncompressed, so each array can be a
 read-only view of a memory map of the file instead: the pages come from the page cache, are
 shared by every process that maps them, and count in a process's memory only once a request
-touches them (loading a version still reads every file once, to check its checksums, but into the
-page cache, not into the process). A version folder is immutable: a file rewritten in place (not
+touches them (a version's weights are still read once, to check their checksum, at load or
+before the first answer, heads/weights_check.py, but into the page cache, not into the process). A version folder is immutable: a file rewritten in place (not
 replaced by a rename, as the registry and `aws s3 sync` do) would crash a process reading it.
 
 `save_weights` writes the file as `np.savez` does (a plain .npz any numpy reads), but with each

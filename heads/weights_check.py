@@ -1,20 +1,25 @@
 """A version's weights checked against their checksum when first needed, not when loaded.
 
 A router used to hash every head's weights before it could report ready: at 10,000 heads of
-1.3-2.7 MB, 13-27 GB read and hashed at each first start of a host, which took 18 s on a host
-whose page cache held the store and 30-81 s on one whose did not (the time grew with the store's
-bytes, not with what serves). A router now loads a model it does not serve yet with a
-`WeightsCheck` instead (api/core/live_heads.py): the manifest, the files' presence and the
+1.3-2.7 MB, 13-27 GB read and hashed at each first start of a host, which took 21 s on a host
+whose page cache held the store and 62 s on one whose did not (`make bench-scale`: the time grew
+with the store's bytes, not with what serves). A router now loads a model it does not serve yet
+with a `WeightsCheck` instead (api/core/live_heads.py): the manifest, the files' presence and the
 weights' zip layout are read at load, and the checksum is computed
 
-- before the head's first answer, in the request if nothing checked it earlier: no answer ever
-  comes from weights that do not match their checksum;
+- before the head's first answer, in the request, if nothing checked it earlier;
 - in the background, by the heads poller of each worker (in an order of its own; the host's
   record of verified weights, heads/known_checksums.py, lets each skip what the other did);
 - at start, for as long as API_WEIGHTS_CHECK_AT_START_S allows: a store that small is checked
   whole before ready, as before.
 
-A mismatch sticks (the file is not hashed again by this check) and the model is taken out of
+The check is bound to the file that was loaded: the identity `stat` gave of it then (device,
+inode, size, modification and change times) must still be the path's before and after the
+hashing, so a version whose file was replaced since (a sync, a repair) fails the check instead of
+vouching, with the new file's bytes, for the mapped old ones. So no answer comes from weights
+that were not found to match their checksum.
+
+A failure sticks (the file is not hashed again by this check) and the model is taken out of
 serving with the reason, as a version that failed to load is; the next scans load it again,
 checked at once, until its files match. A model that serves already is never given unchecked
 weights: a new serving state of it is checked before it replaces the old one.
@@ -22,12 +27,18 @@ weights: a new serving state of it is checked before it replaces the old one.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from embedder.convert import sha256_file
 from heads.errors import ArtifactError
 from heads.known_checksums import KnownChecksums
+
+
+def identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells one file from its replacement at the same path (heads/known_checksums.py)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def weights_match(file: Path, expected: str, known: KnownChecksums | None) -> bool:
@@ -38,12 +49,13 @@ def weights_match(file: Path, expected: str, known: KnownChecksums | None) -> bo
 class WeightsCheck:
     """The pending check of one version's weights file; thread-safe, hashes at most once."""
 
-    __slots__ = ("file", "expected", "verified", "failure", "_known", "_lock")
+    __slots__ = ("file", "expected", "loaded", "verified", "failure", "_known", "_lock")
 
-    def __init__(self, file: Path, expected: str, known: KnownChecksums | None = None):
-        self.file, self.expected = Path(file), expected
+    def __init__(self, file: Path, expected: str, loaded: tuple[int, ...], known: KnownChecksums | None = None):
+        """`loaded`: the identity() of the file whose bytes the head was built from."""
+        self.file, self.expected, self.loaded = Path(file), expected, loaded
         self.verified = False
-        self.failure: str | None = None  # why the weights cannot serve, once found
+        self.failure: str | None = None  # why the weights cannot serve, once found (no folder named)
         self._known = known
         self._lock = threading.Lock()
 
@@ -54,17 +66,29 @@ class WeightsCheck:
             return
         with self._lock:
             if not self.verified and self.failure is None:
-                try:
-                    if weights_match(self.file, self.expected, self._known):
-                        self.verified = True
-                    else:
-                        self.failure = (
-                            f"{self.file.parent}: {self.file.name} does not match its checksum (corrupt version)"
-                        )
-                except OSError as exc:
-                    self.failure = f"{self.file.parent}: cannot read {self.file.name} ({exc.strerror or exc})"
+                self.failure = self._check()
+                self.verified = self.failure is None
         if self.failure is not None:
-            raise ArtifactError(self.failure)
+            raise self.error()
+
+    def error(self) -> ArtifactError:
+        """The failure as the loader words one: the version's folder, then why."""
+        return ArtifactError(f"{self.file.parent}: {self.failure}")
+
+    def _check(self) -> str | None:
+        """None when the loaded file matches its checksum, else why not."""
+        where = self.file.name
+        try:
+            if identity(os.stat(self.file)) != self.loaded:
+                return f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
+            matches = weights_match(self.file, self.expected, self._known)
+            if identity(os.stat(self.file)) != self.loaded:  # replaced while it was hashed
+                return f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
+        except OSError as exc:
+            return f"cannot read {where} ({exc.strerror or exc})"
+        except Exception as exc:  # noqa: BLE001 - a fault of the check itself must not pass as a match
+            return f"the checksum of {where} could not be computed ({type(exc).__name__}: {exc})"
+        return None if matches else f"{where} does not match its checksum (corrupt version)"
 
     @property
     def pending(self) -> bool:

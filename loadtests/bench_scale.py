@@ -12,7 +12,8 @@ of 2 gunicorn workers starts on an N-model store, and the run reports:
 
 - `ready_s`: from starting gunicorn until /readyz counts N models on 10 answers in a row, the
   router's record of verified weights (heads/known_checksums.py) removed first, so that every
-  weights file is hashed; `weights_checked_s`: until, further, every worker has computed the
+  weights file is hashed (before ready for up to API_WEIGHTS_CHECK_AT_START_S, the rest after);
+  `weights_checked_s`: until, further, every worker has computed the
   weights' checksums that a first load leaves for the background (heads/weights_check.py), which
   the idle windows below wait for; `ready_again_s`: the same as `ready_s` for a second start,
   with the record the first left (a restart, or a worker replaced);

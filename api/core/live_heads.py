@@ -87,7 +87,7 @@ class LiveHeads:
         self._errors: dict[str, str] = {}
         self._seen: dict[str, tuple] = {}  # each model's entry in the store's fingerprint, as last read
         self._fingerprint: tuple | None = None  # the whole fingerprint, as last read
-        # (model, version) of the serving heads whose weights' checksum is still to be checked
+        # (model, artifact) of the serving heads whose weights' checksum is still to be checked
         # (or failed at a request), in this process's own order
         self._unchecked: list[tuple[str, HeadArtifact]] = []
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
@@ -131,14 +131,21 @@ class LiveHeads:
 
     @property
     def unchecked(self) -> int:
-        """Serving heads whose weights' checksum is still to be computed."""
-        return len(self._unchecked)
+        """Serving heads whose weights' checksum is still to be computed (or failed at a request,
+        not yet withdrawn)."""
+        return sum(1 for _, artifact in self._unchecked if _unchecked(artifact))
 
     def _artifact(self, model: str, version: str, cache: dict, *, defer_check: bool) -> HeadArtifact:
         key = (model, version)
         if key not in cache:
+            reused = self._artifacts.get(key)
+            if reused is not None and reused.weights_check is not None:
+                if reused.weights_check.failure is not None:
+                    reused = None  # failed at a request: loaded anew below (and checked at once)
+                elif not defer_check:
+                    reused.weights_check.ensure()  # a state that must serve checked weights only
             cache[key] = (
-                self._artifacts.get(key)
+                reused
                 or self.store.load(
                     model,
                     version,
@@ -237,7 +244,9 @@ class LiveHeads:
         match leaves serving, with the reason in `errors` (retried at every refresh). Returns how
         many are left."""
         with self._lock:
-            checked, failed = 0, {}
+            # Failures a request found first: out of serving now, not when the walk reaches them.
+            failed = {m: _failure(a) for m, a in self._unchecked if a.weights_check.failure is not None}
+            checked = 0
             for model, artifact in self._unchecked:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -285,6 +294,10 @@ class LiveHeads:
             why,
             exc_info=None if isinstance(exc, HeadsError) else exc,
         )
+
+
+def _failure(artifact: HeadArtifact) -> ArtifactError:
+    return artifact.weights_check.error()
 
 
 def _unchecked(artifact: HeadArtifact) -> bool:

@@ -32,12 +32,13 @@ from api.core.embedding_cache import RouterEmbeddingCache
 from api.core.live_heads import LoadedServing
 from api.core.requests import PredictRequest
 from api.core.tenant_heads import TenantHeads
-from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, from_embedder_error
+from api.errors import ApiError, EmbedderMismatch, EmbedderUnavailable, HeadFailed, NotFound, from_embedder_error
 from embedder.client import Embeddings
 from embedder.errors import EmbedderError
 from embedder.features import split_embedding_id
 from embedder.normalize import normalize_text
 from heads.artifact import HeadArtifact
+from heads.errors import ArtifactError
 from inferencedb.prediction_record import PredictionRecord
 
 log = logging.getLogger(__name__)
@@ -272,6 +273,12 @@ class Predictor:
             else:
                 probs = head.predict_proba(texts=texts)
                 inputs = [normalize_text(t, lowercase=True) for t in texts]
+        except ArtifactError as exc:  # its weights failed the check left for their first need
+            # (heads/weights_check.py): the model did not load, as if its files had been refused
+            # at load; the poller takes it out of serving. The fallback may still answer.
+            log.warning("head %s@%s does not serve: %s", head.model, head.version, exc)
+            why = head.weights_check.failure if head.weights_check else "its files do not load"
+            raise NotFound(f"model {head.model!r} failed to load: version {head.version}: {why}") from None
         except Exception as exc:  # noqa: BLE001 - any head failure: the fallback may still answer
             log.exception("head %s@%s failed", head.model, head.version)
             raise HeadFailed(f"model {head.model!r} version {head.version} failed: {type(exc).__name__}") from None

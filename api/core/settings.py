@@ -94,9 +94,9 @@ class RouterSettings(BaseSettings):
     weights_check_at_start_s: float = Field(
         2.0,
         description="how long a worker may spend at start computing its heads' weights checksums before it "
-        "reports ready; what is left is checked in the background and, for a head asked before, before its "
-        "first answer (heads/weights_check.py): a store of thousands of heads is ready in seconds, not after "
-        "hashing every weights file",
+        "reports ready; what is left is checked in the background and, for a head asked before the background "
+        "reaches it, before its first answer (heads/weights_check.py): a store of thousands of heads is ready "
+        "in seconds, not after hashing every weights file",
     )
     reload_interval_s: float = Field(
         1.0,

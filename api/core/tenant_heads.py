@@ -147,7 +147,12 @@ class TenantHeads:
         """Compute the weights' checksums that loading left for later, for up to `budget_s`
         seconds (None: all of them); see LiveHeads.check_weights. Returns how many are left."""
         deadline = None if budget_s is None else time.monotonic() + budget_s
-        return sum(heads.check_weights(deadline) for heads in list(self._tenants.values()))
+        tenants = list(self._tenants.values())
+        left = sum(heads.check_weights(deadline) for heads in tenants)
+        if any(heads.errors for heads in tenants):  # a withdrawn model is retried as a failed load is
+            with self._lock:
+                self._next_rescan = min(self._next_rescan, time.monotonic() + self._rescan_interval_s)
+        return left
 
     def _store_stamp(self) -> object:
         try:

@@ -78,6 +78,33 @@ def test_readiness_reports_a_bad_model_to_operators_only(store):
     assert client.post("/v1/models/intents/predict", json={"text": "hello"}, headers=tenant).status_code == 200
 
 
+def test_weights_found_corrupt_at_their_first_answer_are_a_404_with_the_reason(store):
+    """A first load leaves the weights' checksum for their first need (heads/weights_check.py): a
+    corrupt file is then found by a request, which is answered as a model that did not load, and
+    the model leaves serving at the poller's next check; the other models answer throughout."""
+    weights = primary_dir(store.root.parent, "default", "plain") / "head.npz"
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = bytes(64)  # in the arrays: the zip still reads
+    weights.chmod(0o644)
+    weights.write_bytes(bytes(damaged))
+    runtime, keys = make_runtime(store, ListSink(), Database(f"postgresql://127.0.0.1:{free_port()}/none"))
+    client = create_app(runtime=runtime).test_client()
+    tenant = {"Authorization": f"Bearer {keys['tenant']}"}
+    assert client.get("/readyz").get_json()["load_errors"] == 0  # loaded: not checked yet
+    for _ in range(2):
+        response = client.post("/v1/models/plain/predict", json={"text": "hello"}, headers=tenant)
+        message = response.get_json()["error"]["message"]
+        assert response.status_code == 404 and message.startswith("model 'plain' failed to load: version ")
+        assert message.endswith("head.npz does not match its checksum (corrupt version)") and "/" not in message
+    assert client.post("/v1/models/intents/predict", json={"text": "hello"}, headers=tenant).status_code == 200
+    runtime.heads.check_weights()
+    body = client.get("/readyz", headers={"Authorization": f"Bearer {keys['operator']}"}).get_json()
+    assert body["load_errors"] == 1 and body["unchecked_weights"] == 0
+    assert body["failed_models"][0]["reason"].startswith("default/plain/")
+    response = client.post("/v1/models/plain/predict", json={"text": "hello"}, headers=tenant)
+    assert response.status_code == 404 and "does not match its checksum" in response.get_json()["error"]["message"]
+
+
 # --- end to end: a real gunicorn router ---------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -325,6 +326,25 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         assert heads.get("default", "intents").primary.version == new_version and ticks
     finally:
         heads.stop()
+
+
+def test_weights_replaced_after_their_load_fail_the_check_and_load_again(store, tmp_path):
+    """The check vouches for the file the head was built from: a file replaced since (a sync, a
+    repair), even by identical bytes, is not hashed in its place; the model loads again."""
+    heads = LiveHeads(store)
+    heads.refresh()
+    primary = heads.get("intents").primary
+    weights = primary.path / "head.npz"
+    copy = tmp_path / "head.npz"
+    shutil.copyfile(weights, copy)
+    os.replace(copy, weights)  # same bytes, another file
+    vector = np.zeros((1, primary.head.input_dim), np.float32)
+    with pytest.raises(ArtifactError, match="head.npz changed since it was loaded"):
+        primary.predict_proba(vector)
+    heads.check_weights()
+    assert "changed since it was loaded" in heads.errors["intents"] and "intents" not in heads.snapshot()
+    assert heads.refresh().failed == {} and heads.errors == {}  # loaded again, checked at once: it matches
+    assert heads.get("intents").primary.predict_proba(vector).shape == (1, len(primary.labels))
 
 
 def test_the_poller_checks_the_weights_a_first_load_left_for_later(store, monkeypatch):
