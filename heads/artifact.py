@@ -174,17 +174,21 @@ def load_version(
     try:
         manifest = Manifest.read(path)
         present = _regular_files(path)
+        # the file the head is built from, whose checksum is checked now or later (a missing one
+        # is named as such below)
+        loaded = identity(os.stat(path / WEIGHTS)) if WEIGHTS in present else None
         for name, expected in manifest.files.items():
             if name not in present:
                 raise ArtifactError(f"{path}: {name} is missing (partial version)")
             if name == WEIGHTS and defer_weights_check:
-                check = WeightsCheck(path / name, expected, identity(os.stat(path / name)), known_checksums)
+                check = WeightsCheck(path / name, expected, loaded, known_checksums)
             elif (verify_reports or name == WEIGHTS) and not _matches(path / name, expected, known_checksums):
                 raise ArtifactError(f"{path}: {name} does not match its checksum (corrupt version)")
         _check_embedder(path, manifest, expected_embedder, expected_dim)
         head, rule, weights_map = _build_head(path, manifest)
-        if check is not None and identity(os.stat(path / WEIGHTS)) != check.loaded:
-            # replaced between the stat and the map: which file the head holds is not known
+        if loaded is not None and identity(os.stat(path / WEIGHTS)) != loaded:
+            # replaced (or rewritten) between the stat and the map: the file the checksum vouched
+            # for, or will, may not be the one the head holds
             raise ArtifactError(f"{path}: {WEIGHTS} changed while it was loaded (retried at the next scan)")
     except OSError as exc:  # an unreadable folder or file: the router user lacks permission, a bad mount
         what = Path(exc.filename).name if exc.filename else "it"

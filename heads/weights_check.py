@@ -14,10 +14,12 @@ weights' zip layout are read at load, and the checksum is computed
   whole before ready, as before.
 
 The check is bound to the file that was loaded: the identity `stat` gave of it then (device,
-inode, size, modification and change times) must still be the path's before and after the
-hashing, so a version whose file was replaced since (a sync, a repair) fails the check instead of
-vouching, with the new file's bytes, for the mapped old ones. So no answer comes from weights
-that were not found to match their checksum.
+inode, size, modification time) must still be the path's before and after the hashing, so a
+version whose file was replaced since (a sync, a repair) fails the check instead of vouching,
+with the new file's bytes, for the mapped old ones (the change time is left out: a chmod or a
+new hard link changes it, not the bytes). A load that checks at once is bound the same way
+(heads/artifact.py). What neither catches is a file's bytes changed in place under the same
+inode, size and modification time, as for heads/known_checksums.py.
 
 A failure sticks (the file is not hashed again by this check) and the model is taken out of
 serving with the reason, as a version that failed to load is; the next scans load it again,
@@ -37,8 +39,8 @@ from heads.known_checksums import KnownChecksums
 
 
 def identity(stat: os.stat_result) -> tuple[int, ...]:
-    """What tells one file from its replacement at the same path (heads/known_checksums.py)."""
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    """What tells one file from its replacement at the same path, or from its bytes rewritten."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def weights_match(file: Path, expected: str, known: KnownChecksums | None) -> bool:
@@ -85,9 +87,9 @@ class WeightsCheck:
             if identity(os.stat(self.file)) != self.loaded:  # replaced while it was hashed
                 return f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
         except OSError as exc:
-            return f"cannot read {where} ({exc.strerror or exc})"
+            return f"cannot read {where} ({exc.strerror or type(exc).__name__})"
         except Exception as exc:  # noqa: BLE001 - a fault of the check itself must not pass as a match
-            return f"the checksum of {where} could not be computed ({type(exc).__name__}: {exc})"
+            return f"the checksum of {where} could not be computed ({type(exc).__name__})"
         return None if matches else f"{where} does not match its checksum (corrupt version)"
 
     @property

@@ -142,8 +142,11 @@ class LiveHeads:
             if reused is not None and reused.weights_check is not None:
                 if reused.weights_check.failure is not None:
                     reused = None  # failed at a request: loaded anew below (and checked at once)
-                elif not defer_check:
-                    reused.weights_check.ensure()  # a state that must serve checked weights only
+                elif not defer_check:  # a state that must serve checked weights only
+                    try:
+                        reused.weights_check.ensure()
+                    except ArtifactError:
+                        reused = None  # loaded anew below: a replaced file may match, a corrupt one is refused
             cache[key] = (
                 reused
                 or self.store.load(
@@ -258,7 +261,7 @@ class LiveHeads:
             if failed:
                 self._withdraw(failed)
             self._unchecked = [(m, a) for m, a in self._unchecked[checked:] if m in self._serving]
-            return len(self._unchecked)
+            return self.unchecked
 
     def _withdraw(self, failed: dict[str, ArtifactError]) -> None:
         """Take the models whose weights failed their check out of serving (self._lock held)."""

@@ -13,7 +13,7 @@ from api.core import tenant_heads
 from api.core.live_heads import LiveHeads
 from api.core.tenant_heads import TenantHeads
 from api.errors import NotFound
-from heads import known_checksums, weights_check
+from heads import known_checksums, serving_state, weights_check
 from heads.config import parse_config
 from heads.errors import ArtifactError
 from heads.known_checksums import KnownChecksums
@@ -63,8 +63,8 @@ def test_a_first_load_checks_the_weights_before_the_first_answer_or_in_the_backg
     vector = np.zeros((1, intents.head.input_dim), np.float32)
     intents.predict_proba(vector)  # the first answer hashes its weights first
     intents.predict_proba(vector)
-    assert hashed == ["head.npz"] and intents.weights_check.verified
-    assert heads.check_weights(deadline=time.monotonic() - 1) == 2  # no time left: nothing checked
+    assert hashed == ["head.npz"] and intents.weights_check.verified and heads.unchecked == 1
+    assert heads.check_weights(deadline=time.monotonic() - 1) == 1  # no time left: plain's still to check
     assert heads.check_weights() == 0 and hashed == ["head.npz"] * 2 and heads.unchecked == 0
     heads.refresh(force=True)
     assert heads.unchecked == 0 and len(hashed) == 2  # the same versions: not checked again
@@ -91,7 +91,8 @@ def test_weights_that_fail_their_deferred_check_take_the_model_out_until_repaire
         with pytest.raises(ArtifactError, match="head.npz does not match its checksum"):
             primary.predict_proba(vector)
     with caplog.at_level(logging.ERROR, logger="api.core.live_heads"):
-        assert heads.check_weights() == 0
+        # a failure a request found is withdrawn at once, though no time is left to hash anything
+        assert heads.check_weights(deadline=time.monotonic() - 1) == 1  # plain's, still to check
         assert "does not match its checksum" in heads.errors["intents"]
         with pytest.raises(NotFound, match="failed to load: .*head.npz does not match its checksum"):
             heads.get("intents")
@@ -102,7 +103,7 @@ def test_weights_that_fail_their_deferred_check_take_the_model_out_until_repaire
     assert len(logged) == 1 and "it is not served" in logged[0]
     weights.write_bytes(original)  # repaired in place
     report = heads.refresh()
-    assert report.failed == {} and heads.errors == {} and heads.unchecked == 0
+    assert report.failed == {} and heads.errors == {} and heads.get("intents").primary.weights_check is None
     assert heads.get("intents").primary.predict_proba(vector).shape == (1, len(primary.labels))
 
 
@@ -328,6 +329,23 @@ def test_polling_thread_swaps_heads(store, clinc_subset, tmp_path):
         heads.stop()
 
 
+def test_a_new_state_checks_the_versions_it_keeps_before_it_serves(store, clinc_subset, tmp_path, monkeypatch):
+    hashed = _counting_hashes(monkeypatch)
+    heads = LiveHeads(store)
+    heads.refresh()
+    primary = heads.get("intents").primary
+    assert primary.weights_check.pending
+    fallback = _second_version(store, clinc_subset, tmp_path)
+    store.change_serving("intents", lambda s: serving_state.set_fallback(s, fallback), reason="test")
+    hashed.clear()  # the registry verified the state's versions as it wrote it
+    assert heads.refresh().loaded == [f"intents: primary {primary.version}, fallback {fallback}"]
+    serving = heads.get("intents")
+    assert serving.primary is primary and primary.weights_check.verified  # kept, checked first
+    assert serving.fallback.weights_check is None  # loaded for a serving model: checked at load
+    assert hashed == ["head.npz", "head.npz"]
+    assert heads.unchecked == 1  # plain's only
+
+
 def test_weights_replaced_after_their_load_fail_the_check_and_load_again(store, tmp_path):
     """The check vouches for the file the head was built from: a file replaced since (a sync, a
     repair), even by identical bytes, is not hashed in its place; the model loads again."""
@@ -345,6 +363,30 @@ def test_weights_replaced_after_their_load_fail_the_check_and_load_again(store, 
     assert "changed since it was loaded" in heads.errors["intents"] and "intents" not in heads.snapshot()
     assert heads.refresh().failed == {} and heads.errors == {}  # loaded again, checked at once: it matches
     assert heads.get("intents").primary.predict_proba(vector).shape == (1, len(primary.labels))
+
+
+def test_a_model_withdrawn_by_its_weights_check_is_rescanned_soon(store, monkeypatch):
+    """As a model that fails to load: every rescan_interval_s, though the store had settled."""
+    clock = [1000.0]
+    monkeypatch.setattr(tenant_heads, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    scans: list[float] = []
+    fingerprint = ModelStore.fingerprint
+    monkeypatch.setattr(ModelStore, "fingerprint", lambda self: scans.append(clock[0]) or fingerprint(self))
+    heads = TenantHeads(store.root.parent, rescan_interval_s=30, settled_rescan_interval_s=300, settle_s=120)
+    heads.refresh()
+
+    def polls_until(end: float) -> list[float]:
+        scans.clear()
+        while clock[0] < end:
+            clock[0] += 1.0
+            heads.poll()
+        return [t - 1000.0 for t in scans]
+
+    assert polls_until(1200.0) == [30, 60, 90, 120]  # settled: the next scan at 420
+    _damage(store.version_dir("intents", store.serving_version("intents")) / "head.npz")
+    heads.check_weights()
+    assert "intents" in heads.tenant("default").errors and "intents" not in heads.snapshot("default")
+    assert polls_until(1300.0) == [230, 260, 290]  # retried every 30 s, refused at once each time
 
 
 def test_the_poller_checks_the_weights_a_first_load_left_for_later(store, monkeypatch):
