@@ -260,17 +260,15 @@ def test_a_change_made_around_the_registry_is_found_by_the_periodic_rescan(store
     assert heads.poll()["default"].loaded == [f"intents: primary {new}"]
 
 
-def test_rescans_come_often_while_the_store_settles_and_rarely_once_it_has(store, clinc_subset, tmp_path, monkeypatch):
-    """The periodic scan of a 10,000-model store costs 0.1-0.3 s: every 30 s for 2 minutes after a
-    change was found (start included: the rest of a sync, a pointer delivered after the generation)
-    and while a model fails to load; every 5 minutes once the store has settled."""
+def _polled_on_a_clock(store, monkeypatch):
+    """A TenantHeads loaded at t = 1000 s of a clock that only its polls move (rescans every 30 s
+    while the store settles, for 120 s, then every 300 s), and `polls_until(end)`: poll once a
+    second until `end`, returning the seconds since 1000 at which a poll scanned the store."""
     clock = [1000.0]
     monkeypatch.setattr(tenant_heads, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     scans: list[float] = []
     fingerprint = ModelStore.fingerprint
     monkeypatch.setattr(ModelStore, "fingerprint", lambda self: scans.append(clock[0]) or fingerprint(self))
-    new = _second_version(store, clinc_subset, tmp_path)
-    old = store.serving_version("intents")
     heads = TenantHeads(store.root.parent, rescan_interval_s=30, settled_rescan_interval_s=300, settle_s=120)
     heads.refresh()
 
@@ -281,6 +279,16 @@ def test_rescans_come_often_while_the_store_settles_and_rarely_once_it_has(store
             heads.poll()
         return [t - 1000.0 for t in scans]
 
+    return heads, polls_until
+
+
+def test_rescans_come_often_while_the_store_settles_and_rarely_once_it_has(store, clinc_subset, tmp_path, monkeypatch):
+    """The periodic scan of a 10,000-model store costs 0.1-0.3 s: every 30 s for 2 minutes after a
+    change was found (start included: the rest of a sync, a pointer delivered after the generation)
+    and while a model fails to load; every 5 minutes once the store has settled."""
+    new = _second_version(store, clinc_subset, tmp_path)
+    old = store.serving_version("intents")
+    heads, polls_until = _polled_on_a_clock(store, monkeypatch)
     assert polls_until(1600.0) == [30, 60, 90, 120, 420]  # settled from 120 s after the start
     store.generation.bump()  # a sync delivered the generation; the pointer comes with the next one
     assert polls_until(1700.0) == [601, 631, 661, 691]  # the store settles again
@@ -367,21 +375,7 @@ def test_weights_replaced_after_their_load_fail_the_check_and_load_again(store, 
 
 def test_a_model_withdrawn_by_its_weights_check_is_rescanned_soon(store, monkeypatch):
     """As a model that fails to load: every rescan_interval_s, though the store had settled."""
-    clock = [1000.0]
-    monkeypatch.setattr(tenant_heads, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-    scans: list[float] = []
-    fingerprint = ModelStore.fingerprint
-    monkeypatch.setattr(ModelStore, "fingerprint", lambda self: scans.append(clock[0]) or fingerprint(self))
-    heads = TenantHeads(store.root.parent, rescan_interval_s=30, settled_rescan_interval_s=300, settle_s=120)
-    heads.refresh()
-
-    def polls_until(end: float) -> list[float]:
-        scans.clear()
-        while clock[0] < end:
-            clock[0] += 1.0
-            heads.poll()
-        return [t - 1000.0 for t in scans]
-
+    heads, polls_until = _polled_on_a_clock(store, monkeypatch)
     assert polls_until(1200.0) == [30, 60, 90, 120]  # settled: the next scan at 420
     _damage(store.version_dir("intents", store.serving_version("intents")) / "head.npz")
     heads.check_weights()
