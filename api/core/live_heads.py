@@ -248,7 +248,7 @@ class LiveHeads:
         many are left."""
         with self._lock:
             # Failures a request found first: out of serving now, not when the walk reaches them.
-            failed = {m: _failure(a) for m, a in self._unchecked if a.weights_check.failure is not None}
+            failed = {m: a.weights_check.error() for m, a in self._unchecked if a.weights_check.failure is not None}
             checked = 0
             for model, artifact in self._unchecked:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -297,10 +297,6 @@ class LiveHeads:
             why,
             exc_info=None if isinstance(exc, HeadsError) else exc,
         )
-
-
-def _failure(artifact: HeadArtifact) -> ArtifactError:
-    return artifact.weights_check.error()
 
 
 def _unchecked(artifact: HeadArtifact) -> bool:
