@@ -80,12 +80,13 @@ class WeightsCheck:
     def _check(self) -> str | None:
         """None when the loaded file matches its checksum, else why not."""
         where = self.file.name
+        changed = f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
         try:
             if identity(os.stat(self.file)) != self.loaded:
-                return f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
+                return changed
             matches = weights_match(self.file, self.expected, self._known)
             if identity(os.stat(self.file)) != self.loaded:  # replaced while it was hashed
-                return f"{where} changed since it was loaded (replaced or rewritten): loaded again at the next scan"
+                return changed
         except OSError as exc:
             return f"cannot read {where} ({exc.strerror or type(exc).__name__})"
         except Exception as exc:  # noqa: BLE001 - a fault of the check itself must not pass as a match

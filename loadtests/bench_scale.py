@@ -249,7 +249,7 @@ def main() -> int:
         "--settle-s",
         type=float,
         default=125.0,
-        help="from ready until the settled idle window (API_RESCAN_SETTLE_S + 5)",
+        help="from the weights checked until the settled idle window (at least API_RESCAN_SETTLE_S + 5 after the start)",
     )
     parser.add_argument("--ready-timeout-s", type=float, default=600.0)
     parser.add_argument(
