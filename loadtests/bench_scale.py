@@ -115,25 +115,42 @@ def build_store(root: Path, n: int, source: Path, version: str) -> ModelStore:
 
 
 class Client:
-    """Keep-alive HTTP to one router."""
+    """Keep-alive HTTP to one router. A connection left idle for IDLE_REOPEN_S is closed before the
+    next request and a new one opened (the 3-model router's client waits while the other router's
+    10,000 heads answer once; past gunicorn's keepalive the router has closed it, and the next
+    request would fail with a broken pipe)."""
+
+    IDLE_REOPEN_S = 60.0  # below the router's keepalive (75 s, api/web/gunicorn_conf.py)
 
     def __init__(self, url: str, key: str):
         parts = urlsplit(url)
         self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self._used = time.monotonic()
+
+    def _fresh(self) -> http.client.HTTPConnection:
+        if time.monotonic() - self._used > self.IDLE_REOPEN_S:
+            self._conn.close()
+            self._conn.connect()  # before a predict's clock starts
+        return self._conn
 
     def get(self, path: str) -> tuple[int, dict]:
-        self._conn.request("GET", path, headers=self._headers)
-        response = self._conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
+        conn = self._fresh()
+        conn.request("GET", path, headers=self._headers)
+        response = conn.getresponse()
+        payload = response.read()
+        self._used = time.monotonic()
+        return response.status, json.loads(payload or b"{}")
 
     def predict(self, model: str, text: str) -> tuple[int, dict, float]:
         body = json.dumps({"text": text})
+        conn = self._fresh()
         started = time.perf_counter()
-        self._conn.request("POST", f"/v1/models/{model}/predict", body=body, headers=self._headers)
-        response = self._conn.getresponse()
+        conn.request("POST", f"/v1/models/{model}/predict", body=body, headers=self._headers)
+        response = conn.getresponse()
         payload = response.read()
         took = time.perf_counter() - started
+        self._used = time.monotonic()
         return response.status, json.loads(payload or b"{}"), took
 
     def close(self) -> None:
