@@ -129,18 +129,20 @@ class Client:
         self._used = time.monotonic()
 
     def _fresh(self) -> http.client.HTTPConnection:
-        if time.monotonic() - self._used > self.IDLE_REOPEN_S:
+        """The connection, reopened first when idle too long (idle counts from the last request's
+        start: a request lasts milliseconds, and counting them in only reopens a little early)."""
+        now = time.monotonic()
+        if now - self._used > self.IDLE_REOPEN_S:
             self._conn.close()
             self._conn.connect()  # before a predict's clock starts
+        self._used = now
         return self._conn
 
     def get(self, path: str) -> tuple[int, dict]:
         conn = self._fresh()
         conn.request("GET", path, headers=self._headers)
         response = conn.getresponse()
-        payload = response.read()
-        self._used = time.monotonic()
-        return response.status, json.loads(payload or b"{}")
+        return response.status, json.loads(response.read() or b"{}")
 
     def predict(self, model: str, text: str) -> tuple[int, dict, float]:
         body = json.dumps({"text": text})
@@ -150,7 +152,6 @@ class Client:
         response = conn.getresponse()
         payload = response.read()
         took = time.perf_counter() - started
-        self._used = time.monotonic()
         return response.status, json.loads(payload or b"{}"), took
 
     def close(self) -> None:

@@ -91,8 +91,10 @@ class Connection:
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
-        fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
-        fields = {name.strip().lower(): value.strip() for name, value in fields.items()}
+        fields = {
+            name.strip().lower(): value.strip()
+            for name, value in (line.split(":", 1) for line in lines[1:] if ":" in line)
+        }
         app_ms = float(fields["x-total-time-ms"]) if "x-total-time-ms" in fields else None
         return status, await self.reader.readexactly(int(fields["content-length"])), app_ms
 
