@@ -6,8 +6,9 @@ change (heads/artifact.py), and `np.savez` stores its arrays uncompressed, so ea
 read-only view of a memory map of the file instead: the pages come from the page cache, are
 shared by every process that maps them, and count in a process's memory only once a request
 touches them (a version's weights are still read once, to check their checksum, at load or
-before the first answer, heads/weights_check.py, but into the page cache, not into the process). A version folder is immutable: a file rewritten in place (not
-replaced by a rename, as the registry and `aws s3 sync` do) would crash a process reading it.
+before the first answer, heads/weights_check.py, but into the page cache, not into the
+process). A version folder is immutable: a file rewritten in place (not replaced by a rename,
+as the registry and `aws s3 sync` do) would crash a process reading it.
 
 `save_weights` writes the file as `np.savez` does (a plain .npz any numpy reads), but with each
 array's data 64-byte aligned, padded through the zip extra field (the way Android's zipalign does
